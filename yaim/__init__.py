@@ -1,0 +1,3 @@
+"""yaim: yet another IP manager."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,90 @@
+"""Read-only snapshots of the cluster, passed between threads.
+
+`Snapshot` is what a DCS backend reads: raw key names, nothing parsed.
+`ClusterView` is what the balancer plans from: parsed, validated addresses.
+Neither touches the network; both are immutable so they can be shared freely.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import FrozenSet, Iterable, Mapping, NamedTuple, Optional, Tuple, Union
+
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+
+class Mark(NamedTuple):
+    """A `marked` key: who holds an address, and the seconds it has left (None: unknown)."""
+
+    holder: str
+    ttl: Optional[float] = None
+
+
+class Snapshot(NamedTuple):
+    """The cluster directory as one backend read it, key names verbatim."""
+
+    pool: FrozenSet[str]
+    marks: Mapping[str, Mark]
+    nodes: FrozenSet[str]
+    drained: FrozenSet[str] = frozenset()
+
+
+class Rejected(NamedTuple):
+    """A pool entry that is skipped, and why."""
+
+    name: str
+    reason: str
+
+
+class ClusterView(NamedTuple):
+    """What the balancer plans from.
+
+    nodes: the healthy nodes that take part (node key present, not drained).
+    pool: the valid pool addresses.
+    holders: address -> node named in its `marked` key (only pool addresses).
+    """
+
+    nodes: FrozenSet[str]
+    pool: FrozenSet[IPAddress]
+    holders: Mapping[IPAddress, str]
+
+
+def parse_address(name: str, allowed: Iterable[IPNetwork] = ()) -> Tuple[Optional[IPAddress], str]:
+    """Parse one pool key name; return (address, "") or (None, reason)."""
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return None, "not an IP address"
+    if str(address) != name:
+        return None, f"not in canonical form (expected {address})"
+    allowed = tuple(allowed)
+    if allowed and not any(address in net for net in allowed if net.version == address.version):
+        return None, "outside allowed-networks"
+    return address, ""
+
+
+def parse_snapshot(
+    snapshot: Snapshot, allowed: Iterable[IPNetwork] = ()
+) -> Tuple[ClusterView, Tuple[Rejected, ...]]:
+    """Turn raw key names into a view; entries that are not usable come back as rejected."""
+    allowed = tuple(allowed)
+    pool = set()
+    rejected = []
+    for name in sorted(snapshot.pool):
+        address, reason = parse_address(name, allowed)
+        if address is None:
+            rejected.append(Rejected(name, reason))
+        else:
+            pool.add(address)
+    holders = {}
+    for name, mark in snapshot.marks.items():
+        address, _ = parse_address(name, allowed)
+        if address in pool:
+            holders[address] = mark.holder
+    view = ClusterView(
+        nodes=frozenset(snapshot.nodes - snapshot.drained),
+        pool=frozenset(pool),
+        holders=holders,
+    )
+    return view, tuple(rejected)
