@@ -22,12 +22,17 @@ class Mark(NamedTuple):
 
 
 class Snapshot(NamedTuple):
-    """The cluster directory as one backend read it, key names verbatim."""
+    """The cluster directory as one backend read it, key names verbatim.
+
+    malformed: pool entries the backend could not use at all (name -> reason),
+    e.g. a plain key where the layout wants a directory.
+    """
 
     pool: FrozenSet[str]
     marks: Mapping[str, Mark]
     nodes: FrozenSet[str]
     drained: FrozenSet[str] = frozenset()
+    malformed: Mapping[str, str] = {}
 
 
 class Rejected(NamedTuple):
@@ -70,7 +75,7 @@ def parse_snapshot(
     """Turn raw key names into a view; entries that are not usable come back as rejected."""
     allowed = tuple(allowed)
     pool = set()
-    rejected = []
+    rejected = [Rejected(name, reason) for name, reason in sorted(snapshot.malformed.items())]
     for name in sorted(snapshot.pool):
         address, reason = parse_address(name, allowed)
         if address is None:

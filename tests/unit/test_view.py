@@ -1,0 +1,115 @@
+"""parse_snapshot: only canonical, allowed pool names become addresses the balancer sees."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from yaim.view import Mark, Rejected, Snapshot, parse_address, parse_snapshot
+
+V4 = ipaddress.ip_network("198.51.100.0/24")
+V6 = ipaddress.ip_network("2001:db8::/32")
+A1 = ipaddress.ip_address("198.51.100.1")
+A2 = ipaddress.ip_address("198.51.100.2")
+B1 = ipaddress.ip_address("2001:db8::1")
+
+
+def snapshot(pool=(), marks=None, nodes=(), drained=()):
+    return Snapshot(
+        pool=frozenset(pool),
+        marks=marks or {},
+        nodes=frozenset(nodes),
+        drained=frozenset(drained),
+    )
+
+
+@pytest.mark.parametrize(
+    "name, address",
+    [("198.51.100.1", A1), ("2001:db8::1", B1)],
+)
+def test_parse_address_accepts_canonical(name, address):
+    assert parse_address(name) == (address, "")
+
+
+@pytest.mark.parametrize(
+    "name", ["", "eth0", "198.51.100", "198.51.100.256", "2001:db8::g", "::1::"]
+)
+def test_parse_address_rejects_non_addresses(name):
+    assert parse_address(name) == (None, "not an IP address")
+
+
+@pytest.mark.parametrize("name", ["2001:DB8::1", "2001:db8:0::1", "2001:0db8::1"])
+def test_parse_address_rejects_non_canonical(name):
+    address, reason = parse_address(name)
+    assert address is None
+    assert reason == "not in canonical form (expected 2001:db8::1)"
+
+
+@pytest.mark.parametrize("name", ["198.51.100.1/32", "198.51.100.0/24"])
+def test_parse_address_rejects_networks(name):
+    assert parse_address(name)[0] is None
+
+
+def test_parse_address_outside_allowed_networks():
+    assert parse_address("198.51.100.1", [V4]) == (A1, "")
+    assert parse_address("203.0.113.1", [V4]) == (None, "outside allowed-networks")
+
+
+def test_allowed_networks_of_one_family_reject_the_other():
+    assert parse_address("2001:db8::1", [V4]) == (None, "outside allowed-networks")
+    assert parse_address("2001:db8::1", [V4, V6]) == (B1, "")
+
+
+def test_parse_snapshot_splits_pool_into_addresses_and_rejections():
+    view, rejected = parse_snapshot(
+        snapshot(pool={"198.51.100.1", "2001:db8::1", "bogus", "2001:DB8::2", "203.0.113.9"}),
+        allowed=[V4, V6],
+    )
+    assert view.pool == {A1, B1}
+    assert rejected == (
+        Rejected("2001:DB8::2", "not in canonical form (expected 2001:db8::2)"),
+        Rejected("203.0.113.9", "outside allowed-networks"),
+        Rejected("bogus", "not an IP address"),
+    )
+
+
+def test_parse_snapshot_without_allowed_networks_accepts_any_address():
+    view, rejected = parse_snapshot(snapshot(pool={"203.0.113.9"}))
+    assert view.pool == {ipaddress.ip_address("203.0.113.9")}
+    assert rejected == ()
+
+
+def test_drained_nodes_are_not_participants():
+    view, _ = parse_snapshot(snapshot(nodes={"a", "b", "c"}, drained={"b", "gone"}))
+    assert view.nodes == {"a", "c"}
+
+
+def test_marks_are_kept_for_pool_addresses_whoever_holds_them():
+    view, _ = parse_snapshot(
+        snapshot(
+            pool={"198.51.100.1", "198.51.100.2"},
+            marks={"198.51.100.1": Mark("a", 5.0), "198.51.100.2": Mark("dead")},
+            nodes={"a"},
+        )
+    )
+    assert view.holders == {A1: "a", A2: "dead"}
+
+
+def test_marks_on_addresses_outside_the_pool_are_dropped():
+    view, _ = parse_snapshot(
+        snapshot(
+            pool={"198.51.100.1", "2001:DB8::1", "203.0.113.9"},
+            marks={
+                "198.51.100.1": Mark("a"),
+                "198.51.100.3": Mark("a"),
+                "2001:DB8::1": Mark("a"),
+                "2001:db8::1": Mark("a"),
+                "203.0.113.9": Mark("a"),
+                "junk": Mark("a"),
+            },
+        ),
+        allowed=[V4, V6],
+    )
+    assert view.pool == {A1}
+    assert view.holders == {A1: "a"}

@@ -1,0 +1,81 @@
+"""Address changes through netlink (pyroute2); the socket belongs to the thread that made it."""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+from typing import List, Optional
+
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+from yaim.actuator import AddressTool, Configured
+from yaim.errors import ActuatorError
+from yaim.view import IPAddress
+
+
+class Netlink(AddressTool):
+    """pyroute2's IPRoute, opened on first use in the calling thread."""
+
+    name = "netlink"
+
+    def __init__(self) -> None:
+        self._ipr: Optional[IPRoute] = None
+
+    def _index(self, ifname: str) -> int:
+        if self._ipr is None:
+            self._ipr = IPRoute()
+        found = self._ipr.link_lookup(ifname=ifname)
+        if not found:
+            raise ActuatorError(f"no interface named {ifname}")
+        return found[0]
+
+    def _call(self, ok_errno: Optional[int], method: str, *args, **kwargs):
+        try:
+            return getattr(self._ipr, method)(*args, **kwargs)
+        except NetlinkError as exc:
+            if exc.code == ok_errno:
+                return None
+            raise ActuatorError(f"netlink: {exc}") from exc
+        except OSError as exc:
+            self.close()
+            raise ActuatorError(f"netlink: {exc}") from exc
+
+    def list(self, ifname: str) -> List[Configured]:
+        index = self._index(ifname)
+        result = []
+        for msg in self._call(None, "get_addr", index=index):
+            text = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
+            address = ipaddress.ip_address(text)
+            result.append(Configured(address, msg["prefixlen"], msg.get_attr("IFA_LABEL") or ""))
+        return result
+
+    def add(self, ifname: str, address: IPAddress, prefixlen: int, label: str) -> None:
+        extra = {"label": label} if address.version == 4 else {}
+        index = self._index(ifname)
+        self._call(
+            errno.EEXIST,
+            "addr",
+            "add",
+            index=index,
+            address=str(address),
+            prefixlen=prefixlen,
+            **extra,
+        )
+
+    def remove(self, ifname: str, address: IPAddress, prefixlen: int) -> None:
+        index = self._index(ifname)
+        self._call(
+            errno.EADDRNOTAVAIL,
+            "addr",
+            "del",
+            index=index,
+            address=str(address),
+            prefixlen=prefixlen,
+        )
+
+    def close(self) -> None:
+        """Drop the socket; the next call opens a new one."""
+        if self._ipr is not None:
+            self._ipr.close()
+            self._ipr = None

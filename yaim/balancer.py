@@ -1,0 +1,115 @@
+"""Decide which node should hold which pool address; pure, no I/O.
+
+Every node runs the same computation on the same view, so the answer must be
+deterministic (no dict or set order, no PYTHONHASHSEED) for nodes to agree on
+who takes a free address without racing for it.  It must also move as few
+addresses as possible: every move is a short outage for that address.
+
+Addresses still marked by a node that does not take part (dead, its mark not
+yet expired; or drained, still releasing) are left alone and left out of the
+quotas; the participants split the rest evenly, the odd ones going to the
+nodes that hold the most already.  A node over its quota releases the
+addresses it wants least (rendezvous hashing); free addresses go, in address
+order, to the node with room that wants each one most.  From any view this
+settles in two rounds: one to release and take, one to take what was released.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Dict, FrozenSet, Iterable, List, NamedTuple, Set, Tuple
+
+from yaim.view import ClusterView, IPAddress
+
+Allotment = Dict[str, FrozenSet[IPAddress]]
+
+
+class Plan(NamedTuple):
+    """What one node does this round."""
+
+    take: FrozenSet[IPAddress]
+    keep: FrozenSet[IPAddress]
+    release: FrozenSet[IPAddress]
+
+
+def score(node: str, address: IPAddress) -> int:
+    """Rendezvous score: how much `node` wants `address`, the same on every host and run."""
+    digest = hashlib.sha256(f"{node}|{address}".encode()).digest()
+    return int.from_bytes(digest, "big")
+
+
+def _address_key(address: IPAddress) -> Tuple[int, int]:
+    return address.version, int(address)
+
+
+def _by_preference(node: str, addresses: Iterable[IPAddress]) -> List[IPAddress]:
+    """`addresses` from the one `node` wants most to the one it wants least."""
+    return sorted(addresses, key=lambda address: score(node, address), reverse=True)
+
+
+def _favourite(address: IPAddress, nodes: Iterable[str]) -> str:
+    """The node among `nodes` that wants `address` most."""
+    return max(nodes, key=lambda node: score(node, address))
+
+
+def _holdings(view: ClusterView) -> Dict[str, Set[IPAddress]]:
+    """Pool addresses per holder, including holders that do not take part."""
+    held: Dict[str, Set[IPAddress]] = {}
+    for address, holder in view.holders.items():
+        if address in view.pool:
+            held.setdefault(holder, set()).add(address)
+    return held
+
+
+def _quotas(nodes: List[str], available: int, counts: Dict[str, int]) -> Dict[str, int]:
+    """Split `available` addresses evenly; the odd ones go to whoever holds most already.
+
+    Giving the extra address to the nodes that already hold the most is what
+    keeps a join or a leave from moving more addresses than it must.
+    """
+    base, extra = divmod(available, len(nodes))
+    ranked = sorted(nodes, key=lambda node: (-counts[node], node))
+    return {node: base + 1 if rank < extra else base for rank, node in enumerate(ranked)}
+
+
+def _settle(view: ClusterView) -> Tuple[Allotment, Allotment]:
+    """Return (kept, taken) per participant for this round; one pass serves every node."""
+    nodes = sorted(view.nodes)
+    if not nodes:
+        return {}, {}
+    held = _holdings(view)
+    occupied = sum(len(addresses) for holder, addresses in held.items() if holder not in view.nodes)
+    counts = {node: len(held.get(node, ())) for node in nodes}
+    quotas = _quotas(nodes, len(view.pool) - occupied, counts)
+    kept = {
+        node: frozenset(_by_preference(node, held.get(node, ()))[: quotas[node]]) for node in nodes
+    }
+    deficit = {node: quotas[node] - len(kept[node]) for node in nodes}
+    taken: Dict[str, List[IPAddress]] = {node: [] for node in nodes}
+    for address in sorted(view.pool.difference(view.holders), key=_address_key):
+        wanting = [node for node in nodes if deficit[node] > 0]
+        if not wanting:
+            break
+        winner = _favourite(address, wanting)
+        taken[winner].append(address)
+        deficit[winner] -= 1
+    return kept, {node: frozenset(addresses) for node, addresses in taken.items()}
+
+
+def assign(view: ClusterView) -> Allotment:
+    """This round's target per participant: what it keeps plus the free addresses it takes.
+
+    Addresses still marked by a node that is over quota are not handed to
+    anyone yet; they are free, and assigned, only once that node releases them.
+    """
+    kept, taken = _settle(view)
+    return {node: kept[node] | taken[node] for node in kept}
+
+
+def plan(view: ClusterView, me: str) -> Plan:
+    """What node `me` does this round; a node that does not take part gives everything up."""
+    mine = frozenset(_holdings(view).get(me, ()))
+    if me not in view.nodes:
+        return Plan(take=frozenset(), keep=frozenset(), release=mine)
+    kept, taken = _settle(view)
+    return Plan(take=taken[me], keep=kept[me], release=mine - kept[me])

@@ -1,0 +1,36 @@
+"""`checker-type: http`: a GET whose status code and body say whether the service is healthy."""
+
+from __future__ import annotations
+
+import requests
+
+from yaim.checks import BaseChecker, CheckResult
+
+
+class Checker(BaseChecker):
+    """GET `http-url`: healthy iff the expected code comes back with the expected substring."""
+
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self.session = requests.Session()
+
+    def check(self) -> CheckResult:
+        url = self.config.http_url
+        try:
+            response = self.session.get(
+                url, timeout=self.config.check_timeout_s, allow_redirects=False
+            )
+        except requests.RequestException as exc:
+            return CheckResult(False, f"GET {url} failed: {type(exc).__name__}")
+        expected = self.config.http_expected_code
+        if response.status_code != expected:
+            return CheckResult(
+                False, f"GET {url} answered {response.status_code}, expected {expected}"
+            )
+        needle = self.config.http_expected_response_contains
+        if needle and needle not in response.text:
+            return CheckResult(False, f"GET {url}: body does not contain {needle!r}")
+        return CheckResult(True, f"GET {url} answered {response.status_code}")
+
+    def close(self) -> None:
+        self.session.close()

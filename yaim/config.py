@@ -1,0 +1,414 @@
+"""The configuration: yaim.yml plus YAIM_* environment overrides, validated in one go.
+
+The schema is the `Config` class itself: every key is one field line naming its parser
+and default, so adding a key is one line (plus a rule below if it depends on other
+keys). `load` reports every problem of a file at once, one line each, because an
+operator fixing a config should not have to restart yaim once per typo.
+
+Pure module: it reads one file and the environment, nothing else.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import socket
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
+from urllib.parse import urlsplit
+
+import yaml
+
+from yaim.errors import ConfigError
+
+IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+Parser = Callable[[Any], Any]
+
+IFNAMSIZ = 15  # Linux interface names and address labels, without the trailing NUL
+ENV_PREFIX = "YAIM_"
+
+_REQUIRED = object()
+
+
+# --- parsers: raw YAML or environment value -> parsed value, or ValueError(problem) ---
+
+
+def _string(raw: Any) -> str:
+    if not isinstance(raw, str):
+        hint = " (quote it in YAML)" if isinstance(raw, (int, float)) else ""
+        raise ValueError(f"must be a string, got {raw!r}{hint}")
+    return raw
+
+
+def _text(*checks: Callable[[str], None], optional: bool = False) -> Parser:
+    """A string; empty means unset for optional keys, so YAIM_X= can clear a file's value."""
+
+    def parse(raw: Any) -> Optional[str]:
+        value = _string(raw)
+        if not value:
+            if optional:
+                return None
+            raise ValueError("must not be empty")
+        for check in checks:
+            check(value)
+        return value
+
+    return parse
+
+
+def _integer(low: int, high: Optional[int] = None) -> Parser:
+    """An int within bounds; digit strings count too, as environment values are strings."""
+
+    def parse(raw: Any) -> int:
+        # bool is a subclass of int: YAML `true` must not become an interval of 1
+        if isinstance(raw, bool) or not isinstance(raw, (int, str)):
+            raise ValueError(f"must be an integer, got {raw!r}")
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"must be an integer, got {raw!r}") from None
+        if high is None and value < low:
+            raise ValueError(f"must be at least {low}, got {value}")
+        if high is not None and not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}, got {value}")
+        return value
+
+    return parse
+
+
+def _choice(*supported: str, planned: Tuple[str, ...] = ()) -> Parser:
+    """One of a few words, any case; `planned` values get a "not supported yet" problem."""
+    canonical = {word.lower(): word for word in supported}
+
+    def parse(raw: Any) -> str:
+        value = _string(raw).lower()
+        if value in planned:
+            raise ValueError(f"{raw!r} is not supported yet (supported: {', '.join(supported)})")
+        if value not in canonical:
+            raise ValueError(f"must be one of {', '.join(supported)}, got {raw!r}")
+        return canonical[value]
+
+    return parse
+
+
+def _list(item: Parser, nonempty: bool = False) -> Parser:
+    """A YAML list, or a comma-separated string as the environment gives it."""
+
+    def parse(raw: Any) -> Tuple[Any, ...]:
+        if isinstance(raw, str):
+            raw = [part.strip() for part in raw.split(",") if part.strip()]
+        if not isinstance(raw, list):
+            raise ValueError(f"must be a list (or a comma-separated string), got {raw!r}")
+        if nonempty and not raw:
+            raise ValueError("must list at least one entry")
+        values, errors = [], []
+        for entry in raw:
+            try:
+                values.append(item(entry))
+            except ValueError as exc:
+                errors.append(str(exc))
+        if errors:
+            raise ValueError("; ".join(errors))
+        return tuple(values)
+
+    return parse
+
+
+def _network(raw: Any) -> IPNetwork:
+    value = _string(raw)
+    try:
+        return ipaddress.ip_network(value)
+    except ValueError as exc:
+        raise ValueError(f"not a network in CIDR form: {exc}") from None
+
+
+# --- checks on strings: raise ValueError(problem) ---
+
+
+def _url(value: str) -> None:
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 -- raises ValueError for a port out of range or not a number
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
+
+
+def _path_part(value: str) -> None:
+    """Names that become one DCS path component (or an address label) hold no '/' or space."""
+    if "/" in value or any(char.isspace() for char in value):
+        raise ValueError(f"must not contain '/' or whitespace, got {value!r}")
+
+
+def _interface_name(value: str) -> None:
+    """The kernel's own rule (dev_valid_name), so a typo fails here and not at the first add."""
+    bad_char = any(char in "/:" or char.isspace() for char in value)
+    if len(value.encode()) > IFNAMSIZ or value in (".", "..") or bad_char:
+        raise ValueError(
+            f"must be a Linux interface name (at most {IFNAMSIZ} characters,"
+            f" no '/', ':' or whitespace), got {value!r}"
+        )
+
+
+# --- the schema ---
+
+
+def _kebab(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def _key(parse: Parser, default: Any = _REQUIRED, secret: bool = False) -> Any:
+    """Declare one config key. `default` is a value, or a function of the keys parsed so far."""
+    metadata = {"parse": parse, "default": default, "secret": secret}
+    return field(repr=not secret, metadata=metadata)
+
+
+def _seconds(name: str) -> property:
+    """The code works in float seconds; the file keeps the operator's milliseconds."""
+    return property(lambda self: getattr(self, name) / 1000.0, doc=f"{name} in seconds")
+
+
+_OPTIONAL_TEXT = _text(optional=True)
+_COUNT = _integer(1)
+_MILLISECONDS = _integer(1)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The validated configuration; attributes are the contract's keys in snake_case."""
+
+    dcs_type: str = _key(_choice("etcd", planned=("etcd3",)), "etcd")
+    dcs_endpoints: Tuple[str, ...] = _key(
+        _list(_text(_url), nonempty=True), ("http://127.0.0.1:2379",)
+    )
+    dcs_namespace: str = _key(_text(_path_part), "service")
+    dcs_clustername: str = _key(_text(_path_part), "yaim")
+    etcd_user: Optional[str] = _key(_OPTIONAL_TEXT, None)
+    etcd_password: Optional[str] = _key(_OPTIONAL_TEXT, None, secret=True)
+    etcd_ca_file: Optional[str] = _key(_OPTIONAL_TEXT, None)
+    etcd_cert_file: Optional[str] = _key(_OPTIONAL_TEXT, None)
+    etcd_key_file: Optional[str] = _key(_OPTIONAL_TEXT, None)
+    interval: int = _key(_MILLISECONDS, 1000)
+    ttl: int = _key(_MILLISECONDS, 3000)
+    retry_num: int = _key(_COUNT, 3)
+    retry_after: int = _key(_integer(0), 250)
+    node_name: str = _key(_text(_path_part), lambda _values: socket.gethostname())
+    interface: str = _key(_text(_interface_name))
+    netmask: int = _key(_integer(0, 32), 32)
+    netmask6: int = _key(_integer(0, 128), 128)
+    label: str = _key(_text(_path_part), "yaim")
+    allowed_networks: Tuple[IPNetwork, ...] = _key(_list(_network), ())
+    checker_type: str = _key(_choice("http", "none", planned=("postgres", "shell")), "http")
+    check_interval: int = _key(_MILLISECONDS, lambda values: values.get("interval"))
+    check_timeout: int = _key(_MILLISECONDS, 2000)
+    check_rise: int = _key(_COUNT, 1)
+    check_fall: int = _key(_COUNT, 1)
+    http_url: Optional[str] = _key(_text(_url, optional=True), None)
+    http_expected_code: int = _key(_integer(100, 599), 200)
+    http_expected_response_contains: Optional[str] = _key(_OPTIONAL_TEXT, None)
+    log_level: str = _key(_choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), "INFO")
+    source: str = ""
+    warnings: Tuple[str, ...] = ()
+
+    interval_s = _seconds("interval")
+    ttl_s = _seconds("ttl")
+    retry_after_s = _seconds("retry_after")
+    check_interval_s = _seconds("check_interval")
+    check_timeout_s = _seconds("check_timeout")
+
+    def as_dict(self, mask_secrets: bool = True) -> Dict[str, Any]:
+        """Effective config with the contract's keys and plain values, for --check-config."""
+        result = {}
+        for key in _KEYS:
+            value = getattr(self, key.name)
+            if mask_secrets and key.metadata["secret"] and value is not None:
+                value = "***"
+            elif isinstance(value, tuple):
+                value = [item if isinstance(item, str) else str(item) for item in value]
+            result[_kebab(key.name)] = value
+        return result
+
+
+_KEYS = tuple(key for key in fields(Config) if key.metadata)
+_BY_NAME = {_kebab(key.name): key for key in _KEYS}
+
+
+# --- rules between keys: called with the named keys' values, return a problem or None ---
+
+
+def _ttl_covers_interval(ttl: int, interval: int) -> Optional[str]:
+    """Three refreshes per TTL, so one late or lost refresh never lets a mark expire."""
+    if ttl < 3 * interval:
+        return f"must be at least 3 x interval ({3 * interval} ms), got {ttl}"
+    return None
+
+
+def _cert_with_key(cert: Optional[str], key: Optional[str]) -> Optional[str]:
+    if (cert is None) != (key is None):
+        return "must be given together with etcd-key-file (only one of them is set)"
+    return None
+
+
+def _password_with_user(password: Optional[str], user: Optional[str]) -> Optional[str]:
+    if password is not None and user is None:
+        return "is set but etcd-user is not"
+    return None
+
+
+def _label_fits(label: str, interface: str) -> Optional[str]:
+    full = f"{interface}:{label}"
+    if len(full.encode()) > IFNAMSIZ:
+        return f"{full!r} is longer than {IFNAMSIZ} characters; shorten label (or interface)"
+    return None
+
+
+def _http_url_for_http(url: Optional[str], checker: str) -> Optional[str]:
+    if url is None and checker == "http":
+        return "required when checker-type is http"
+    return None
+
+
+class _Rule(NamedTuple):
+    keys: Tuple[str, ...]  # field names; the problem is reported on the first
+    check: Callable[..., Optional[str]]
+
+
+_RULES = (
+    _Rule(("ttl", "interval"), _ttl_covers_interval),
+    _Rule(("etcd_cert_file", "etcd_key_file"), _cert_with_key),
+    _Rule(("etcd_password", "etcd_user"), _password_with_user),
+    _Rule(("label", "interface"), _label_fits),
+    _Rule(("http_url", "checker_type"), _http_url_for_http),
+)
+
+
+# --- loading ---
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys; PyYAML would silently keep the last one."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Dict[Any, Any]:
+        seen = set()
+        for key_node, _value in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
+                    )
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep=deep)
+
+
+def _read_yaml(path: str) -> Dict[Any, Any]:
+    """The file's top-level mapping; a ConfigError with one clear line if there is none."""
+    try:
+        with open(path, encoding="utf-8") as stream:
+            data = yaml.load(stream, Loader=_Loader)
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: file not found"]) from None
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read the file: {exc.strerror}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{path}: not UTF-8 text"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: YAML syntax error: {_one_line(exc)}"]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            [f"{path}: the top level must be a mapping of key: value, not a {type(data).__name__}"]
+        )
+    return data
+
+
+def _one_line(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    return " ".join(f"{where}{problem}".split())
+
+
+class _Given(NamedTuple):
+    raw: Any
+    origin: str  # the file's path, or "YAIM_X (environment)"
+
+
+def _collect(
+    path: str, data: Dict[Any, Any], environ: Mapping[str, str]
+) -> Tuple[Dict[str, _Given], List[str], List[str]]:
+    """Map every given value to its field name: (given, problems, warnings)."""
+    given: Dict[str, _Given] = {}
+    spelled: Dict[str, str] = {}
+    problems: List[str] = []
+    warnings: List[str] = []
+    for key, raw in data.items():
+        key = str(key)
+        name = _kebab(key)
+        if name not in _BY_NAME:
+            hint = difflib.get_close_matches(name, list(_BY_NAME), n=1)
+            problems.append(
+                f"{path}: {key}: unknown key" + (f" (did you mean {hint[0]}?)" if hint else "")
+            )
+            continue
+        if name != key:
+            warnings.append(f"{path}: {key}: underscore spelling is deprecated, write {name}")
+        if name in spelled:
+            problems.append(f"{path}: {name}: given twice, as {spelled[name]} and as {key}")
+        spelled[name] = key
+        given[_BY_NAME[name].name] = _Given(raw, path)
+    for key in _KEYS:
+        variable = ENV_PREFIX + key.name.upper()
+        if variable in environ:
+            given[key.name] = _Given(environ[variable], f"{variable} (environment)")
+    return given, problems, warnings
+
+
+def _origin(given: Mapping[str, _Given], names: Tuple[str, ...], path: str) -> str:
+    """Where the first of these keys was set; the file if none was (defaults are the file's)."""
+    return next((given[name].origin for name in names if name in given), path)
+
+
+def _parse(given: Mapping[str, _Given], path: str) -> Tuple[Dict[str, Any], List[str]]:
+    """Parse every key, then check the rules between the keys that parsed: (values, problems)."""
+    values: Dict[str, Any] = {}
+    problems: List[str] = []
+    for key in _KEYS:
+        entry = given.get(key.name)
+        where = f"{_origin(given, (key.name,), path)}: {_kebab(key.name)}"
+        if entry is None or entry.raw is None:  # `key:` with no value in YAML means the default
+            default = key.metadata["default"]
+            if default is _REQUIRED:
+                problems.append(f"{where}: required, but not set")
+            else:
+                values[key.name] = default(values) if callable(default) else default
+            continue
+        try:
+            values[key.name] = key.metadata["parse"](entry.raw)
+        except ValueError as exc:
+            problems.append(f"{where}: {exc}")
+    for rule in _RULES:
+        if all(name in values for name in rule.keys):
+            problem = rule.check(*(values[name] for name in rule.keys))
+            if problem:
+                where = f"{_origin(given, rule.keys, path)}: {_kebab(rule.keys[0])}"
+                problems.append(f"{where}: {problem}")
+    return values, problems
+
+
+def load(path: str, environ: Optional[Mapping[str, str]] = None) -> Config:
+    """Read the file and YAIM_* overrides and validate all; ConfigError lists every problem."""
+    environ = os.environ if environ is None else environ
+    given, problems, warnings = _collect(path, _read_yaml(path), environ)
+    values, parse_problems = _parse(given, path)
+    problems.extend(parse_problems)
+    if problems:
+        raise ConfigError(problems)
+    if not values["allowed_networks"]:
+        warnings.append(
+            f"{_origin(given, ('allowed_networks',), path)}: allowed-networks: empty, so any"
+            " address in the pool is accepted; list the networks your addresses come from"
+        )
+    return Config(source=path, warnings=tuple(warnings), **values)

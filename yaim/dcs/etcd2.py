@@ -1,0 +1,189 @@
+"""etcd v2 keys API (python-etcd), exactly the seed's layout.
+
+/<ns>/<cl>/ips/<address>/         a directory per pool address (the operator's)
+/<ns>/<cl>/ips/<address>/marked   holder's node name, TTL, created with prevExist=false
+/<ns>/<cl>/nodes/<node>           present while the node is healthy, TTL
+/<ns>/<cl>/drain/<node>           set by an operator, no TTL
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import ssl
+from typing import Callable, Dict, Optional, TypeVar
+from urllib.parse import urlsplit
+
+import etcd
+import urllib3
+
+from yaim.dcs import DCS, Transient
+from yaim.view import IPAddress, Mark, Snapshot
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+NOT_OURS = (etcd.EtcdKeyNotFound, etcd.EtcdCompareFailed)
+
+# python-etcd logs every failed request at ERROR; our retry policy reports them once.
+logging.getLogger("etcd").setLevel(logging.CRITICAL)
+
+
+def _client(url: str, config, timeout: float) -> etcd.Client:
+    """A python-etcd client for one endpoint; certificates are always verified on https."""
+    parts = urlsplit(url)
+    ca_cert = None
+    if parts.scheme == "https":
+        # python-etcd turns verification off when it is given no CA: hand it the system store.
+        ca_cert = config.etcd_ca_file or ssl.get_default_verify_paths().openssl_cafile
+    cert = None
+    if config.etcd_cert_file:
+        cert = (config.etcd_cert_file, config.etcd_key_file)
+    return etcd.Client(
+        host=parts.hostname,
+        port=parts.port or 2379,
+        protocol=parts.scheme,
+        read_timeout=timeout,
+        username=config.etcd_user,
+        password=config.etcd_password,
+        ca_cert=ca_cert,
+        cert=cert,
+        allow_reconnect=False,
+    )
+
+
+def _describe(exc: Exception) -> str:
+    """A one-line cause without python-etcd's nested reprs."""
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+class Backend(DCS):
+    """The v2 backend: one client per endpoint, failover by the shared retry policy."""
+
+    def __init__(self, config, **kwargs) -> None:
+        super().__init__(config, **kwargs)
+        self._clients: Dict[str, etcd.Client] = {}
+        self.etcd_ttl = math.ceil(self.ttl)
+
+    def _call(self, what: str, operation: Callable[[etcd.Client], T]) -> T:
+        """One operation under the retry policy; semantic answers are handled by `operation`."""
+
+        def attempt(endpoint: str) -> T:
+            client = self._clients.get(endpoint)
+            if client is None:
+                client = self._clients[endpoint] = _client(endpoint, self.config, self.timeout)
+            try:
+                return operation(client)
+            except (etcd.EtcdException, urllib3.exceptions.HTTPError, OSError) as exc:
+                raise Transient(_describe(exc)) from exc
+
+        return self._retry(what, attempt)
+
+    def _mark_key(self, address: IPAddress) -> str:
+        return f"{self.root}/ips/{address}/marked"
+
+    @property
+    def _node_key(self) -> str:
+        return f"{self.root}/nodes/{self.node}"
+
+    def read(self) -> Snapshot:
+        def operation(client: etcd.Client) -> Optional[etcd.EtcdResult]:
+            try:
+                return client.read(self.root, recursive=True, quorum=True)
+            except etcd.EtcdKeyNotFound:
+                return None
+
+        result = self._call("read " + self.root, operation)
+        return _snapshot(self.root, result)
+
+    def touch_node(self) -> None:
+        def operation(client: etcd.Client) -> None:
+            try:
+                # A refresh does not wake watchers; only a missing key needs a full write.
+                client.write(self._node_key, None, ttl=self.etcd_ttl, refresh=True, prevExist=True)
+            except etcd.EtcdKeyNotFound:
+                client.write(self._node_key, "healthy", ttl=self.etcd_ttl)
+
+        self._call("write " + self._node_key, operation)
+
+    def delete_node(self) -> None:
+        def operation(client: etcd.Client) -> None:
+            with contextlib.suppress(etcd.EtcdKeyNotFound):
+                client.delete(self._node_key)
+
+        self._call("delete " + self._node_key, operation)
+
+    def create_mark(self, address: IPAddress) -> bool:
+        key = self._mark_key(address)
+        directory = key.rsplit("/", 1)[0]
+
+        def operation(client: etcd.Client) -> bool:
+            try:
+                mark = client.write(key, self.node, ttl=self.etcd_ttl, prevExist=False)
+            except (etcd.EtcdAlreadyExist, etcd.EtcdNotDir, etcd.EtcdNotFile):
+                return False
+            # Writing the mark re-creates a pool directory an operator just deleted:
+            # if this write made the directory, undo it instead of resurrecting the address.
+            try:
+                made_directory = client.read(directory).createdIndex == mark.createdIndex
+            except etcd.EtcdKeyNotFound:
+                return False
+            if made_directory:
+                client.delete(directory, recursive=True)
+                log.info("not taking %s: it was removed from the pool meanwhile", address)
+                return False
+            return True
+
+        return self._call("create " + key, operation)
+
+    def refresh_mark(self, address: IPAddress) -> bool:
+        key = self._mark_key(address)
+
+        def operation(client: etcd.Client) -> bool:
+            try:
+                client.write(key, None, ttl=self.etcd_ttl, refresh=True, prevValue=self.node)
+            except NOT_OURS:
+                return False
+            return True
+
+        return self._call("refresh " + key, operation)
+
+    def delete_mark(self, address: IPAddress) -> bool:
+        key = self._mark_key(address)
+
+        def operation(client: etcd.Client) -> bool:
+            try:
+                client.delete(key, prevValue=self.node)
+            except NOT_OURS:
+                return False
+            return True
+
+        return self._call("delete " + key, operation)
+
+
+def _snapshot(root: str, result: Optional[etcd.EtcdResult]) -> Snapshot:
+    """Sort the recursive read of the cluster directory into the layout's parts."""
+    pool, malformed, marks, nodes, drained = set(), {}, {}, set(), set()
+    for node in result.get_subtree() if result is not None else ():
+        parts = node.key[len(root) :].strip("/").split("/")
+        if len(parts) == 2 and parts[0] == "ips":
+            if node.dir:
+                pool.add(parts[1])
+            else:
+                malformed[parts[1]] = "a plain key, not a directory"
+        elif len(parts) == 3 and parts[0] == "ips" and parts[2] == "marked" and not node.dir:
+            marks[parts[1]] = Mark(node.value, node.ttl)
+        elif len(parts) == 2 and parts[0] == "nodes":
+            nodes.add(parts[1])
+        elif len(parts) == 2 and parts[0] == "drain":
+            drained.add(parts[1])
+    return Snapshot(
+        pool=frozenset(pool),
+        marks=marks,
+        nodes=frozenset(nodes),
+        drained=frozenset(drained),
+        malformed=malformed,
+    )

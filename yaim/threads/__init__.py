@@ -1,0 +1,1 @@
+"""The daemon's threads, one per role; `daemon` wires them together."""

@@ -1,0 +1,110 @@
+"""The balancer thread: reads the cluster, plans with `yaim.balancer`, marks and unmarks.
+
+Take = create the mark (atomically), then hold the address, which the actuator
+adds and announces. Release = stop holding, wait until the actuator has removed
+the address, then delete the mark. Never the other way round.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, List, Set
+
+from yaim import balancer
+from yaim.dcs import DCS
+from yaim.errors import DCSError
+from yaim.state import SharedState
+from yaim.threads.base import Worker
+from yaim.view import ClusterView, IPAddress, Rejected, parse_snapshot
+
+log = logging.getLogger(__name__)
+
+
+class BalancerThread(Worker):
+    """One round per interval, or at once when health changes or a mark is lost."""
+
+    def __init__(
+        self,
+        dcs: DCS,
+        state: SharedState,
+        config,
+        sync_actuator: Callable[[float], bool],
+        **kwargs,
+    ) -> None:
+        super().__init__("balancer", **kwargs)
+        self.dcs = dcs
+        self.state = state
+        self.config = config
+        self.me = config.node_name
+        self.sync_actuator = sync_actuator
+        self.rejected: Set[Rejected] = set()
+        self.failing = False
+
+    def step(self, messages: List[Any]) -> None:
+        try:
+            view = self._read_view()
+            self._act(view)
+        except DCSError as exc:
+            if not self.failing:
+                log.warning("balancer cannot reach the DCS, node %s: %s", self.me, exc)
+            self.failing = True
+            return
+        if self.failing:
+            log.info("balancer reaches the DCS again via %s", self.dcs.endpoint)
+        self.failing = False
+
+    def _read_view(self) -> ClusterView:
+        view, rejected = parse_snapshot(self.dcs.read(), self.config.allowed_networks)
+        for entry in sorted(set(rejected) - self.rejected):
+            log.warning("refused pool entry %r on node %s: %s", entry.name, self.me, entry.reason)
+        self.rejected = set(rejected)
+        self.state.set_view(view)
+        if not self.state.healthy:
+            view = view._replace(nodes=view.nodes - {self.me})
+        return view
+
+    def _act(self, view: ClusterView) -> None:
+        held = self.state.held()
+        for address in sorted(held - view.pool):
+            self._release(address, "removed from the pool")
+        for address in sorted(held & view.pool):
+            holder = view.holders.get(address)
+            if holder != self.me and self.state.drop(address) is not None:
+                log.warning(
+                    "fencing %s on node %s: its mark is %s",
+                    address,
+                    self.me,
+                    "held by " + holder if holder else "gone",
+                )
+                self.sync_actuator(self.config.interval_s)
+        plan = balancer.plan(view, self.me)
+        reason = "not healthy" if self.me not in view.nodes else "over its share"
+        for address in sorted(plan.release):
+            self._release(address, reason)
+        for address in sorted(plan.keep - self.state.held()):
+            self._claim(address, self.dcs.refresh_mark, "its mark was still ours")
+        for address in sorted(plan.take):
+            self._claim(address, self.dcs.create_mark, "it was free")
+
+    def _claim(self, address: IPAddress, mark: Callable[[IPAddress], bool], why: str) -> None:
+        """Get a live mark through `mark`, then hold the address."""
+        sent_at = time.monotonic()
+        if not mark(address):
+            log.debug("%s is not ours to take this round", address)
+            return
+        if not self.state.hold(address, self.state.fence_time(sent_at)):
+            self.dcs.delete_mark(address)
+            return
+        log.info("took %s on node %s: %s", address, self.me, why)
+
+    def _release(self, address: IPAddress, reason: str) -> None:
+        """Remove the address from the interface first, then delete its mark."""
+        fence_time = self.state.drop(address)
+        if not self.sync_actuator(self.config.interval_s):
+            if fence_time is not None:
+                self.state.hold(address, fence_time)
+            log.error("keeping %s on node %s: it could not be removed yet", address, self.me)
+            return
+        self.dcs.delete_mark(address)
+        log.info("released %s on node %s: %s", address, self.me, reason)

@@ -1,0 +1,78 @@
+"""What every role thread shares: a period, a wake-up queue, a stop Event, crash reporting."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from typing import Any, Callable, List, Optional
+
+log = logging.getLogger(__name__)
+
+
+class Worker(threading.Thread):
+    """Runs `step()` every `period` seconds, or at once when poked.
+
+    `queue.get(timeout=...)` is both the sleep and the "act now" trigger. An
+    exception escaping `step()` is a bug: it is logged and reported through
+    `on_crash`, and the daemon shuts down instead of running half alive.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        period: float,
+        stop: threading.Event,
+        on_crash: Callable[[str], None],
+    ) -> None:
+        super().__init__(name=name, daemon=True)
+        self.period = period
+        self.stop = stop
+        self.on_crash = on_crash
+        self.inbox: queue.Queue = queue.Queue()
+        self.last_success = time.monotonic()
+
+    def poke(self, item: Any = None) -> None:
+        """Wake the thread now (with an optional message for it)."""
+        self.inbox.put(item)
+
+    def next_timeout(self) -> float:
+        """Seconds until the next step is due; roles with deadlines shorten it."""
+        return self.period
+
+    def _wait(self) -> List[Any]:
+        """Sleep until the next step is due or a poke arrives; return every message waiting."""
+        try:
+            items = [self.inbox.get(timeout=max(0.0, self.next_timeout()))]
+        except queue.Empty:
+            return []
+        while True:
+            try:
+                items.append(self.inbox.get_nowait())
+            except queue.Empty:
+                return [item for item in items if item is not None]
+
+    def run(self) -> None:
+        try:
+            messages: List[Any] = []
+            while not self.stop.is_set():
+                self.step(messages)
+                self.last_success = time.monotonic()
+                messages = self._wait()
+            self.finish(messages)
+        except Exception:
+            log.critical("thread %s crashed", self.name, exc_info=True)
+            self.on_crash(self.name)
+
+    def step(self, messages: List[Any]) -> None:
+        """One round of the role's work."""
+        raise NotImplementedError
+
+    def finish(self, messages: List[Any]) -> None:
+        """Last work after the stop Event is set."""
+
+    def stuck_for(self, now: Optional[float] = None) -> float:
+        """Seconds since the last completed step beyond what the period allows."""
+        now = time.monotonic() if now is None else now
+        return max(0.0, now - self.last_success - self.period)

@@ -1,0 +1,69 @@
+"""The heartbeat thread: keeps the node key and this node's marks alive in the DCS.
+
+Every refresh that succeeds moves the address's fence time; one that finds the
+mark gone or someone else's drops the address at once. When the DCS cannot be
+reached nothing moves, and the actuator thread fences when the time comes.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, List
+
+from yaim.dcs import DCS
+from yaim.errors import DCSError
+from yaim.state import SharedState
+from yaim.threads.base import Worker
+
+log = logging.getLogger(__name__)
+
+
+class HeartbeatThread(Worker):
+    """Advertises the node while it is healthy and refreshes every held mark."""
+
+    def __init__(self, dcs: DCS, state: SharedState, on_lost: Callable[[], None], **kwargs) -> None:
+        super().__init__("heartbeat", **kwargs)
+        self.dcs = dcs
+        self.state = state
+        self.on_lost = on_lost
+        self.advertised = False
+        self.failing = False
+
+    def step(self, messages: List[Any]) -> None:
+        try:
+            self._advertise()
+            self._refresh_marks()
+        except DCSError as exc:
+            if not self.failing:
+                log.warning("heartbeat failed, node %s: %s", self.dcs.node, exc)
+            self.failing = True
+            return
+        if self.failing:
+            log.info("heartbeat works again via %s", self.dcs.endpoint)
+        self.failing = False
+
+    def _advertise(self) -> None:
+        if self.state.healthy:
+            self.dcs.touch_node()
+            self.advertised = True
+        elif self.advertised:
+            self.dcs.delete_node()
+            self.advertised = False
+            log.info("removed the node key of %s: not healthy", self.dcs.node)
+
+    def _refresh_marks(self) -> None:
+        lost = False
+        for address in sorted(self.state.held()):
+            sent_at = time.monotonic()
+            if self.dcs.refresh_mark(address):
+                self.state.extend(address, sent_at)
+            elif self.state.drop(address) is not None:
+                log.warning(
+                    "fencing %s on node %s: its mark is gone or someone else's",
+                    address,
+                    self.dcs.node,
+                )
+                lost = True
+        if lost:
+            self.on_lost()
