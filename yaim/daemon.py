@@ -19,9 +19,10 @@ import threading
 from typing import List
 
 from yaim import checks, dcs
+from yaim import config as config_module
 from yaim.actuator import Actuator
 from yaim.actuator.iproute import IpCommand
-from yaim.errors import ActuatorError, DCSError
+from yaim.errors import ActuatorError, ConfigError, DCSError
 from yaim.state import SharedState
 from yaim.threads.actuator import ActuatorThread
 from yaim.threads.balancer import BalancerThread
@@ -39,8 +40,12 @@ SHUTDOWN_ACTUATOR_TIMEOUT = 2.0
 
 
 def fence_margin(config) -> float:
-    """Seconds before a mark's expiry at which its address must already be gone."""
-    return max(0.25 * config.ttl_s, min(0.5, config.interval_s))
+    """Seconds before a mark can expire at which its address must already be gone.
+
+    The fence time counts from when the refresh was sent, before etcd starts the
+    TTL, so the margin only has to cover the actuator's reaction and clock skew.
+    """
+    return max(0.1, 0.1 * config.ttl_s)
 
 
 def make_actuator(config, tools=None) -> Actuator:
@@ -53,6 +58,8 @@ class Daemon:
     def __init__(self, config) -> None:
         self.config = config
         self.stop = threading.Event()
+        self.stop_waiting = threading.Event()
+        self.reload_requested = False
         self.crashed: List[str] = []
         self.state = SharedState(config.ttl_s, fence_margin(config))
         common = {"stop": self.stop, "on_crash": self._on_crash}
@@ -90,7 +97,11 @@ class Daemon:
 
     def _on_crash(self, name: str) -> None:
         self.crashed.append(name)
+        self._stop_now()
+
+    def _stop_now(self) -> None:
         self.stop.set()
+        self.stop_waiting.set()
 
     def _on_health_change(self, healthy: bool) -> None:
         self.heartbeat.poke()
@@ -98,12 +109,33 @@ class Daemon:
 
     def _on_signal(self, signum: int, _frame) -> None:
         log.info("received %s: releasing everything and stopping", signal.Signals(signum).name)
-        self.stop.set()
+        self._stop_now()
+
+    def _on_reload(self, _signum: int, _frame) -> None:
+        self.reload_requested = True
+        self.stop_waiting.set()
+
+    def reload(self) -> None:
+        """SIGHUP: read the file again; a bad file is reported and the running config kept."""
+        try:
+            new = config_module.load(self.config.source)
+        except ConfigError as exc:
+            log.error(
+                "reload refused, keeping the running configuration: %s", "; ".join(exc.problems)
+            )
+            return
+        logging.getLogger().setLevel(new.log_level)
+        log.info(
+            "reloaded %s: log-level %s (other changes take effect at restart)",
+            new.source,
+            new.log_level,
+        )
 
     def run(self) -> int:
         """Run until stopped; the exit status: 0 after a signal, 1 after a crash."""
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, self._on_signal)
+        signal.signal(signal.SIGHUP, self._on_reload)
         log.info(
             "yaim node %s starting: interface %s, DCS %s, cluster /%s/%s",
             self.config.node_name,
@@ -114,7 +146,12 @@ class Daemon:
         )
         for thread in self.threads:
             thread.start()
-        while not self.stop.wait(self.config.interval_s):
+        while not self.stop.is_set():
+            self.stop_waiting.wait(self.config.interval_s)
+            self.stop_waiting.clear()
+            if self.reload_requested:
+                self.reload_requested = False
+                self.reload()
             self._watch()
         self.shutdown()
         if self.crashed:
@@ -123,11 +160,18 @@ class Daemon:
         return 0
 
     def _watch(self) -> None:
-        """Notice a thread that is stuck (alive but not finishing its rounds)."""
+        """Notice a stuck thread. Only a stuck actuator is fatal: it is the one that fences.
+
+        The others may wait on a slow DCS or check for long; fencing covers them.
+        """
         for thread in self.threads:
             stuck = thread.stuck_for()
-            if stuck > self.config.ttl_s:
-                log.warning("thread %s has not finished a round for %.1fs", thread.name, stuck)
+            if stuck <= self.config.ttl_s:
+                continue
+            log.warning("thread %s has not finished a round for %.1fs", thread.name, stuck)
+            if thread is self.actuator:
+                self.crashed.append("actuator (stuck)")
+                self._stop_now()
 
     def shutdown(self) -> None:
         """Remove the addresses, then the marks and the node key (never the other way)."""
@@ -167,20 +211,15 @@ def release_in_dcs(config, held=()) -> bool:
         mine |= {address for address, holder in view.holders.items() if holder == store.node}
     except DCSError as exc:
         log.warning("cannot read the DCS to release marks: %s", exc)
-    ok = True
-    for address in sorted(mine):
-        try:
+    try:
+        for address in sorted(mine):
             if store.delete_mark(address):
                 log.info("released %s on node %s: stopping", address, store.node)
-        except DCSError as exc:
-            log.warning("could not delete the mark of %s: %s", address, exc)
-            ok = False
-    try:
         store.delete_node()
     except DCSError as exc:
-        log.warning("could not delete the node key: %s", exc)
-        ok = False
-    return ok
+        log.warning("giving up on the DCS, the marks will expire: %s", exc)
+        return False
+    return True
 
 
 def interface_exists(name: str) -> bool:

@@ -20,7 +20,11 @@ log = logging.getLogger(__name__)
 
 
 class HeartbeatThread(Worker):
-    """Advertises the node while it is healthy and refreshes every held mark."""
+    """Advertises the node while it is healthy and refreshes every held mark.
+
+    `on_change` is called when the node key appears or a mark is lost, so the
+    balancer acts at once instead of at its next interval.
+    """
 
     def __init__(self, dcs: DCS, state: SharedState, on_lost: Callable[[], None], **kwargs) -> None:
         super().__init__("heartbeat", **kwargs)
@@ -46,7 +50,9 @@ class HeartbeatThread(Worker):
     def _advertise(self) -> None:
         if self.state.healthy:
             self.dcs.touch_node()
-            self.advertised = True
+            if not self.advertised:
+                self.advertised = True
+                self.on_change()
         elif self.advertised:
             self.dcs.delete_node()
             self.advertised = False
@@ -66,4 +72,4 @@ class HeartbeatThread(Worker):
                 )
                 lost = True
         if lost:
-            self.on_lost()
+            self.on_change()

@@ -1,0 +1,125 @@
+"""The etcd v2 backend against a real etcd on loopback: layout, atomicity, failover."""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+
+import pytest
+import yaml
+
+from tests.lab.etcd import EtcdCluster, _free_port
+from tests.lab.util import wait_until
+from yaim import config, dcs
+from yaim.errors import DCSError
+from yaim.view import Mark
+
+A = ipaddress.ip_address("198.51.100.100")
+B = ipaddress.ip_address("198.51.100.101")
+
+
+@pytest.fixture(scope="module")
+def etcd():
+    with EtcdCluster(size=1) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def make(tmp_path, etcd, request):
+    """Backends for one fresh cluster directory, one per node name."""
+    cluster = "t" + str(abs(hash(request.node.name)) % 10**8)
+
+    def backend(node="n1", endpoints=None, **settings):
+        values = {
+            "dcs-endpoints": endpoints or etcd.endpoints,
+            "dcs-clustername": cluster,
+            "node-name": node,
+            "interface": "lo",
+            "checker-type": "none",
+            "interval": 300,
+            "ttl": 1000,
+            "retry-after": 50,
+        }
+        values.update(settings)
+        path = tmp_path / "{}.yml".format(node)
+        path.write_text(yaml.safe_dump(values))
+        return dcs.connect(config.load(str(path), environ={}))
+
+    backend.root = "/service/" + cluster
+    return backend
+
+
+def test_read_sorts_the_layout(make, etcd):
+    n1 = make("n1")
+    assert n1.read().pool == frozenset()
+    etcd.put_dir(n1.root + "/ips/198.51.100.100")
+    etcd.put_dir(n1.root + "/ips/not-an-ip")
+    etcd.put(n1.root + "/ips/198.51.100.102", "")
+    etcd.put(n1.root + "/drain/n2", "")
+    assert n1.create_mark(A)
+    n1.touch_node()
+    snapshot = n1.read()
+    assert snapshot.pool == {"198.51.100.100", "not-an-ip"}
+    assert snapshot.malformed == {"198.51.100.102": "a plain key, not a directory"}
+    assert snapshot.marks["198.51.100.100"].holder == "n1"
+    assert snapshot.nodes == {"n1"}
+    assert snapshot.drained == {"n2"}
+
+
+def test_marks_are_atomic_and_only_the_holder_refreshes_or_deletes(make, etcd):
+    n1, n2 = make("n1"), make("n2")
+    etcd.put_dir(n1.root + "/ips/198.51.100.100")
+    assert n1.create_mark(A)
+    assert not n2.create_mark(A)
+    assert n1.refresh_mark(A)
+    assert not n2.refresh_mark(A)
+    assert not n2.delete_mark(A)
+    assert n1.read().marks["198.51.100.100"] == Mark("n1", 1)
+    assert n1.delete_mark(A)
+    assert not n1.refresh_mark(A)
+    assert n2.create_mark(A)
+
+
+def test_a_mark_never_resurrects_a_deleted_pool_entry(make, etcd):
+    n1 = make("n1")
+    assert not n1.create_mark(B)
+    assert "198.51.100.101" not in n1.read().pool
+    assert etcd.get(n1.root + "/ips/198.51.100.101") is None
+
+
+def test_mark_and_node_key_expire_without_refresh(make, etcd):
+    n1 = make("n1")
+    etcd.put_dir(n1.root + "/ips/198.51.100.100")
+    assert n1.create_mark(A)
+    n1.touch_node()
+    started = time.monotonic()
+    wait_until(lambda: not n1.read().marks and not n1.read().nodes, timeout=5, what="expiry")
+    assert time.monotonic() - started >= 0.5
+    assert "198.51.100.100" in n1.read().pool
+
+
+def test_node_key_refresh_keeps_it_and_delete_removes_it(make):
+    n1 = make("n1")
+    for _ in range(3):
+        n1.touch_node()
+    assert n1.read().nodes == {"n1"}
+    n1.delete_node()
+    n1.delete_node()
+    assert n1.read().nodes == frozenset()
+
+
+def test_a_dead_endpoint_fails_over_to_a_live_one(make, etcd):
+    dead = "http://127.0.0.1:{}".format(_free_port())
+    for _ in range(5):
+        n1 = make("n1", endpoints=[dead, *etcd.endpoints], **{"retry-num": 2})
+        n1.touch_node()
+        assert n1.endpoint == etcd.endpoints[0]
+
+
+def test_unreachable_dcs_raises_after_the_retries(make):
+    dead = ["http://127.0.0.1:{}".format(_free_port()) for _ in range(2)]
+    n1 = make("n1", endpoints=dead, **{"retry-num": 3, "retry-after": 100})
+    started = time.monotonic()
+    with pytest.raises(DCSError, match="after 3 tries"):
+        n1.read()
+    assert 0.2 <= time.monotonic() - started < 2
