@@ -26,11 +26,13 @@ class HeartbeatThread(Worker):
     balancer acts at once instead of at its next interval.
     """
 
-    def __init__(self, dcs: DCS, state: SharedState, on_lost: Callable[[], None], **kwargs) -> None:
+    def __init__(
+        self, dcs: DCS, state: SharedState, on_change: Callable[[], None], **kwargs
+    ) -> None:
         super().__init__("heartbeat", **kwargs)
         self.dcs = dcs
         self.state = state
-        self.on_lost = on_lost
+        self.on_change = on_change
         self.advertised = False
         self.failing = False
 

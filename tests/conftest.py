@@ -1,0 +1,99 @@
+"""Fixtures for tests that need real etcd members and network namespaces.
+
+Tests marked `netns` (and any test using the `lab` fixture) are skipped when not
+root or when `ip netns add` fails, except under CI=true, where they fail instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import secrets
+import subprocess
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import pytest
+
+from tests.lab.daemon import YaimNode, dump_logs
+from tests.lab.etcd import EtcdCluster
+from tests.lab.netns import HUB_DCS, Lab
+from tests.lab.observer import Observer
+
+
+@functools.lru_cache(maxsize=None)
+def _netns_problem() -> Optional[str]:
+    """Why namespaces cannot be used here, or None if they can."""
+    if os.geteuid() != 0:
+        return "needs root for network namespaces"
+    probe = "ytprobe" + secrets.token_hex(3)
+    try:
+        res = subprocess.run(["ip", "netns", "add", probe], capture_output=True, text=True)
+    except OSError as exc:
+        return f"cannot run ip: {exc}"
+    if res.returncode != 0:
+        return f"ip netns add failed: {res.stderr.strip()}"
+    subprocess.run(["ip", "netns", "del", probe], check=True)
+    return None
+
+
+def require_netns() -> None:
+    """Skip the current test if namespaces are unavailable; fail instead under CI=true."""
+    problem = _netns_problem()
+    if problem is None:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail("netns test cannot run under CI=true: " + problem, pytrace=False)
+    pytest.skip(problem)
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("netns") is not None:
+        require_netns()
+
+
+@dataclass
+class LabEnv:
+    """What the `lab` fixture yields: the network, its etcd, a running observer and
+    the yaim nodes made with `node()`."""
+
+    lab: Lab
+    etcd: EtcdCluster
+    observer: Observer
+    nodes: List[YaimNode] = field(default_factory=list)
+
+    def node(self, i: int, **kw: object) -> YaimNode:
+        """A (not yet started) YaimNode for node i on this lab's etcd."""
+        node = YaimNode(self.lab, i, self.etcd.endpoints, **kw)
+        self.nodes.append(node)
+        return node
+
+    def logs(self) -> str:
+        """Tails of all yaim node logs and the etcd log, for assertion messages."""
+        return dump_logs(self.nodes) + self.etcd.logs()
+
+
+@pytest.fixture
+def lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LabEnv]:
+    """A 3-node Lab (other sizes: `@pytest.mark.parametrize("lab", [N], indirect=True)`),
+    one etcd member in the hub on 192.0.2.1:2379 and an Observer. At teardown, processes
+    started in the lab stop first (while etcd still answers), then the observer,
+    etcd and the namespaces."""
+    require_netns()
+    with ExitStack() as stack:
+        net = stack.enter_context(Lab(getattr(request, "param", 3), base_dir=tmp_path / "lab"))
+        etcd = stack.enter_context(
+            EtcdCluster(netns=net.hub, host=HUB_DCS, base_dir=tmp_path / "etcd")
+        )
+        observer = stack.enter_context(Observer(net))
+        stack.callback(net.stop_processes)
+        yield LabEnv(net, etcd, observer)
+
+
+@pytest.fixture
+def etcd_loopback(tmp_path: Path) -> Iterator[EtcdCluster]:
+    """One etcd member on loopback, free ports."""
+    with EtcdCluster(base_dir=tmp_path / "etcd") as etcd:
+        yield etcd

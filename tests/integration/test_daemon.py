@@ -1,0 +1,248 @@
+"""yaim end to end: real daemons in namespaces, a real etcd, an observer of every interface.
+
+Timing: interval 500 ms, ttl 2000 ms (a whole number of seconds, as etcd keeps
+TTLs). The contract's bounds: a crash is repaired within ttl + 2 x interval +
+1 s = 4 s; a clean stop, an unhealthy result or a new address within
+2 x interval + 1 s = 2 s. The observer samples every interface every 50 ms and
+the fixture's teardown fails the test on any address seen on two nodes.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import signal
+import time
+from collections import Counter
+
+import pytest
+
+from tests.lab.etcd import EtcdCluster
+from tests.lab.netns import HUB_DCS
+from tests.lab.observer import format_holders
+from tests.lab.util import wait_until
+
+pytestmark = pytest.mark.netns
+
+INTERVAL, TTL = 500, 2000
+CRASH_BOUND = (TTL + 2 * INTERVAL) / 1000 + 1
+CLEAN_BOUND = 2 * INTERVAL / 1000 + 1
+POOL = [ipaddress.ip_address("198.51.100.{}".format(100 + i)) for i in range(6)]
+ROOT = "/v2/keys/service/yaim"
+
+
+@pytest.fixture(autouse=True)
+def no_two_holders(lab):
+    """Every test here ends by checking the observer: never two holders, fast sampling."""
+    yield
+    print(lab.logs())  # pytest shows it when the test fails
+    observer = lab.observer
+    assert observer.violations == [], "two holders at once: {}".format(observer.violations[:5])
+    assert observer.median_period() <= 0.05, observer.stats()
+
+
+def put_address(lab, address, endpoint=HUB_DCS):
+    """The seed's way to add an address to the pool."""
+    lab.lab.curl(
+        "-s", "http://{}:2379{}/ips/{}".format(endpoint, ROOT, address), "-XPUT", "-d", "dir=true"
+    )
+
+
+def delete_address(lab, address):
+    """The seed's way to remove an address from the pool."""
+    lab.lab.curl(
+        "-s", "http://{}:2379{}/ips/{}?recursive=true".format(HUB_DCS, ROOT, address), "-XDELETE"
+    )
+
+
+def counts(holders, addresses=POOL):
+    """Node index -> number of `addresses` it holds; None if one is unheld or doubly held."""
+    if any(len(holders.get(a, ())) != 1 for a in addresses):
+        return None
+    return Counter(holders[a][0] for a in addresses)
+
+
+def settled(nodes, addresses=POOL):
+    """A predicate: every address on exactly one of `nodes`, counts differing by at most 1."""
+
+    def check(holders):
+        per_node = counts(holders, addresses)
+        if per_node is None or set(per_node) - set(nodes):
+            return False
+        spread = [per_node.get(n, 0) for n in nodes]
+        return max(spread) - min(spread) <= 1
+
+    return check
+
+
+def start_cluster(lab, n=3, **settings):
+    settings.setdefault("interval", INTERVAL)
+    settings.setdefault("ttl", TTL)
+    for address in POOL:
+        put_address(lab, address)
+    nodes = [lab.node(i, **settings).start() for i in range(1, n + 1)]
+    lab.observer.wait_for(settled(range(1, n + 1)), 15, "the pool to settle")
+    return nodes
+
+
+def mark_holders(lab):
+    """Address -> holder name, from etcd itself."""
+    tree = lab.etcd.get("/service/yaim/ips", recursive=True) or {}
+    result = {}
+    for entry in tree.get("nodes", []):
+        for child in entry.get("nodes", []):
+            if child["key"].endswith("/marked"):
+                result[ipaddress.ip_address(entry["key"].rsplit("/", 1)[1])] = child["value"]
+    return result
+
+
+def node_keys(lab):
+    tree = lab.etcd.get("/service/yaim/nodes") or {}
+    return {n["key"].rsplit("/", 1)[1] for n in tree.get("nodes", [])}
+
+
+def test_three_nodes_settle_two_each_and_marks_match_interfaces(lab):
+    start_cluster(lab)
+    holders = lab.observer.holders()
+    assert sorted(counts(holders).values()) == [2, 2, 2]
+    marks = mark_holders(lab)
+    assert {a: "n{}".format(holders[a][0]) for a in POOL} == marks
+    assert node_keys(lab) == {"n1", "n2", "n3"}
+    for i in (1, 2, 3):
+        assert lab.lab.addresses(i, label="lan0:yaim") == {a for a in POOL if holders[a] == [i]}
+
+
+def test_crash_is_repaired_within_ttl_plus_two_intervals(lab):
+    nodes = start_cluster(lab)
+    lost = {a for a, h in lab.observer.holders().items() if h == [1]}
+    crashed_at = time.monotonic()
+    nodes[0].crash()
+    sample = lab.observer.wait_for(settled([2, 3]), CRASH_BOUND + 5, "takeover")
+    took = sample.time - crashed_at
+    print("SIGKILL failover of {} addresses: {:.2f} s".format(len(lost), took))
+    assert took <= CRASH_BOUND
+    assert sorted(counts(sample.holders).values()) == [3, 3]
+
+
+def test_sigterm_releases_at_once_and_exits_zero(lab):
+    nodes = start_cluster(lab)
+    stopped_at = time.monotonic()
+    nodes[0].signal(signal.SIGTERM)
+    assert nodes[0].wait_exit(3) == 0
+    exited = time.monotonic() - stopped_at
+    sample = lab.observer.wait_for(settled([2, 3]), CLEAN_BOUND + 5, "takeover")
+    took = sample.time - stopped_at
+    print("SIGTERM: exit after {:.2f} s, failover {:.2f} s".format(exited, took))
+    assert exited <= 1.5
+    assert took <= CLEAN_BOUND
+    assert lab.lab.addresses(1) == set()
+    assert "n1" not in node_keys(lab)
+    assert "n1" not in mark_holders(lab).values()
+
+
+def test_unhealthy_node_drops_everything_and_comes_back(lab):
+    urls = {i: lab.lab.start_health(i, 8008) for i in (1, 2, 3)}
+    for address in POOL:
+        put_address(lab, address)
+    for i in (1, 2, 3):
+        lab.node(i, interval=INTERVAL, ttl=TTL, health_url=urls[i]).start()
+    lab.observer.wait_for(settled([1, 2, 3]), 15, "the pool to settle")
+    failed_at = time.monotonic()
+    lab.lab.set_health(1, False)
+    sample = lab.observer.wait_for(settled([2, 3]), CLEAN_BOUND + 5, "takeover")
+    took = sample.time - failed_at
+    print("unhealthy failover: {:.2f} s".format(took))
+    assert took <= CLEAN_BOUND + INTERVAL / 1000, lab.logs()  # + one check interval
+    assert lab.lab.addresses(1) == set()
+    wait_until(lambda: "n1" not in node_keys(lab), 2, what="n1's node key to go")
+    lab.lab.set_health(1, True)
+    lab.observer.wait_for(settled([1, 2, 3]), 10, "n1 to take its share again\n")
+
+
+def test_addresses_added_and_removed_with_the_seeds_curl(lab):
+    start_cluster(lab)
+    extra = ipaddress.ip_address("198.51.100.120")
+    added_at = time.monotonic()
+    put_address(lab, extra)
+    sample = lab.observer.wait_for(
+        settled([1, 2, 3], POOL + [extra]), CLEAN_BOUND + 5, "the new address\n"
+    )
+    assert sample.time - added_at <= CLEAN_BOUND
+    removed_at = time.monotonic()
+    delete_address(lab, POOL[0])
+    sample = lab.observer.wait_for(
+        lambda h: POOL[0] not in h, CLEAN_BOUND + 5, "the removed address to go\n"
+    )
+    assert sample.time - removed_at <= CLEAN_BOUND
+    lab.observer.wait_for(settled([1, 2, 3], POOL[1:] + [extra]), 5, "rebalance")
+    time.sleep(0)
+    assert lab.etcd.get("/service/yaim/ips/{}".format(POOL[0])) is None
+
+
+def test_an_invalid_entry_is_logged_once_and_changes_nothing(lab):
+    nodes = start_cluster(lab)
+    before = lab.observer.holders()
+    put_address(lab, "not-an-ip")
+    put_address(lab, "203.0.113.300")
+    wait_until(lambda: all("not-an-ip" in n.log() for n in nodes), 5, what="the refusal log")
+    wait_until(lambda: lab.observer.samples[-1].time > time.monotonic() - 0.1, 1)
+    lab.observer.wait_for(lambda h: True, 1)
+    assert lab.observer.holders() == before
+    for node in nodes:
+        assert node.log().count("refused pool entry 'not-an-ip'") == 1
+        assert node.running
+
+
+def test_node_cut_off_from_etcd_fences_before_its_marks_expire(lab):
+    start_cluster(lab)
+    mine = {a for a, h in lab.observer.holders().items() if h == [1]}
+    cut_at = time.monotonic()
+    lab.lab.link(1, "dcs0", up=False)
+    gone = lab.observer.wait_for(
+        lambda h: not any(1 in h.get(a, ()) for a in mine), TTL / 1000 + 2, "n1 to fence\n"
+    )
+    taken = lab.observer.wait_for(settled([2, 3]), CRASH_BOUND + 5, "takeover")
+    print(
+        "cut off: n1 fenced after {:.2f} s, others took over after {:.2f} s".format(
+            gone.time - cut_at, taken.time - cut_at
+        )
+    )
+    assert gone.time - cut_at < TTL / 1000
+    assert gone.time < taken.time
+    assert "fenced" in lab.nodes[0].log()
+    lab.lab.link(1, "dcs0", up=True)
+    lab.observer.wait_for(settled([1, 2, 3]), 10, "n1 to rejoin\n")
+
+
+def test_one_stopped_member_of_three_changes_nothing(lab):
+    hosts = ["192.0.2.2", "192.0.2.3", "192.0.2.2"]
+    with EtcdCluster(
+        size=3, netns=lab.lab.hub, host=hosts, base_dir=lab.lab.base_dir / "etcd3"
+    ) as cluster:
+        for address in POOL:
+            put_address(lab, address, endpoint="192.0.2.3")
+        for i in (1, 2, 3):
+            lab.node(i, interval=INTERVAL, ttl=TTL, dcs_endpoints=cluster.endpoints).start()
+        lab.observer.wait_for(settled([1, 2, 3]), 15, "the pool to settle")
+        before = lab.observer.holders()
+        cluster.stop_member(0)
+        stopped_at = time.monotonic()
+        wait_until(lambda: time.monotonic() - stopped_at > 3 * TTL / 1000, 10, interval=0.1)
+        changed = [s for s in lab.observer.samples if s.time > stopped_at and s.holders != before]
+        assert changed == [], format_holders(changed[0].holders)
+        lab.nodes.clear()
+        lab.lab.stop_processes()
+
+
+def test_leftovers_are_removed_and_a_hand_removed_address_comes_back(lab):
+    leftover = "198.51.100.199/32"
+    lab.lab.ip(lab.lab.node_ns(1), "addr", "add", leftover, "dev", "lan0", "label", "lan0:yaim")
+    foreign = "198.51.100.198/32"
+    lab.lab.ip(lab.lab.node_ns(1), "addr", "add", foreign, "dev", "lan0")
+    start_cluster(lab)
+    addresses = lab.lab.addresses(1)
+    assert ipaddress.ip_address("198.51.100.199") not in addresses
+    assert ipaddress.ip_address("198.51.100.198") in addresses
+    mine = sorted(a for a, h in lab.observer.holders().items() if h == [1])
+    lab.lab.ip(lab.lab.node_ns(1), "addr", "del", "{}/32".format(mine[0]), "dev", "lan0")
+    lab.observer.wait_for(lambda h: h.get(mine[0]) == [1], 3, "the address to be re-added")
+    assert "re-adding {}".format(mine[0]) in lab.nodes[0].log()

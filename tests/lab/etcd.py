@@ -1,0 +1,294 @@
+"""Real etcd members for tests, on loopback or inside a lab namespace, and a v2 client.
+
+The client goes through `curl` so that the same code reaches members inside a
+network namespace (`ip netns exec NS curl ...`), where the test process itself
+cannot open a connection.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Union
+
+from tests.lab.util import command_line, netns_argv, spawn, stop_processes, tail, wait_until
+
+POOL_DIR = "/service/yaim/ips"
+NODES_DIR = "/service/yaim/nodes"
+DRAIN_DIR = "/service/yaim/drain"
+
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 5.0
+KEY_NOT_FOUND = 100
+
+
+class EtcdError(RuntimeError):
+    """An etcd request failed, or a member did not come up."""
+
+
+class EtcdUnreachable(EtcdError):
+    """No (JSON) answer from an endpoint."""
+
+
+def etcd_request(
+    endpoint: str,
+    method: str,
+    path: str,
+    data: Optional[Dict[str, str]] = None,
+    netns: Optional[str] = None,
+    timeout: float = 5.0,
+) -> dict:
+    """One HTTP request to `endpoint` + `path` (form `data` for PUT/POST); the JSON answer.
+
+    Runs curl inside `netns` when given. An answer carrying an etcd errorCode is
+    returned as is; no answer raises EtcdUnreachable.
+    """
+    argv = ["curl", "-sS", "--max-time", str(timeout), "-X", method, endpoint + path]
+    for key, value in (data or {}).items():
+        argv += ["--data-urlencode", f"{key}={value}"]
+    full = netns_argv(netns, argv)
+    try:
+        res = subprocess.run(full, capture_output=True, text=True, timeout=timeout + 5)
+    except subprocess.TimeoutExpired as exc:
+        raise EtcdUnreachable(f"{command_line(full)}: no answer") from exc
+    if res.returncode != 0:
+        raise EtcdUnreachable(f"{command_line(full)}: exit {res.returncode}: {res.stderr}")
+    try:
+        return json.loads(res.stdout)
+    except ValueError as exc:
+        raise EtcdUnreachable(f"{command_line(full)}: not JSON: {res.stdout!r}") from exc
+
+
+def _v2(
+    endpoint: str,
+    method: str,
+    key: str,
+    netns: Optional[str],
+    data: Optional[Dict[str, str]] = None,
+    query: str = "",
+) -> Optional[dict]:
+    """A v2 keys request; the answer, None for "key not found", EtcdError for other errors."""
+    answer = etcd_request(endpoint, method, "/v2/keys" + key + query, data, netns)
+    code = answer.get("errorCode")
+    if code == KEY_NOT_FOUND:
+        return None
+    if code is not None:
+        raise EtcdError(f"{method} {key}: {answer}")
+    return answer
+
+
+def etcd_put_dir(endpoint: str, key: str, netns: Optional[str] = None) -> dict:
+    """Create the directory `key` (like the seed's `curl -XPUT ... -d dir=true`)."""
+    answer = _v2(endpoint, "PUT", key, netns, {"dir": "true"})
+    assert answer is not None
+    return answer
+
+
+def etcd_put(
+    endpoint: str, key: str, value: str, ttl: Optional[int] = None, netns: Optional[str] = None
+) -> dict:
+    """Set `key` to `value`, with a TTL in seconds when given."""
+    data = {"value": value}
+    if ttl is not None:
+        data["ttl"] = str(ttl)
+    answer = _v2(endpoint, "PUT", key, netns, data)
+    assert answer is not None
+    return answer
+
+
+def etcd_get(
+    endpoint: str, key: str, recursive: bool = False, netns: Optional[str] = None
+) -> Optional[dict]:
+    """The v2 node of `key` (dict with value/dir/nodes/ttl), or None if absent."""
+    answer = _v2(endpoint, "GET", key, netns, query="?recursive=true" if recursive else "")
+    return None if answer is None else answer["node"]
+
+
+def etcd_delete(
+    endpoint: str, key: str, recursive: bool = False, netns: Optional[str] = None
+) -> bool:
+    """Delete `key` (a whole directory when `recursive`); False if it was absent."""
+    query = "?recursive=true" if recursive else ""
+    return _v2(endpoint, "DELETE", key, netns, query=query) is not None
+
+
+def _free_port() -> int:
+    """A TCP port on loopback that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class _Member:
+    name: str
+    host: str
+    client_port: int
+    peer_port: int
+    data_dir: Path
+    log_path: Path
+    proc: Optional[subprocess.Popen] = None
+
+    @property
+    def client_url(self) -> str:
+        return f"http://{self.host}:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://{self.host}:{self.peer_port}"
+
+
+class EtcdCluster:
+    """`size` etcd members with the v2 API enabled, one data directory each.
+
+    With `netns` None the members listen on `host` (loopback) on free ports.
+    Inside a namespace they listen on `host`, or member i on `host[i]` when a
+    list is given, with client port 2379 and peer port 2380, shifted by 10 for
+    each earlier member on the same host. Logs go to files in `base_dir`
+    (a temporary directory removed at stop when not given).
+    """
+
+    def __init__(
+        self,
+        size: int = 1,
+        netns: Optional[str] = None,
+        host: Union[str, Sequence[str]] = "127.0.0.1",
+        base_dir: Optional[Path] = None,
+    ) -> None:
+        hosts = [host] * size if isinstance(host, str) else list(host)
+        if len(hosts) != size:
+            raise ValueError(f"need {size} hosts, got {hosts}")
+        self.netns = netns
+        self._own_dir = base_dir is None
+        self.base_dir = Path(tempfile.mkdtemp(prefix="yt-etcd-")) if base_dir is None else base_dir
+        self.token = "yt-" + secrets.token_hex(4)
+        self.members: List[_Member] = []
+        for i, member_host in enumerate(hosts):
+            if netns is None:
+                ports = (_free_port(), _free_port())
+            else:
+                shift = 10 * hosts[:i].count(member_host)
+                ports = (2379 + shift, 2380 + shift)
+            self.members.append(
+                _Member(
+                    name=f"m{i}",
+                    host=member_host,
+                    client_port=ports[0],
+                    peer_port=ports[1],
+                    data_dir=self.base_dir / f"m{i}.data",
+                    log_path=self.base_dir / f"m{i}.log",
+                )
+            )
+
+    @property
+    def endpoints(self) -> List[str]:
+        """Client URLs of all members, member 0 first."""
+        return [m.client_url for m in self.members]
+
+    def _argv(self, member: _Member, state: str) -> List[str]:
+        initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+        return [
+            "etcd",
+            "--name=" + member.name,
+            "--data-dir=" + str(member.data_dir),
+            "--enable-v2=true",
+            "--logger=zap",
+            "--log-outputs=stderr",
+            "--listen-client-urls=" + member.client_url,
+            "--advertise-client-urls=" + member.client_url,
+            "--listen-peer-urls=" + member.peer_url,
+            "--initial-advertise-peer-urls=" + member.peer_url,
+            "--initial-cluster=" + initial,
+            "--initial-cluster-state=" + state,
+            "--initial-cluster-token=" + self.token,
+        ]
+
+    def _spawn(self, i: int, state: str) -> None:
+        member = self.members[i]
+        if member.proc is not None and member.proc.poll() is None:
+            raise EtcdError(f"member {i} is already running")
+        member.proc = spawn(self._argv(member, state), member.log_path, self.netns)
+
+    def healthy(self, i: int) -> bool:
+        """Whether member i answers /health with health "true" (it has a leader)."""
+        member = self.members[i]
+        if member.proc is None or member.proc.poll() is not None:
+            raise EtcdError(f"member {i} is not running\n{tail(member.log_path)}")
+        return etcd_request(member.client_url, "GET", "/health", netns=self.netns).get(
+            "health"
+        ) in ("true", True)
+
+    def _wait_healthy(self, indexes: Sequence[int], timeout: float) -> None:
+        try:
+            wait_until(
+                lambda: all(self.healthy(i) for i in indexes),
+                timeout,
+                interval=0.05,
+                what=f"etcd members {list(indexes)} healthy",
+                ignore=(EtcdUnreachable,),
+            )
+        except TimeoutError as exc:
+            raise EtcdError(f"{exc}\n{self.logs()}") from exc
+
+    def start(self, timeout: float = START_TIMEOUT) -> EtcdCluster:
+        """Start all members and wait until each one is healthy."""
+        try:
+            for i in range(len(self.members)):
+                self._spawn(i, "new")
+            self._wait_healthy(range(len(self.members)), timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stop_member(self, i: int, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop member i: SIGTERM, SIGKILL after `timeout` seconds."""
+        proc = self.members[i].proc
+        if proc is not None:
+            stop_processes([proc], timeout)
+
+    def start_member(self, i: int, timeout: float = START_TIMEOUT) -> None:
+        """Restart a stopped member i on its old data directory; wait until healthy."""
+        self._spawn(i, "existing")
+        self._wait_healthy([i], timeout)
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop every member (by pid), one after the other: a leader stopped together
+        with its followers waits seconds for a leadership transfer that cannot happen.
+        Removes the temporary directory if it is ours."""
+        for i in reversed(range(len(self.members))):
+            self.stop_member(i, timeout)
+        if self._own_dir:
+            shutil.rmtree(str(self.base_dir), ignore_errors=True)
+
+    def logs(self, lines: int = 40) -> str:
+        """The tails of all member logs."""
+        return "".join(tail(m.log_path, lines) for m in self.members)
+
+    def get(self, key: str, recursive: bool = False, member: int = 0) -> Optional[dict]:
+        """`etcd_get` through member `member`."""
+        return etcd_get(self.endpoints[member], key, recursive, self.netns)
+
+    def put(self, key: str, value: str, ttl: Optional[int] = None, member: int = 0) -> dict:
+        """`etcd_put` through member `member`."""
+        return etcd_put(self.endpoints[member], key, value, ttl, self.netns)
+
+    def put_dir(self, key: str, member: int = 0) -> dict:
+        """`etcd_put_dir` through member `member`."""
+        return etcd_put_dir(self.endpoints[member], key, self.netns)
+
+    def delete(self, key: str, recursive: bool = False, member: int = 0) -> bool:
+        """`etcd_delete` through member `member`."""
+        return etcd_delete(self.endpoints[member], key, recursive, self.netns)
+
+    def __enter__(self) -> EtcdCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

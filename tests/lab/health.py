@@ -1,0 +1,52 @@
+"""A tiny health endpoint for lab nodes.
+
+    python tests/lab/health.py --port P --state FILE [--host H]
+
+GET on any path answers 200 with {"status":"ok"} while FILE contains "ok",
+else 500 with {"status":"fail"}. FILE is read on every request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import List, Optional
+
+
+def is_ok(state: Path) -> bool:
+    """Whether the state file says "ok" (a missing file is not ok)."""
+    try:
+        return state.read_text().strip() == "ok"
+    except OSError:
+        return False
+
+
+def make_handler(state: Path) -> type:
+    """A request handler class answering from `state`."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            ok = is_ok(state)
+            body = json.dumps({"status": "ok" if ok else "fail"}, separators=(",", ":")).encode()
+            self.send_response(200 if ok else 500)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    return Handler
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--state", type=Path, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    args = parser.parse_args(argv)
+    HTTPServer((args.host, args.port), make_handler(args.state)).serve_forever()
+
+
+if __name__ == "__main__":
+    main()
