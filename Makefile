@@ -19,6 +19,7 @@ integration: deps venv
 lint: venv
 	$(VENV)/bin/ruff check yaim tests
 	$(VENV)/bin/ruff format --check yaim tests
+	$(VENV)/bin/vermin --no-tips --violations --eval-annotations -t=3.7- yaim
 
 demo: deps venv
 	$(PY) -m tests.lab.demo

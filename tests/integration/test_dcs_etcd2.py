@@ -41,7 +41,7 @@ def make(tmp_path, etcd, request):
             "retry-after": 50,
         }
         values.update(settings)
-        path = tmp_path / "{}.yml".format(node)
+        path = tmp_path / f"{node}.yml"
         path.write_text(yaml.safe_dump(values))
         return dcs.connect(config.load(str(path), environ={}))
 
@@ -109,7 +109,7 @@ def test_node_key_refresh_keeps_it_and_delete_removes_it(make):
 
 
 def test_a_dead_endpoint_fails_over_to_a_live_one(make, etcd):
-    dead = "http://127.0.0.1:{}".format(_free_port())
+    dead = f"http://127.0.0.1:{_free_port()}"
     for _ in range(5):
         n1 = make("n1", endpoints=[dead, *etcd.endpoints], **{"retry-num": 2})
         n1.touch_node()
@@ -117,7 +117,7 @@ def test_a_dead_endpoint_fails_over_to_a_live_one(make, etcd):
 
 
 def test_unreachable_dcs_raises_after_the_retries(make):
-    dead = ["http://127.0.0.1:{}".format(_free_port()) for _ in range(2)]
+    dead = [f"http://127.0.0.1:{_free_port()}" for _ in range(2)]
     n1 = make("n1", endpoints=dead, **{"retry-num": 3, "retry-after": 100})
     started = time.monotonic()
     with pytest.raises(DCSError, match="after 3 tries"):

@@ -61,7 +61,7 @@ class Scripted(BaseChecker):
     def check(self) -> CheckResult:
         self.calls += 1
         healthy = self.results.pop(0)
-        return CheckResult(healthy, "scripted {}".format(healthy))
+        return CheckResult(healthy, f"scripted {healthy}")
 
 
 def health(results, rise=1, fall=1, retry_num=1):
@@ -71,8 +71,13 @@ def health(results, rise=1, fall=1, retry_num=1):
     changes = []
     state = SharedState(3.0, 0.3)
     thread = HealthThread(
-        Scripted(results), state, config, changes.append,
-        period=1.0, stop=threading.Event(), on_crash=print,
+        Scripted(results),
+        state,
+        config,
+        changes.append,
+        period=1.0,
+        stop=threading.Event(),
+        on_crash=print,
     )
     return thread, state, changes
 
