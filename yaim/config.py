@@ -411,4 +411,9 @@ def load(path: str, environ: Optional[Mapping[str, str]] = None) -> Config:
             f"{_origin(given, ('allowed_networks',), path)}: allowed-networks: empty, so any"
             " address in the pool is accepted; list the networks your addresses come from"
         )
+    if values["ttl"] % 1000:
+        warnings.append(
+            f"{_origin(given, ('ttl',), path)}: ttl: etcd keeps whole seconds, so marks live"
+            f" {-(-values['ttl'] // 1000)} s and a crashed node's addresses move that much later"
+        )
     return Config(source=path, warnings=tuple(warnings), **values)

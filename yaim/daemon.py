@@ -58,7 +58,7 @@ class Daemon:
     def __init__(self, config) -> None:
         self.config = config
         self.stop = threading.Event()
-        self.stop_waiting = threading.Event()
+        self.wake_main = threading.Event()
         self.reload_requested = False
         self.crashed: List[str] = []
         self.state = SharedState(config.ttl_s, fence_margin(config))
@@ -101,7 +101,7 @@ class Daemon:
 
     def _stop_now(self) -> None:
         self.stop.set()
-        self.stop_waiting.set()
+        self.wake_main.set()
 
     def _on_health_change(self, healthy: bool) -> None:
         self.heartbeat.poke()
@@ -113,7 +113,7 @@ class Daemon:
 
     def _on_reload(self, _signum: int, _frame) -> None:
         self.reload_requested = True
-        self.stop_waiting.set()
+        self.wake_main.set()
 
     def reload(self) -> None:
         """SIGHUP: read the file again; a bad file is reported and the running config kept."""
@@ -147,8 +147,8 @@ class Daemon:
         for thread in self.threads:
             thread.start()
         while not self.stop.is_set():
-            self.stop_waiting.wait(self.config.interval_s)
-            self.stop_waiting.clear()
+            self.wake_main.wait(self.config.interval_s)
+            self.wake_main.clear()
             if self.reload_requested:
                 self.reload_requested = False
                 self.reload()
@@ -183,7 +183,6 @@ class Daemon:
         if self.actuator.is_alive() or "actuator" in self.crashed:
             log.error("actuator thread did not finish: removing addresses with the ip command")
             remove_addresses(self.config, tools=[IpCommand()])
-        self.health.join(0.1)
         release_in_dcs(self.config, held)
         log.info("node %s stopped", self.config.node_name)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import signal
+import sys
 import time
 from collections import Counter
 
@@ -270,3 +271,18 @@ def test_a_takeover_is_announced_to_the_neighbours(lab):
         1.0,
         what="the client's ARP cache to follow the takeover without traffic",
     )
+
+
+def test_cleanup_after_a_sigkill_leaves_nothing_behind(lab):
+    nodes = start_cluster(lab)
+    mine = {a for a, h in lab.observer.holders().items() if h == [1]}
+    nodes[0].signal(signal.SIGKILL)
+    nodes[0].wait_exit(3)
+    assert lab.lab.addresses(1) == mine, "a SIGKILLed daemon leaves its addresses"
+    argv = [sys.executable, "-m", "yaim", "--cleanup", "-c", str(nodes[0].config_path)]
+    done = lab.lab.run(lab.lab.node_ns(1), argv, check=False)
+    assert done.returncode == 0, done.stderr
+    assert lab.lab.addresses(1) == set()
+    assert "n1" not in mark_holders(lab).values()
+    assert "n1" not in node_keys(lab)
+    lab.observer.wait_for(settled([2, 3]), CLEAN_BOUND + 5, "takeover")

@@ -450,3 +450,9 @@ def test_sample_names_every_key_and_its_commented_examples_load(tmp_path):
         "node1",
         "/etc/yaim/etcd-client-key.pem",
     )
+
+
+def test_a_ttl_of_partial_seconds_warns_that_etcd_rounds_it_up(tmp_path):
+    warnings = [w for w in load(tmp_path, {"ttl": 3500}).warnings if ": ttl: " in w]
+    assert len(warnings) == 1 and "marks live 4 s" in warnings[0]
+    assert not [w for w in load(tmp_path, {"ttl": 3000}).warnings if ": ttl: " in w]

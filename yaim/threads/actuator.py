@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from yaim.actuator import Actuator
 from yaim.errors import ActuatorError
@@ -40,10 +40,10 @@ class ActuatorThread(Worker):
     def __init__(self, make_actuator, state: SharedState, node: str, **kwargs) -> None:
         super().__init__("actuator", **kwargs)
         self.make_actuator = make_actuator
-        self.actuator: Actuator = None
+        self.actuator: Optional[Actuator] = None
         self.state = state
         self.node = node
-        self._on_interface: set = set()
+        self._on_interface: Set[IPAddress] = set()
         self._announce: Dict[IPAddress, Tuple[float, int]] = {}
 
     def sync(self, timeout: float) -> bool:
