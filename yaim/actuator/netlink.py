@@ -52,26 +52,24 @@ class Netlink(AddressTool):
 
     def add(self, ifname: str, address: IPAddress, prefixlen: int, label: str) -> None:
         extra = {"label": label} if address.version == 4 else {}
+        self._change("add", errno.EEXIST, ifname, address, prefixlen, **extra)
+
+    def remove(self, ifname: str, address: IPAddress, prefixlen: int) -> None:
+        self._change("del", errno.EADDRNOTAVAIL, ifname, address, prefixlen)
+
+    def _change(
+        self, command: str, ok_errno: int, ifname: str, address: IPAddress, prefixlen: int, **extra
+    ) -> None:
+        """One RTM_NEWADDR/RTM_DELADDR; `ok_errno` means it was already done."""
         index = self._index(ifname)
         self._call(
-            errno.EEXIST,
+            ok_errno,
             "addr",
-            "add",
+            command,
             index=index,
             address=str(address),
             prefixlen=prefixlen,
             **extra,
-        )
-
-    def remove(self, ifname: str, address: IPAddress, prefixlen: int) -> None:
-        index = self._index(ifname)
-        self._call(
-            errno.EADDRNOTAVAIL,
-            "addr",
-            "del",
-            index=index,
-            address=str(address),
-            prefixlen=prefixlen,
         )
 
     def close(self) -> None:
