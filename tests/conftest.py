@@ -18,7 +18,7 @@ from typing import Iterator, List, Optional
 import pytest
 
 from tests.lab.daemon import YaimNode, dump_logs
-from tests.lab.etcd import EtcdCluster
+from tests.lab.etcd import ClusterKeys, EtcdCluster
 from tests.lab.netns import HUB_DCS, Lab
 from tests.lab.observer import Observer
 
@@ -57,18 +57,24 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @dataclass
 class LabEnv:
     """What the `lab` fixture yields: the network, its etcd, a running observer and
-    the yaim nodes made with `node()`."""
+    the yaim nodes made with `node()`, which speak `dcs_type` unless told otherwise."""
 
     lab: Lab
     etcd: EtcdCluster
     observer: Observer
     nodes: List[YaimNode] = field(default_factory=list)
+    dcs_type: str = "etcd"
 
     def node(self, i: int, **kw: object) -> YaimNode:
         """A (not yet started) YaimNode for node i on this lab's etcd."""
+        kw.setdefault("dcs_type", self.dcs_type)
         node = YaimNode(self.lab, i, self.etcd.endpoints, **kw)
         self.nodes.append(node)
         return node
+
+    def keys(self, endpoint: Optional[str] = None) -> ClusterKeys:
+        """The operator's side of the cluster in etcd, through the API of `dcs_type`."""
+        return ClusterKeys(self.etcd, self.dcs_type, endpoint=endpoint)
 
     def logs(self) -> str:
         """Tails of all yaim node logs and the etcd log, for assertion messages."""

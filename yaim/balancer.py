@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 from typing import Dict, FrozenSet, Iterable, List, NamedTuple, Set, Tuple
 
-from yaim.view import ClusterView, IPAddress
+from yaim.view import ClusterView, IPAddress, in_order
 
 Allotment = Dict[str, FrozenSet[IPAddress]]
 
@@ -36,10 +36,6 @@ def score(node: str, address: IPAddress) -> int:
     """Rendezvous score: how much `node` wants `address`, the same on every host and run."""
     digest = hashlib.sha256(f"{node}|{address}".encode()).digest()
     return int.from_bytes(digest, "big")
-
-
-def _address_key(address: IPAddress) -> Tuple[int, int]:
-    return address.version, int(address)
 
 
 def _by_preference(node: str, addresses: Iterable[IPAddress]) -> List[IPAddress]:
@@ -86,7 +82,7 @@ def _settle(view: ClusterView) -> Tuple[Allotment, Allotment]:
     }
     deficit = {node: quotas[node] - len(kept[node]) for node in nodes}
     taken: Dict[str, List[IPAddress]] = {node: [] for node in nodes}
-    for address in sorted(view.pool.difference(view.holders), key=_address_key):
+    for address in in_order(view.pool.difference(view.holders)):
         wanting = [node for node in nodes if deficit[node] > 0]
         if not wanting:
             break

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import logging.handlers
 import sys
-from typing import List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import yaml
 
@@ -46,14 +47,59 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)s %(threadName)s: %(message)s",
-        stream=sys.stderr,
-    )
-    for name in QUIET:
-        logging.getLogger(name).setLevel(logging.WARNING)
+LOG_FORMAT = "%(asctime)s %(levelname)s %(threadName)s: %(message)s"
+# syslog stamps the time itself and wants the program's name and pid first.
+SYSLOG_FORMAT = "yaim[%(process)d]: %(levelname)s %(threadName)s: %(message)s"
+
+
+def log_handlers(cfg) -> List[logging.Handler]:
+    """stderr, or the `log-file` and/or `log-syslog` the config names.
+
+    The file handler reopens the file when logrotate moves it away, so neither
+    copytruncate nor a signal is needed. ConfigError if one cannot be opened.
+    """
+    chosen: List[Tuple[str, Callable[[], logging.Handler], str]] = []
+    if cfg.log_file:
+        chosen.append(
+            ("log-file", lambda: logging.handlers.WatchedFileHandler(cfg.log_file), LOG_FORMAT)
+        )
+    if cfg.log_syslog:
+        facility = cfg.log_syslog.lower()
+        chosen.append(
+            (
+                "log-syslog",
+                lambda: logging.handlers.SysLogHandler("/dev/log", facility=facility),
+                SYSLOG_FORMAT,
+            )
+        )
+    if not chosen:
+        chosen.append(("", lambda: logging.StreamHandler(sys.stderr), LOG_FORMAT))
+    handlers = []
+    for key, make, form in chosen:
+        try:
+            handler = make()
+        except OSError as exc:
+            raise ConfigError([f"{cfg.source}: {key}: cannot open it: {exc}"]) from None
+        handler.setFormatter(logging.Formatter(form))
+        handlers.append(handler)
+    return handlers
+
+
+def _not_chatty(record: logging.LogRecord) -> bool:
+    """Drop the QUIET libraries' records below WARNING.
+
+    A filter on the handlers, not a logger level: pyroute2 resets its logger's
+    level to 0 when it is imported, which happens after logging is set up.
+    """
+    quiet = any(record.name == name or record.name.startswith(name + ".") for name in QUIET)
+    return record.levelno >= logging.WARNING or not quiet
+
+
+def setup_logging(level: str, handlers: Optional[List[logging.Handler]] = None) -> None:
+    handlers = handlers or [logging.StreamHandler(sys.stderr)]
+    for handler in handlers:
+        handler.addFilter(_not_chatty)
+    logging.basicConfig(level=level, handlers=handlers, format=LOG_FORMAT)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -65,7 +111,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return EXIT_CONFIG
-    setup_logging(cfg.log_level)
+    try:
+        # --check-config answers the operator at the terminal, whatever the file names.
+        setup_logging(cfg.log_level, None if args.check_config else log_handlers(cfg))
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_CONFIG
     for warning in cfg.warnings:
         log.warning("%s", warning)
     if args.check_config:

@@ -13,8 +13,11 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import os
+import re
+import shlex
 import socket
 from dataclasses import dataclass, field, fields
+from logging.handlers import SysLogHandler
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
@@ -115,6 +118,25 @@ def _list(item: Parser, nonempty: bool = False) -> Parser:
     return parse
 
 
+def _command(raw: Any) -> Optional[Tuple[str, ...]]:
+    """An argv: a YAML list of strings, or one string split as a shell would (no shell runs).
+
+    An empty string means unset, as for the other optional keys.
+    """
+    if isinstance(raw, str):
+        if not raw.strip():
+            return None
+        try:
+            raw = shlex.split(raw)
+        except ValueError as exc:
+            raise ValueError(f"cannot split {raw!r} into words: {exc}") from None
+    if not isinstance(raw, list) or not all(isinstance(word, str) for word in raw):
+        raise ValueError(f"must be a command line or a list of strings, got {raw!r}")
+    if not raw or not raw[0]:
+        raise ValueError("must name a program to run")
+    return tuple(raw)
+
+
 def _network(raw: Any) -> IPNetwork:
     value = _string(raw)
     try:
@@ -152,6 +174,49 @@ def _interface_name(value: str) -> None:
         )
 
 
+def _host_port(value: str) -> None:
+    try:
+        listen_address(value)
+    except ValueError:
+        raise ValueError(
+            f"must be HOST:PORT, e.g. 127.0.0.1:9720 or [::1]:9720, got {value!r}"
+        ) from None
+
+
+def _facility(value: str) -> None:
+    if value.lower() not in SysLogHandler.facility_names:
+        known = ", ".join(sorted(SysLogHandler.facility_names))
+        raise ValueError(f"must be a syslog facility ({known}), got {value!r}")
+
+
+def listen_address(value: str) -> Tuple[str, int]:
+    """Split a `status-listen` value into the host and port to bind (an IPv6 host in [])."""
+    parts = urlsplit("//" + value)
+    host, port = parts.hostname, parts.port  # .port raises ValueError when not a number
+    if not host or not port or parts.path or parts.query or parts.fragment:
+        raise ValueError(value)
+    return host, port
+
+
+# --- masks for secrets shown by --check-config ---
+
+
+_KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)")
+_URI_PASSWORD = (
+    re.compile(r"^(\s*postgres(?:ql)?://[^:/@?#]*:)([^@/?#]*)(?=@)"),  # user:password@host
+    re.compile(r"([?&]password=)([^&#]*)"),  # ?password=...
+)
+
+
+def mask_dsn(dsn: str) -> str:
+    """A libpq connection string (key=value or URI) with its password replaced by ***."""
+    if not re.match(r"\s*postgres(?:ql)?://", dsn):
+        return _KEYWORD_PASSWORD.sub(r"\1***", dsn)
+    for pattern in _URI_PASSWORD:
+        dsn = pattern.sub(r"\1***", dsn)
+    return dsn
+
+
 # --- the schema ---
 
 
@@ -159,8 +224,14 @@ def _kebab(name: str) -> str:
     return name.replace("_", "-")
 
 
-def _key(parse: Parser, default: Any = _REQUIRED, secret: bool = False) -> Any:
-    """Declare one config key. `default` is a value, or a function of the keys parsed so far."""
+def _key(
+    parse: Parser, default: Any = _REQUIRED, secret: Union[bool, Callable[[str], str]] = False
+) -> Any:
+    """Declare one config key. `default` is a value, or a function of the keys parsed so far.
+
+    `secret` hides the value from repr and --check-config: True shows ***, a function
+    shows the value with only its secret part masked (a password inside a DSN).
+    """
     metadata = {"parse": parse, "default": default, "secret": secret}
     return field(repr=not secret, metadata=metadata)
 
@@ -179,7 +250,7 @@ _MILLISECONDS = _integer(1)
 class Config:
     """The validated configuration; attributes are the contract's keys in snake_case."""
 
-    dcs_type: str = _key(_choice("etcd", planned=("etcd3",)), "etcd")
+    dcs_type: str = _key(_choice("etcd", "etcd3"), "etcd")
     dcs_endpoints: Tuple[str, ...] = _key(
         _list(_text(_url), nonempty=True), ("http://127.0.0.1:2379",)
     )
@@ -200,7 +271,7 @@ class Config:
     netmask6: int = _key(_integer(0, 128), 128)
     label: str = _key(_text(_path_part), "yaim")
     allowed_networks: Tuple[IPNetwork, ...] = _key(_list(_network), ())
-    checker_type: str = _key(_choice("http", "none", planned=("postgres", "shell")), "http")
+    checker_type: str = _key(_choice("http", "postgres", "shell", "none"), "http")
     check_interval: int = _key(_MILLISECONDS, lambda values: values.get("interval"))
     check_timeout: int = _key(_MILLISECONDS, 2000)
     check_rise: int = _key(_COUNT, 1)
@@ -208,7 +279,13 @@ class Config:
     http_url: Optional[str] = _key(_text(_url, optional=True), None)
     http_expected_code: int = _key(_integer(100, 599), 200)
     http_expected_response_contains: Optional[str] = _key(_OPTIONAL_TEXT, None)
+    postgres_dsn: Optional[str] = _key(_OPTIONAL_TEXT, None, secret=mask_dsn)
+    postgres_query: str = _key(_text(), "SELECT 1")
+    shell_command: Optional[Tuple[str, ...]] = _key(_command, None)
+    status_listen: Optional[str] = _key(_text(_host_port, optional=True), "127.0.0.1:9720")
     log_level: str = _key(_choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), "INFO")
+    log_file: Optional[str] = _key(_OPTIONAL_TEXT, None)
+    log_syslog: Optional[str] = _key(_text(_facility, optional=True), None)
     source: str = ""
     warnings: Tuple[str, ...] = ()
 
@@ -223,8 +300,9 @@ class Config:
         result = {}
         for key in _KEYS:
             value = getattr(self, key.name)
-            if mask_secrets and key.metadata["secret"] and value is not None:
-                value = "***"
+            mask = key.metadata["secret"]
+            if mask_secrets and mask and value is not None:
+                value = mask(value) if callable(mask) else "***"
             elif isinstance(value, tuple):
                 value = [item if isinstance(item, str) else str(item) for item in value]
             result[_kebab(key.name)] = value
@@ -264,10 +342,15 @@ def _label_fits(label: str, interface: str) -> Optional[str]:
     return None
 
 
-def _http_url_for_http(url: Optional[str], checker: str) -> Optional[str]:
-    if url is None and checker == "http":
-        return "required when checker-type is http"
-    return None
+def _required_by(kind: str) -> Callable[[Any, str], Optional[str]]:
+    """A rule: the key must be set when `checker-type` is `kind`."""
+
+    def check(value: Any, checker: str) -> Optional[str]:
+        if value is None and checker == kind:
+            return f"required when checker-type is {kind}"
+        return None
+
+    return check
 
 
 class _Rule(NamedTuple):
@@ -280,7 +363,9 @@ _RULES = (
     _Rule(("etcd_cert_file", "etcd_key_file"), _cert_with_key),
     _Rule(("etcd_password", "etcd_user"), _password_with_user),
     _Rule(("label", "interface"), _label_fits),
-    _Rule(("http_url", "checker_type"), _http_url_for_http),
+    _Rule(("http_url", "checker_type"), _required_by("http")),
+    _Rule(("postgres_dsn", "checker_type"), _required_by("postgres")),
+    _Rule(("shell_command", "checker_type"), _required_by("shell")),
 )
 
 

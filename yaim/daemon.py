@@ -4,6 +4,7 @@
     heartbeat  keeps the node key and this node's marks alive in the DCS
     balancer   reads the cluster, plans, creates and deletes marks
     actuator   makes the interface match the held addresses; fences on time
+    watch      wakes the balancer the moment the cluster changes in the DCS
 
 The main thread owns the signals and the shutdown: on SIGTERM/SIGINT, or when a
 thread crashes, it removes every address, then deletes this node's marks and
@@ -12,24 +13,29 @@ node key, so the others take over at once instead of waiting for the TTLs.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import socket
 import threading
-from typing import List
+import time
+from typing import Any, Dict, List, Optional, Tuple
 
-from yaim import checks, dcs
+from yaim import __version__, checks, dcs
 from yaim import config as config_module
 from yaim.actuator import Actuator
 from yaim.actuator.iproute import IpCommand
-from yaim.errors import ActuatorError, ConfigError, DCSError
+from yaim.errors import ActuatorError, ConfigError, DCSError, YaimError
+from yaim.metrics import CONTENT_TYPE, Metrics
 from yaim.state import SharedState
+from yaim.status import Sources, StatusServer
 from yaim.threads.actuator import ActuatorThread
 from yaim.threads.balancer import BalancerThread
 from yaim.threads.base import Worker
 from yaim.threads.health import HealthThread
 from yaim.threads.heartbeat import HeartbeatThread
-from yaim.view import parse_snapshot
+from yaim.threads.watch import WatchThread
+from yaim.view import in_order, parse_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +43,15 @@ log = logging.getLogger(__name__)
 SHUTDOWN_DCS_TIMEOUT = 0.5
 # How long the main thread waits for the actuator to remove the addresses at shutdown.
 SHUTDOWN_ACTUATOR_TIMEOUT = 2.0
+
+# Keys a SIGHUP applies at once (by name, or by prefix); any other change needs a restart.
+LIVE_KEYS = ("log-level",)
+LIVE_PREFIXES = ("check-", "checker-", "http-", "postgres-", "shell-")
+
+
+def is_live(key: str) -> bool:
+    """Whether a SIGHUP applies a change of this key without a restart."""
+    return key in LIVE_KEYS or key.startswith(LIVE_PREFIXES)
 
 
 def fence_margin(config) -> float:
@@ -62,7 +77,8 @@ class Daemon:
         self.reload_requested = False
         self.crashed: List[str] = []
         self.state = SharedState(config.ttl_s, fence_margin(config))
-        common = {"stop": self.stop, "on_crash": self._on_crash}
+        self.metrics = Metrics()
+        common = {"stop": self.stop, "on_crash": self._on_crash, "metrics": self.metrics}
         self.actuator = ActuatorThread(
             lambda: make_actuator(config),
             self.state,
@@ -70,8 +86,10 @@ class Daemon:
             period=config.interval_s,
             **common,
         )
+        # One DCS handle per thread, sharing the node's session (the v3 lease).
+        store = dcs.connect(config, stop=self.stop, observe=self.metrics.dcs_request)
         self.balancer = BalancerThread(
-            dcs.connect(config, stop=self.stop),
+            store,
             self.state,
             config,
             self.actuator.sync,
@@ -79,7 +97,7 @@ class Daemon:
             **common,
         )
         self.heartbeat = HeartbeatThread(
-            dcs.connect(config, stop=self.stop),
+            store.clone(),
             self.state,
             self.balancer.poke,
             period=config.interval_s,
@@ -93,7 +111,18 @@ class Daemon:
             period=config.check_interval_s,
             **common,
         )
-        self.threads: List[Worker] = [self.actuator, self.health, self.heartbeat, self.balancer]
+        self.watch = WatchThread(store.clone(), self.balancer.poke, config.interval_s, **common)
+        self.threads: List[Worker] = [
+            self.actuator,
+            self.health,
+            self.heartbeat,
+            self.balancer,
+            self.watch,
+        ]
+        self.metrics.addresses_held.set_function(lambda: len(self.state.held()))
+        self.metrics.healthy.set_function(lambda: self.state.healthy)
+        self.metrics.dcs_last_success_age.set_function(self._dcs_age_or_nan)
+        self.status_server: Optional[StatusServer] = None
 
     def _on_crash(self, name: str) -> None:
         self.crashed.append(name)
@@ -116,7 +145,12 @@ class Daemon:
         self.wake_main.set()
 
     def reload(self) -> None:
-        """SIGHUP: read the file again; a bad file is reported and the running config kept."""
+        """SIGHUP: read the file again and apply what can change live; a bad file is refused.
+
+        Log level and check settings take effect at once (a new checker from the
+        next round on, the health state kept, so no address is dropped); any other
+        change is reported as needing a restart and the running value is kept.
+        """
         try:
             new = config_module.load(self.config.source)
         except ConfigError as exc:
@@ -124,12 +158,34 @@ class Daemon:
                 "reload refused, keeping the running configuration: %s", "; ".join(exc.problems)
             )
             return
-        logging.getLogger().setLevel(new.log_level)
-        log.info(
-            "reloaded %s: log-level %s (other changes take effect at restart)",
-            new.source,
-            new.log_level,
+        running, wanted = self.config.as_dict(False), new.as_dict(False)
+        changed = [key for key in wanted if wanted[key] != running[key]]
+        live = [key for key in changed if is_live(key)]
+        pending = [key for key in changed if not is_live(key)]
+        applied = dataclasses.replace(
+            self.config,
+            **{key.replace("-", "_"): getattr(new, key.replace("-", "_")) for key in live},
         )
+        if any(key != "log-level" for key in live):
+            try:
+                checker = checks.create(applied)
+            except YaimError as exc:
+                log.error("reload refused, keeping the running configuration: %s", exc)
+                return
+            self.health.reconfigure(applied, checker)
+        self.config = applied
+        logging.getLogger().setLevel(applied.log_level)
+        log.info(
+            "reloaded %s: %s",
+            new.source,
+            ", ".join(live) + " applied" if live else "no live change",
+        )
+        if pending:
+            log.warning(
+                "reload: %s changed in %s but needs a restart; running with the old value",
+                ", ".join(pending),
+                new.source,
+            )
 
     def run(self) -> int:
         """Run until stopped; the exit status: 0 after a signal, 1 after a crash."""
@@ -144,6 +200,7 @@ class Daemon:
             self.config.dcs_namespace,
             self.config.dcs_clustername,
         )
+        self._start_status()
         for thread in self.threads:
             thread.start()
         while not self.stop.is_set():
@@ -160,18 +217,16 @@ class Daemon:
         return 0
 
     def _watch(self) -> None:
-        """Notice a stuck thread. Only a stuck actuator is fatal: it is the one that fences.
+        """Notice a stuck actuator: it is the thread that fences, so that is fatal.
 
-        The others may wait on a slow DCS or check for long; fencing covers them.
+        The other threads may legitimately wait long on a slow DCS or check, and
+        while they do the fence times still protect the addresses.
         """
-        for thread in self.threads:
-            stuck = thread.stuck_for()
-            if stuck <= self.config.ttl_s:
-                continue
-            log.warning("thread %s has not finished a round for %.1fs", thread.name, stuck)
-            if thread is self.actuator:
-                self.crashed.append("actuator (stuck)")
-                self._stop_now()
+        stuck = self.actuator.stuck_for()
+        if stuck > self.config.ttl_s:
+            log.critical("actuator thread has not finished a round for %.1fs: stopping", stuck)
+            self.crashed.append("actuator (stuck)")
+            self._stop_now()
 
     def shutdown(self) -> None:
         """Remove the addresses, then the marks and the node key (never the other way)."""
@@ -184,7 +239,72 @@ class Daemon:
             log.error("actuator thread did not finish: removing addresses with the ip command")
             remove_addresses(self.config, tools=[IpCommand()])
         release_in_dcs(self.config, held)
+        if self.status_server is not None:
+            self.status_server.stop()
         log.info("node %s stopped", self.config.node_name)
+
+    def _start_status(self) -> None:
+        """The read-only endpoint on `status-listen`, unless it is empty."""
+        if not self.config.status_listen:
+            return
+        sources = Sources(self.health_probe, self.status, self.metrics.exposition, CONTENT_TYPE)
+        address = config_module.listen_address(self.config.status_listen)
+        self.status_server = StatusServer(address, sources).start()
+
+    def _dcs_age(self) -> Tuple[str, Optional[float]]:
+        """The endpoint of the most recent successful DCS request and its age (None: never)."""
+        stores = (self.heartbeat.dcs, self.balancer.dcs)
+        latest = max(stores, key=lambda store: store.last_success or float("-inf"))
+        if latest.last_success is None:
+            return latest.endpoint, None
+        return latest.endpoint, time.monotonic() - latest.last_success
+
+    def _dcs_age_or_nan(self) -> float:
+        """The age for the metric: NaN until the first success, as Prometheus expects."""
+        age = self._dcs_age()[1]
+        return float("nan") if age is None else age
+
+    def _fresh(self, age: Optional[float]) -> bool:
+        """A DCS session is fresh while its last success is younger than the TTL."""
+        return age is not None and age < self.config.ttl_s
+
+    def health_probe(self) -> Tuple[bool, str]:
+        """GET /health: healthy, and the DCS answered within the last ttl."""
+        _, age = self._dcs_age()
+        if not self.state.healthy:
+            return False, "unhealthy: " + self.state.health_reason
+        if not self._fresh(age):
+            since = "never" if age is None else f"{age:.1f} s ago"
+            return False, f"DCS session stale: last successful request {since}"
+        return True, "healthy: " + self.state.health_reason
+
+    def status(self) -> Dict[str, Any]:
+        """GET /status: this node and its view of the cluster, as plain JSON values."""
+        endpoint, age = self._dcs_age()
+        view = self.state.view
+        cluster = None
+        if view is not None:
+            cluster = {
+                "nodes": sorted(view.nodes),
+                "pool": [
+                    {"address": str(address), "holder": view.holders.get(address)}
+                    for address in in_order(view.pool)
+                ],
+            }
+        return {
+            "node": self.config.node_name,
+            "version": __version__,
+            "healthy": self.state.healthy,
+            "health_reason": self.state.health_reason,
+            "drained": self.balancer.drained,
+            "dcs": {
+                "endpoint": endpoint,
+                "last_success_age": None if age is None else round(age, 3),
+                "fresh": self._fresh(age),
+            },
+            "addresses": [str(a) for a in in_order(self.state.held())],
+            "cluster": cluster,
+        }
 
 
 def remove_addresses(config, tools=None) -> List:
@@ -195,9 +315,9 @@ def remove_addresses(config, tools=None) -> List:
     except ActuatorError as exc:
         log.error("cannot list the addresses of %s: %s", config.interface, exc)
         return []
-    for address in sorted(owned):
+    for address in in_order(owned):
         log.info("removing %s from %s", address, config.interface)
-    return actuator.remove_all(sorted(owned))
+    return actuator.remove_all(in_order(owned))
 
 
 def release_in_dcs(config, held=()) -> bool:
@@ -211,7 +331,7 @@ def release_in_dcs(config, held=()) -> bool:
     except DCSError as exc:
         log.warning("cannot read the DCS to release marks: %s", exc)
     try:
-        for address in sorted(mine):
+        for address in in_order(mine):
             if store.delete_mark(address):
                 log.info("released %s on node %s: stopping", address, store.node)
         store.delete_node()

@@ -8,10 +8,20 @@ Neither touches the network; both are immutable so they can be shared freely.
 from __future__ import annotations
 
 import ipaddress
-from typing import FrozenSet, Iterable, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import FrozenSet, Iterable, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+
+
+def address_order(address: IPAddress) -> Tuple[int, int]:
+    """Sort key for addresses of both families (IPv4 and IPv6 objects do not compare)."""
+    return address.version, int(address)
+
+
+def in_order(addresses: Iterable[IPAddress]) -> List[IPAddress]:
+    """The addresses sorted, IPv4 first; for logs and for a stable order of actions."""
+    return sorted(addresses, key=address_order)
 
 
 class Mark(NamedTuple):

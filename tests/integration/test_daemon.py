@@ -5,6 +5,7 @@ TTLs). The contract's bounds: a crash is repaired within ttl + 2 x interval +
 1 s = 4 s; a clean stop, an unhealthy result or a new address within
 2 x interval + 1 s = 2 s. The observer samples every interface every 50 ms and
 the fixture's teardown fails the test on any address seen on two nodes.
+Every test runs against both DCS APIs: `etcd` (v2 keys) and `etcd3` (v3, leases).
 """
 
 from __future__ import annotations
@@ -28,7 +29,13 @@ INTERVAL, TTL = 500, 2000
 CRASH_BOUND = (TTL + 2 * INTERVAL) / 1000 + 1
 CLEAN_BOUND = 2 * INTERVAL / 1000 + 1
 POOL = [ipaddress.ip_address(f"198.51.100.{100 + i}") for i in range(6)]
-ROOT = "/v2/keys/service/yaim"
+
+
+@pytest.fixture(autouse=True, params=["etcd", "etcd3"])
+def dcs_type(request, lab):
+    """The API the nodes (and the test's own pool edits) speak."""
+    lab.dcs_type = request.param
+    return request.param
 
 
 @pytest.fixture(autouse=True)
@@ -42,13 +49,13 @@ def no_two_holders(lab):
 
 
 def put_address(lab, address, endpoint=HUB_DCS):
-    """The seed's way to add an address to the pool."""
-    lab.lab.curl("-s", f"http://{endpoint}:2379{ROOT}/ips/{address}", "-XPUT", "-d", "dir=true")
+    """The operator's way to add an address to the pool (v2: the seed's curl)."""
+    lab.keys(f"http://{endpoint}:2379").add(address)
 
 
 def delete_address(lab, address):
-    """The seed's way to remove an address from the pool."""
-    lab.lab.curl("-s", f"http://{HUB_DCS}:2379{ROOT}/ips/{address}?recursive=true", "-XDELETE")
+    """The operator's way to remove an address from the pool (v2: the seed's curl)."""
+    lab.keys().remove(address)
 
 
 def counts(holders, addresses=POOL):
@@ -83,18 +90,11 @@ def start_cluster(lab, n=3, **settings):
 
 def mark_holders(lab):
     """Address -> holder name, from etcd itself."""
-    tree = lab.etcd.get("/service/yaim/ips", recursive=True) or {}
-    result = {}
-    for entry in tree.get("nodes", []):
-        for child in entry.get("nodes", []):
-            if child["key"].endswith("/marked"):
-                result[ipaddress.ip_address(entry["key"].rsplit("/", 1)[1])] = child["value"]
-    return result
+    return {ipaddress.ip_address(a): holder for a, holder in lab.keys().holders().items()}
 
 
 def node_keys(lab):
-    tree = lab.etcd.get("/service/yaim/nodes") or {}
-    return {n["key"].rsplit("/", 1)[1] for n in tree.get("nodes", [])}
+    return lab.keys().nodes()
 
 
 def test_three_nodes_settle_two_each_and_marks_match_interfaces(lab):
@@ -171,7 +171,7 @@ def test_addresses_added_and_removed_with_the_seeds_curl(lab):
     )
     assert sample.time - removed_at <= CLEAN_BOUND
     lab.observer.wait_for(settled([1, 2, 3], [*POOL[1:], extra]), 5, "rebalance")
-    assert lab.etcd.get(f"/service/yaim/ips/{POOL[0]}") is None
+    assert str(POOL[0]) not in lab.keys().pool()
 
 
 def unchanged_for(lab, before, since, seconds):
@@ -286,3 +286,13 @@ def test_cleanup_after_a_sigkill_leaves_nothing_behind(lab):
     assert "n1" not in mark_holders(lab).values()
     assert "n1" not in node_keys(lab)
     lab.observer.wait_for(settled([2, 3]), CLEAN_BOUND + 5, "takeover")
+
+
+def test_a_pool_of_both_families_settles(lab):
+    both = [*POOL, ipaddress.ip_address("2001:db8::100")]
+    for address in both:
+        put_address(lab, address)
+    for i in (1, 2, 3):
+        lab.node(i, interval=INTERVAL, ttl=TTL).start()
+    lab.observer.wait_for(settled([1, 2, 3], both), 15, "IPv4 and IPv6 to settle")
+    assert all(node.running for node in lab.nodes)

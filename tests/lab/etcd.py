@@ -1,12 +1,15 @@
-"""Real etcd members for tests, on loopback or inside a lab namespace, and a v2 client.
+"""Real etcd members for tests, on loopback or inside a lab namespace, and clients.
 
-The client goes through `curl` so that the same code reaches members inside a
+The clients go through `curl` so that the same code reaches members inside a
 network namespace (`ip netns exec NS curl ...`), where the test process itself
-cannot open a connection.
+cannot open a connection. Members can serve client TLS (`tls`, with client
+certificates required); `ClusterKeys` is the operator's side of a yaim cluster
+through either API.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
 import shutil
@@ -15,8 +18,9 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Set, Union
 
+from tests.lab.certs import TLSFiles
 from tests.lab.util import command_line, netns_argv, spawn, stop_processes, tail, wait_until
 
 POOL_DIR = "/service/yaim/ips"
@@ -43,15 +47,19 @@ def etcd_request(
     data: Optional[Dict[str, str]] = None,
     netns: Optional[str] = None,
     timeout: float = 5.0,
+    body: Optional[Dict[str, Any]] = None,
+    curl_args: Sequence[str] = (),
 ) -> dict:
-    """One HTTP request to `endpoint` + `path` (form `data` for PUT/POST); the JSON answer.
+    """One HTTP request to `endpoint` + `path` (form `data`, or a JSON `body`); the JSON answer.
 
-    Runs curl inside `netns` when given. An answer carrying an etcd errorCode is
-    returned as is; no answer raises EtcdUnreachable.
+    Runs curl (with `curl_args`, e.g. TLS files) inside `netns` when given. An answer
+    carrying an etcd error is returned as is; no answer raises EtcdUnreachable.
     """
-    argv = ["curl", "-sS", "--max-time", str(timeout), "-X", method, endpoint + path]
+    argv = ["curl", "-sS", *curl_args, "--max-time", str(timeout), "-X", method, endpoint + path]
     for key, value in (data or {}).items():
         argv += ["--data-urlencode", f"{key}={value}"]
+    if body is not None:
+        argv += ["-H", "Content-Type: application/json", "--data-binary", json.dumps(body)]
     full = netns_argv(netns, argv)
     try:
         res = subprocess.run(full, capture_output=True, text=True, timeout=timeout + 5)
@@ -72,9 +80,11 @@ def _v2(
     netns: Optional[str],
     data: Optional[Dict[str, str]] = None,
     query: str = "",
+    curl_args: Sequence[str] = (),
 ) -> Optional[dict]:
     """A v2 keys request; the answer, None for "key not found", EtcdError for other errors."""
-    answer = etcd_request(endpoint, method, "/v2/keys" + key + query, data, netns)
+    path = "/v2/keys" + key + query
+    answer = etcd_request(endpoint, method, path, data, netns, curl_args=curl_args)
     code = answer.get("errorCode")
     if code == KEY_NOT_FOUND:
         return None
@@ -134,10 +144,11 @@ class _Member:
     data_dir: Path
     log_path: Path
     proc: Optional[subprocess.Popen] = None
+    scheme: str = "http"
 
     @property
     def client_url(self) -> str:
-        return f"http://{self.host}:{self.client_port}"
+        return f"{self.scheme}://{self.host}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -151,7 +162,8 @@ class EtcdCluster:
     Inside a namespace they listen on `host`, or member i on `host[i]` when a
     list is given, with client port 2379 and peer port 2380, shifted by 10 for
     each earlier member on the same host. Logs go to files in `base_dir`
-    (a temporary directory removed at stop when not given).
+    (a temporary directory removed at stop when not given). With `tls` the client
+    URLs are https and every client must show a certificate of `tls.ca`.
     """
 
     def __init__(
@@ -160,11 +172,13 @@ class EtcdCluster:
         netns: Optional[str] = None,
         host: Union[str, Sequence[str]] = "127.0.0.1",
         base_dir: Optional[Path] = None,
+        tls: Optional[TLSFiles] = None,
     ) -> None:
         hosts = [host] * size if isinstance(host, str) else list(host)
         if len(hosts) != size:
             raise ValueError(f"need {size} hosts, got {hosts}")
         self.netns = netns
+        self.tls = tls
         self._own_dir = base_dir is None
         self.base_dir = Path(tempfile.mkdtemp(prefix="yt-etcd-")) if base_dir is None else base_dir
         self.token = "yt-" + secrets.token_hex(4)
@@ -183,8 +197,24 @@ class EtcdCluster:
                     peer_port=ports[1],
                     data_dir=self.base_dir / f"m{i}.data",
                     log_path=self.base_dir / f"m{i}.log",
+                    scheme="http" if tls is None else "https",
                 )
             )
+
+    @property
+    def curl_args(self) -> List[str]:
+        """What curl needs to talk to the members: the CA and a client certificate."""
+        if self.tls is None:
+            return []
+        tls = self.tls
+        return [
+            "--cacert",
+            str(tls.ca),
+            "--cert",
+            str(tls.client_cert),
+            "--key",
+            str(tls.client_key),
+        ]
 
     @property
     def endpoints(self) -> List[str]:
@@ -207,6 +237,17 @@ class EtcdCluster:
             "--initial-cluster=" + initial,
             "--initial-cluster-state=" + state,
             "--initial-cluster-token=" + self.token,
+            *self._tls_args(),
+        ]
+
+    def _tls_args(self) -> List[str]:
+        if self.tls is None:
+            return []
+        return [
+            "--cert-file=" + str(self.tls.server_cert),
+            "--key-file=" + str(self.tls.server_key),
+            "--trusted-ca-file=" + str(self.tls.ca),
+            "--client-cert-auth=true",
         ]
 
     def _spawn(self, i: int, state: str) -> None:
@@ -220,9 +261,10 @@ class EtcdCluster:
         member = self.members[i]
         if member.proc is None or member.proc.poll() is not None:
             raise EtcdError(f"member {i} is not running\n{tail(member.log_path)}")
-        return etcd_request(member.client_url, "GET", "/health", netns=self.netns).get(
-            "health"
-        ) in ("true", True)
+        answer = etcd_request(
+            member.client_url, "GET", "/health", netns=self.netns, curl_args=self.curl_args
+        )
+        return answer.get("health") in ("true", True)
 
     def _wait_healthy(self, indexes: Sequence[int], timeout: float) -> None:
         try:
@@ -292,3 +334,97 @@ class EtcdCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode("ascii")
+
+
+class ClusterKeys:
+    """The operator's side of one yaim cluster in etcd, through the API of `dcs_type`:
+    pool entries put in and taken out the way the contract describes (v2: a directory
+    per address, as the seed's curl; v3: a plain key), holders and node keys read back."""
+
+    def __init__(
+        self,
+        cluster: EtcdCluster,
+        dcs_type: str = "etcd",
+        root: str = "/service/yaim",
+        endpoint: Optional[str] = None,
+    ) -> None:
+        self.cluster = cluster
+        self.v3 = dcs_type == "etcd3"
+        self.root = root
+        self.endpoint = endpoint or cluster.endpoints[0]
+
+    def _v3(self, path: str, body: Dict[str, Any]) -> dict:
+        answer = etcd_request(
+            self.endpoint,
+            "POST",
+            path,
+            netns=self.cluster.netns,
+            body=body,
+            curl_args=self.cluster.curl_args,
+        )
+        if "error" in answer:
+            raise EtcdError(f"{path} {body}: {answer}")
+        return answer
+
+    def _v2(self, method: str, key: str, data: Optional[Dict[str, str]] = None, query: str = ""):
+        netns, curl_args = self.cluster.netns, self.cluster.curl_args
+        return _v2(self.endpoint, method, self.root + key, netns, data, query, curl_args)
+
+    def _range(self, prefix: str) -> Dict[str, str]:
+        """Key (below the root) -> value of every v3 key starting with `prefix`."""
+        start = self.root + prefix
+        end = start[:-1] + chr(ord(start[-1]) + 1)
+        answer = self._v3("/v3/kv/range", {"key": _b64(start), "range_end": _b64(end)})
+        return {
+            base64.b64decode(kv["key"]).decode()[len(self.root) :]: base64.b64decode(
+                kv.get("value", "")
+            ).decode()
+            for kv in answer.get("kvs", [])
+        }
+
+    def add(self, address: object) -> None:
+        """Put an address into the pool."""
+        key = f"/ips/{address}"
+        if self.v3:
+            self._v3("/v3/kv/put", {"key": _b64(self.root + key), "value": ""})
+        else:
+            self._v2("PUT", key, {"dir": "true"})
+
+    def remove(self, address: object) -> None:
+        """Take an address out of the pool (v2: its directory with the mark)."""
+        key = f"/ips/{address}"
+        if self.v3:
+            self._v3("/v3/kv/deleterange", {"key": _b64(self.root + key)})
+        else:
+            self._v2("DELETE", key, query="?recursive=true")
+
+    def pool(self) -> Set[str]:
+        """The names of the pool entries."""
+        if self.v3:
+            return {k.split("/")[2] for k in self._range("/ips/") if k.count("/") == 2}
+        tree = self._v2("GET", "/ips") or {"node": {}}
+        return {n["key"].rsplit("/", 1)[1] for n in tree["node"].get("nodes", [])}
+
+    def holders(self) -> Dict[str, str]:
+        """Address name -> the node named in its mark."""
+        if self.v3:
+            marks = self._range("/ips/")
+            return {k.split("/")[2]: v for k, v in marks.items() if k.endswith("/marked")}
+        tree = self._v2("GET", "/ips", query="?recursive=true") or {"node": {}}
+        return {
+            entry["key"].rsplit("/", 1)[1]: child["value"]
+            for entry in tree["node"].get("nodes", [])
+            for child in entry.get("nodes", [])
+            if child["key"].endswith("/marked")
+        }
+
+    def nodes(self) -> Set[str]:
+        """Names of the node keys."""
+        if self.v3:
+            return {key.rsplit("/", 1)[1] for key in self._range("/nodes/")}
+        tree = self._v2("GET", "/nodes") or {"node": {}}
+        return {n["key"].rsplit("/", 1)[1] for n in tree["node"].get("nodes", [])}

@@ -108,3 +108,17 @@ def tail(path: Path, lines: int = 40) -> str:
     except FileNotFoundError:
         return f"==> {path} (missing) <==\n"
     return "==> {} <==\n{}\n".format(path, "\n".join(text.splitlines()[-lines:]))
+
+
+def live_group_members(pgid: int) -> list:
+    """Pids of the processes in process group `pgid` that have not died. Members
+    killed together with their parent stay zombies until init reaps them: gone."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited meanwhile
+            continue
+        if int(fields[2]) == pgid and fields[0] not in "ZX":
+            found.append(int(stat.parent.name))
+    return found

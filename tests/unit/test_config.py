@@ -78,7 +78,13 @@ DEFAULTS = {
     "check_fall": 1,
     "http_expected_code": 200,
     "http_expected_response_contains": None,
+    "postgres_dsn": None,
+    "postgres_query": "SELECT 1",
+    "shell_command": None,
+    "status_listen": "127.0.0.1:9720",
     "log_level": "INFO",
+    "log_file": None,
+    "log_syslog": None,
 }
 
 
@@ -128,6 +134,10 @@ def test_choices_ignore_case(tmp_path):
     assert (cfg.log_level, cfg.checker_type, cfg.dcs_type) == ("DEBUG", "none", "etcd")
 
 
+def test_etcd3_is_a_dcs_type(tmp_path):
+    assert load(tmp_path, {"dcs-type": "ETCD3"}).dcs_type == "etcd3"
+
+
 def test_checker_none_needs_no_http_url(tmp_path):
     cfg = config.load(write(tmp_path, {"interface": "eth0", "checker-type": "none"}), {})
     assert cfg.http_url is None
@@ -158,7 +168,6 @@ def test_config_is_immutable(tmp_path):
 @pytest.mark.parametrize(
     "overrides, key, fragment",
     [
-        ({"dcs-type": "etcd3"}, "dcs-type", "not supported yet"),
         ({"dcs-type": "consul"}, "dcs-type", "must be one of etcd"),
         ({"dcs-endpoints": []}, "dcs-endpoints", "at least one"),
         ({"dcs-endpoints": ["ftp://192.0.2.1:2379"]}, "dcs-endpoints", "http:// or https://"),
@@ -198,8 +207,7 @@ def test_config_is_immutable(tmp_path):
         ({"allowed-networks": ["198.51.100.1/24"]}, "allowed-networks", "host bits set"),
         ({"allowed-networks": ["nonsense"]}, "allowed-networks", "CIDR"),
         ({"allowed-networks": 5}, "allowed-networks", "must be a list"),
-        ({"checker-type": "postgres"}, "checker-type", "not supported yet"),
-        ({"checker-type": "tcp"}, "checker-type", "must be one of http, none"),
+        ({"checker-type": "tcp"}, "checker-type", "must be one of http, postgres, shell, none"),
         ({"check-interval": 0}, "check-interval", "at least 1"),
         ({"check-timeout": 0}, "check-timeout", "at least 1"),
         ({"check-rise": 0}, "check-rise", "at least 1"),
@@ -210,6 +218,19 @@ def test_config_is_immutable(tmp_path):
         ({"http-expected-code": 600}, "http-expected-code", "between 100 and 599"),
         ({"http-expected-response-contains": 1}, "http-expected-response-contains", "string"),
         ({"log-level": "verbose"}, "log-level", "must be one of DEBUG"),
+        ({"checker-type": "postgres"}, "postgres-dsn", "required when checker-type is postgres"),
+        ({"postgres-dsn": 5}, "postgres-dsn", "must be a string"),
+        ({"postgres-query": ""}, "postgres-query", "must not be empty"),
+        ({"checker-type": "shell"}, "shell-command", "required when checker-type is shell"),
+        ({"checker-type": "shell", "shell-command": ""}, "shell-command", "required when"),
+        ({"shell-command": []}, "shell-command", "must name a program"),
+        ({"shell-command": ["check", 5]}, "shell-command", "list of strings"),
+        ({"shell-command": {"a": 1}}, "shell-command", "list of strings"),
+        ({"shell-command": "check 'unclosed"}, "shell-command", "cannot split"),
+        ({"status-listen": "9720"}, "status-listen", "must be HOST:PORT"),
+        ({"status-listen": "127.0.0.1:0"}, "status-listen", "must be HOST:PORT"),
+        ({"status-listen": "[::1:9720"}, "status-listen", "must be HOST:PORT"),
+        ({"log-syslog": "local9"}, "log-syslog", "must be a syslog facility"),
     ],
 )
 def test_problem(tmp_path, overrides, key, fragment):
@@ -253,7 +274,7 @@ def test_every_problem_is_reported_at_once(tmp_path):
 
 
 def test_keys_of_later_features_are_not_accepted_yet(tmp_path):
-    for key in ("postgres-dsn", "shell-command", "notify-take", "status-listen"):
+    for key in ("notify-take",):
         assert f": {key}: unknown key" in one_problem(tmp_path, {key: "x"})
 
 
@@ -456,3 +477,54 @@ def test_a_ttl_of_partial_seconds_warns_that_etcd_rounds_it_up(tmp_path):
     warnings = [w for w in load(tmp_path, {"ttl": 3500}).warnings if ": ttl: " in w]
     assert len(warnings) == 1 and "marks live 4 s" in warnings[0]
     assert not [w for w in load(tmp_path, {"ttl": 3000}).warnings if ": ttl: " in w]
+
+
+def test_status_listen_splits_and_an_empty_value_disables_it(tmp_path):
+    assert config.listen_address(load(tmp_path).status_listen) == ("127.0.0.1", 9720)
+    assert config.listen_address("[::1]:9721") == ("::1", 9721)
+    assert load(tmp_path, {"status-listen": ""}).status_listen is None
+    assert load(tmp_path, env={"YAIM_STATUS_LISTEN": ""}).status_listen is None
+
+
+def test_postgres_and_shell_checkers(tmp_path):
+    cfg = load(tmp_path, {"checker-type": "postgres", "postgres-dsn": "host=db", "http-url": None})
+    assert (cfg.checker_type, cfg.postgres_dsn, cfg.postgres_query) == (
+        "postgres",
+        "host=db",
+        "SELECT 1",
+    )
+    shell = {"checker-type": "shell", "http-url": None}
+    given = "check_pg --role 'primary node' -q"
+    cfg = load(tmp_path, dict(shell, **{"shell-command": given}))
+    assert cfg.shell_command == ("check_pg", "--role", "primary node", "-q")
+    assert load(tmp_path, dict(shell, **{"shell-command": ["a b", "c,d"]})).shell_command == (
+        "a b",
+        "c,d",
+    )
+    from_env = load(tmp_path, shell, {"YAIM_SHELL_COMMAND": "sh -c 'exit 0'"})
+    assert from_env.shell_command == ("sh", "-c", "exit 0")
+    assert from_env.as_dict()["shell-command"] == ["sh", "-c", "exit 0"]
+
+
+@pytest.mark.parametrize(
+    "dsn, shown",
+    [
+        ("host=db user=yaim password=hunter2 dbname=x", "host=db user=yaim password=*** dbname=x"),
+        ("host=db password = 'hunter 2\\'s' port=6432", "host=db password = *** port=6432"),
+        (
+            "postgresql://yaim:hunter2@db:6432/x?sslmode=require",
+            "postgresql://yaim:***@db:6432/x?sslmode=require",
+        ),
+        (
+            "postgres://db/x?user=yaim&password=hunter2&sslmode=require",
+            "postgres://db/x?user=yaim&password=***&sslmode=require",
+        ),
+        ("postgresql://yaim@db/x", "postgresql://yaim@db/x"),
+        ("host=db user=yaim", "host=db user=yaim"),
+    ],
+)
+def test_as_dict_masks_only_the_password_in_the_dsn(tmp_path, dsn, shown):
+    cfg = load(tmp_path, {"postgres-dsn": dsn})
+    assert cfg.as_dict()["postgres-dsn"] == shown
+    assert "hunter" not in repr(cfg)
+    assert cfg.as_dict(mask_secrets=False)["postgres-dsn"] == dsn

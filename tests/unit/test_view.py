@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from yaim.view import Mark, Rejected, Snapshot, parse_address, parse_snapshot
+from yaim.view import Mark, Rejected, Snapshot, in_order, parse_address, parse_snapshot
 
 V4 = ipaddress.ip_network("198.51.100.0/24")
 V6 = ipaddress.ip_network("2001:db8::/32")
@@ -113,3 +113,8 @@ def test_marks_on_addresses_outside_the_pool_are_dropped():
     )
     assert view.pool == {A1}
     assert view.holders == {A1: "a"}
+
+
+def test_in_order_sorts_both_families_ipv4_first():
+    mixed = [ipaddress.ip_address(a) for a in ("2001:db8::1", "198.51.100.2", "198.51.100.10")]
+    assert [str(a) for a in in_order(mixed)] == ["198.51.100.2", "198.51.100.10", "2001:db8::1"]

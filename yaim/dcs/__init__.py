@@ -13,6 +13,7 @@ import abc
 import importlib
 import logging
 import random
+import ssl
 import threading
 import time
 from typing import Callable, List, Optional, TypeVar
@@ -24,11 +25,53 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-BACKENDS = {"etcd": "yaim.dcs.etcd2"}
+# Told about every request (every try): operation kind (the first word of its
+# description: read, write, create, refresh, delete), seconds taken, success.
+Observer = Callable[[str, float, bool], None]
+
+BACKENDS = {"etcd": "yaim.dcs.etcd2", "etcd3": "yaim.dcs.etcd3"}
 
 
 class Transient(Exception):
     """One try failed in a way another try (maybe on another endpoint) could fix."""
+
+
+def system_ca_file() -> str:
+    """The system's CA bundle: https without etcd-ca-file verifies against it, never not at all."""
+    paths = ssl.get_default_verify_paths()
+    return paths.cafile or paths.openssl_cafile
+
+
+def describe(exc: BaseException) -> str:
+    """The innermost cause of a failed request on one line: the TLS or socket error, not
+    the layers of wrappers (MaxRetryError, ConnectionError, ...) around it."""
+    seen = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        inner = getattr(exc, "reason", None) or getattr(exc, "cause", None)
+        if not isinstance(inner, BaseException):
+            inner = next((a for a in exc.args if isinstance(a, BaseException)), exc.__cause__)
+        if inner is None:
+            break
+        exc = inner
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: certificate verify failed: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLEOFError):
+        # TLS 1.3 servers refuse a client certificate after the handshake: a bare EOF
+        return "TLS: the server closed the connection (is the client certificate refused?)"
+    if isinstance(exc, ssl.SSLError):
+        return "TLS: " + (exc.reason.replace("_", " ").lower() if exc.reason else str(exc))
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:300]
+
+
+def wakes_balancer(relative_key: str, deleted: bool) -> bool:
+    """Whether a change below the cluster directory needs the balancer now.
+
+    Writing a mark only confirms what its writer already knows; everything else (a
+    mark going, the pool, node keys, drain keys) may change the plan.
+    """
+    return deleted or not relative_key.endswith("/marked")
 
 
 class DCS(abc.ABC):
@@ -40,8 +83,10 @@ class DCS(abc.ABC):
         tries: Optional[int] = None,
         timeout: Optional[float] = None,
         stop: Optional[threading.Event] = None,
+        observe: Optional[Observer] = None,
     ) -> None:
         self.config = config
+        self.observe = observe
         self.node = config.node_name
         self.root = "/{}/{}".format(config.dcs_namespace.strip("/"), config.dcs_clustername)
         self.ttl = config.ttl_s
@@ -53,6 +98,8 @@ class DCS(abc.ABC):
         )
         self._current = 0
         self.last_success: Optional[float] = None
+        # The index (v2) or revision (v3) the last read reflects; the watch resumes after it.
+        self.seen: Optional[int] = None
 
     @property
     def endpoint(self) -> str:
@@ -64,20 +111,68 @@ class DCS(abc.ABC):
         problem = None
         for n in range(self.tries):
             endpoint = self.endpoint
+            started = time.monotonic()
             try:
                 result = attempt(endpoint)
             except Transient as exc:
-                problem = exc
-                log.debug(
-                    "%s via %s failed (try %d/%d): %s", what, endpoint, n + 1, self.tries, exc
-                )
+                self._observe(what, started, False)
+                problem = f"{endpoint}: {exc}"
+                log.debug("%s via %s (try %d/%d)", what, problem, n + 1, self.tries)
                 self._current = (self._current + 1) % len(self.endpoints)
                 if n + 1 < self.tries and self.stop.wait(self.config.retry_after_s):
                     break
                 continue
-            self.last_success = time.monotonic()
+            self.last_success = self._observe(what, started, True)
             return result
-        raise DCSError(f"{what}: {problem} (after {self.tries} tries)")
+        raise DCSError(f"{what} via {problem} (after {self.tries} tries)")
+
+    def clone(self) -> DCS:
+        """Another handle for another thread: its own connections, the same node session."""
+        return type(self)(
+            self.config,
+            tries=self.tries,
+            timeout=self.timeout,
+            stop=self.stop,
+            observe=self.observe,
+        )
+
+    def keep_alive(self) -> None:
+        """Renew the node's session once per interval, before the marks are refreshed.
+
+        v3 renews the one lease that the node key and every mark hang on; v2 renews
+        each key by itself, so there is nothing to do here.
+        """
+
+    def ttl_start(self, sent_at: float) -> float:
+        """When the TTL of a key written or refreshed by a request sent at `sent_at` began.
+
+        The fence time counts from here. A v2 write restarts the key's own TTL; a v3 key
+        lives as long as its lease, whose TTL restarts with each keep-alive, so there it
+        is the send time of the last successful keep-alive, whichever request came later.
+        """
+        return sent_at
+
+    def wait_for_change(self, timeout: float) -> bool:
+        """Block until something the balancer must react to changes, at most `timeout` s.
+
+        False: nothing happened. True: a change, or a resync (first call, a lost or
+        compacted watch, an error before): the caller reads everything again.
+        """
+        try:
+            if self.seen is None:
+                self.read()
+                return True
+            return self._wait(timeout)
+        except DCSError:
+            self.seen = None
+            raise
+
+    def _observe(self, what: str, started: float, ok: bool) -> float:
+        """Report one request to the observer, if any; returns when it ended."""
+        now = time.monotonic()
+        if self.observe is not None:
+            self.observe(what.split(" ", 1)[0], now - started, ok)
+        return now
 
     @abc.abstractmethod
     def read(self) -> Snapshot:
@@ -102,6 +197,28 @@ class DCS(abc.ABC):
     @abc.abstractmethod
     def delete_mark(self, address: IPAddress) -> bool:
         """Delete this node's mark; False if it was not (or no longer) ours."""
+
+    @abc.abstractmethod
+    def _wait(self, timeout: float) -> bool:
+        """One watch from `seen` on (see `wait_for_change`); sets `seen` to None to resync."""
+
+    # The operator's operations (yaimctl): they change the pool and the drain flags.
+
+    @abc.abstractmethod
+    def add_address(self, address: IPAddress) -> bool:
+        """Add an address to the pool atomically; False if it is already there."""
+
+    @abc.abstractmethod
+    def remove_address(self, address: IPAddress) -> bool:
+        """Remove an address and its mark from the pool; False if it was not there."""
+
+    @abc.abstractmethod
+    def drain(self, node: str) -> None:
+        """Set the drain flag of a node (no TTL): it releases its addresses and takes none."""
+
+    @abc.abstractmethod
+    def undrain(self, node: str) -> bool:
+        """Clear the drain flag of a node; False if it was not drained."""
 
 
 def connect(config, **kwargs) -> DCS:

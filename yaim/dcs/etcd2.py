@@ -11,14 +11,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import ssl
+import time
 from typing import Callable, Dict, Optional, TypeVar
 from urllib.parse import urlsplit
 
 import etcd
 import urllib3
 
-from yaim.dcs import DCS, Transient
+from yaim.dcs import DCS, Transient, describe, system_ca_file, wakes_balancer
 from yaim.view import IPAddress, Mark, Snapshot
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 NOT_OURS = (etcd.EtcdKeyNotFound, etcd.EtcdCompareFailed)
+DELETIONS = ("delete", "expire", "compareAndDelete")
 
 # python-etcd logs every failed request at ERROR; our retry policy reports them once.
 logging.getLogger("etcd").setLevel(logging.CRITICAL)
@@ -37,11 +38,11 @@ def _client(url: str, config, timeout: float) -> etcd.Client:
     ca_cert = None
     if parts.scheme == "https":
         # python-etcd turns verification off when it is given no CA: hand it the system store.
-        ca_cert = config.etcd_ca_file or ssl.get_default_verify_paths().openssl_cafile
+        ca_cert = config.etcd_ca_file or system_ca_file()
     cert = None
     if config.etcd_cert_file:
         cert = (config.etcd_cert_file, config.etcd_key_file)
-    return etcd.Client(
+    client = etcd.Client(
         host=parts.hostname,
         port=parts.port or 2379,
         protocol=parts.scheme,
@@ -52,12 +53,10 @@ def _client(url: str, config, timeout: float) -> etcd.Client:
         cert=cert,
         allow_reconnect=False,
     )
-
-
-def _describe(exc: Exception) -> str:
-    """A one-line cause without python-etcd's nested reprs."""
-    text = str(exc) or type(exc).__name__
-    return text.splitlines()[0][:300]
+    # urllib3 would retry a failed request three times on its own: the contract's
+    # retry-num and retry-after are the only retries.
+    client.http.connection_pool_kw["retries"] = urllib3.Retry(0, read=False)
+    return client
 
 
 class Backend(DCS):
@@ -78,7 +77,7 @@ class Backend(DCS):
             try:
                 return operation(client)
             except (etcd.EtcdException, urllib3.exceptions.HTTPError, OSError) as exc:
-                raise Transient(_describe(exc)) from exc
+                raise Transient(describe(exc)) from exc
 
         return self._retry(what, attempt)
 
@@ -92,12 +91,42 @@ class Backend(DCS):
     def read(self) -> Snapshot:
         def operation(client: etcd.Client) -> Optional[etcd.EtcdResult]:
             try:
-                return client.read(self.root, recursive=True, quorum=True)
-            except etcd.EtcdKeyNotFound:
+                result = client.read(self.root, recursive=True, quorum=True)
+            except etcd.EtcdKeyNotFound as exc:
+                self.seen = int(exc.payload["index"])
                 return None
+            self.seen = result.etcd_index
+            return result
 
         result = self._call("read " + self.root, operation)
         return _snapshot(self.root, result)
+
+    def _wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+
+        def operation(client: etcd.Client) -> bool:
+            # One event per request: skip those that do not matter until the deadline.
+            while time.monotonic() < deadline:
+                try:
+                    event = client.read(
+                        self.root,
+                        wait=True,
+                        recursive=True,
+                        waitIndex=self.seen + 1,
+                        timeout=deadline - time.monotonic(),
+                    )
+                except etcd.EtcdWatchTimedOut:
+                    return False
+                except etcd.EtcdEventIndexCleared:
+                    log.info("watch of %s fell behind etcd's event history, resyncing", self.root)
+                    self.seen = None
+                    return True
+                self.seen = event.modifiedIndex
+                if wakes_balancer(event.key[len(self.root) :], event.action in DELETIONS):
+                    return True
+            return False
+
+        return self._call("watch " + self.root, operation)
 
     def touch_node(self) -> None:
         def operation(client: etcd.Client) -> None:
@@ -133,7 +162,11 @@ class Backend(DCS):
                 return False
             if made_directory:
                 client.delete(directory, recursive=True)
-                log.info("not taking %s: it was removed from the pool meanwhile", address)
+                log.info(
+                    "not taking %s on node %s: it was removed from the pool meanwhile",
+                    address,
+                    self.node,
+                )
                 return False
             return True
 
@@ -158,6 +191,46 @@ class Backend(DCS):
             try:
                 client.delete(key, prevValue=self.node)
             except NOT_OURS:
+                return False
+            return True
+
+        return self._call("delete " + key, operation)
+
+    def _pool_key(self, address: IPAddress) -> str:
+        return f"{self.root}/ips/{address}"
+
+    def _drain_key(self, node: str) -> str:
+        return f"{self.root}/drain/{node}"
+
+    def add_address(self, address: IPAddress) -> bool:
+        key = self._pool_key(address)
+
+        def operation(client: etcd.Client) -> bool:
+            try:
+                client.write(key, None, dir=True, prevExist=False)
+            except etcd.EtcdAlreadyExist:
+                return False
+            return True
+
+        return self._call("create " + key, operation)
+
+    def remove_address(self, address: IPAddress) -> bool:
+        return self._delete(self._pool_key(address), recursive=True)
+
+    def drain(self, node: str) -> None:
+        key = self._drain_key(node)
+        self._call("write " + key, lambda client: client.write(key, "drained"))
+
+    def undrain(self, node: str) -> bool:
+        return self._delete(self._drain_key(node))
+
+    def _delete(self, key: str, recursive: bool = False) -> bool:
+        """Delete one key (or a directory with what is in it); False if it was not there."""
+
+        def operation(client: etcd.Client) -> bool:
+            try:
+                client.delete(key, recursive=recursive)
+            except etcd.EtcdKeyNotFound:
                 return False
             return True
 

@@ -18,7 +18,7 @@ from yaim.actuator import Actuator
 from yaim.errors import ActuatorError
 from yaim.state import SharedState
 from yaim.threads.base import Worker
-from yaim.view import IPAddress
+from yaim.view import IPAddress, in_order
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ class ActuatorThread(Worker):
         if self.actuator is None:
             self.actuator = self.make_actuator()
         for address, late in self.state.fence_expired():
+            self.metrics.fencing.labels("deadline").inc()
             log.warning(
                 "fenced %s on node %s: its mark could not be refreshed in time (%.2fs late)",
                 address,
@@ -84,7 +85,7 @@ class ActuatorThread(Worker):
             log.error("cannot read the addresses of %s: %s", self.actuator.interface, exc)
             return False
         failed = set()
-        for address in sorted(wanted - owned):
+        for address in in_order(wanted - owned):
             if address in self._on_interface:
                 log.warning(
                     "re-adding %s on node %s: it was removed from %s by someone else",
@@ -99,7 +100,7 @@ class ActuatorThread(Worker):
                 failed.add(address)
                 continue
             self._announce[address] = (time.monotonic(), ANNOUNCE_COUNT)
-        for address in sorted(owned - wanted):
+        for address in in_order(owned - wanted):
             if address not in self._on_interface:
                 log.info(
                     "removing leftover %s from %s: no mark held for it",

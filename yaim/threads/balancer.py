@@ -16,9 +16,19 @@ from yaim.dcs import DCS
 from yaim.errors import DCSError
 from yaim.state import SharedState
 from yaim.threads.base import Worker
-from yaim.view import ClusterView, IPAddress, Rejected, parse_snapshot
+from yaim.view import ClusterView, IPAddress, Rejected, in_order, parse_snapshot
 
 log = logging.getLogger(__name__)
+
+# Why an address is taken or released: the metrics' label, then the log's words.
+REASONS = {
+    "free": "it was free",
+    "resumed": "its mark was still ours",
+    "removed": "removed from the pool",
+    "unhealthy": "not healthy",
+    "drained": "the node is drained",
+    "rebalance": "over its share",
+}
 
 
 class BalancerThread(Worker):
@@ -40,6 +50,7 @@ class BalancerThread(Worker):
         self.sync_actuator = sync_actuator
         self.rejected: Set[Rejected] = set()
         self.failing = False
+        self.drained = False
 
     def step(self, messages: List[Any]) -> None:
         try:
@@ -55,22 +66,38 @@ class BalancerThread(Worker):
         self.failing = False
 
     def _read_view(self) -> ClusterView:
-        view, rejected = parse_snapshot(self.dcs.read(), self.config.allowed_networks)
+        snapshot = self.dcs.read()
+        view, rejected = parse_snapshot(snapshot, self.config.allowed_networks)
         for entry in sorted(set(rejected) - self.rejected):
             log.warning("refused pool entry %r on node %s: %s", entry.name, self.me, entry.reason)
         self.rejected = set(rejected)
+        self._note_drain(self.me in snapshot.drained)
         self.state.set_view(view)
         if not self.state.healthy:
             view = view._replace(nodes=view.nodes - {self.me})
         return view
 
+    def _note_drain(self, drained: bool) -> None:
+        if drained == self.drained:
+            return
+        self.drained = drained
+        self.metrics.drained.set(drained)
+        held = ", ".join(map(str, in_order(self.state.held()))) or "no address"
+        if drained:
+            log.info(
+                "drained node %s: releasing %s, taking none (operator's drain key)", self.me, held
+            )
+        else:
+            log.info("undrained node %s: taking its share again (drain key removed)", self.me)
+
     def _act(self, view: ClusterView) -> None:
         held = self.state.held()
-        for address in sorted(held - view.pool):
-            self._release(address, "removed from the pool")
-        for address in sorted(held & view.pool):
+        for address in in_order(held - view.pool):
+            self._release(address, "removed")
+        for address in in_order(held & view.pool):
             holder = view.holders.get(address)
             if holder != self.me and self.state.drop(address) is not None:
+                self.metrics.fencing.labels("mark-lost").inc()
                 log.warning(
                     "fencing %s on node %s: its mark is %s",
                     address,
@@ -79,24 +106,29 @@ class BalancerThread(Worker):
                 )
                 self.sync_actuator(self.config.interval_s)
         plan = balancer.plan(view, self.me)
-        reason = "not healthy" if self.me not in view.nodes else "over its share"
-        for address in sorted(plan.release):
+        if self.drained:
+            reason = "drained"
+        else:
+            reason = "unhealthy" if self.me not in view.nodes else "rebalance"
+        for address in in_order(plan.release):
             self._release(address, reason)
-        for address in sorted(plan.keep - self.state.held()):
-            self._claim(address, self.dcs.refresh_mark, "its mark was still ours")
-        for address in sorted(plan.take):
-            self._claim(address, self.dcs.create_mark, "it was free")
+        for address in in_order(plan.keep - self.state.held()):
+            self._claim(address, self.dcs.refresh_mark, "resumed")
+        for address in in_order(plan.take):
+            self._claim(address, self.dcs.create_mark, "free")
 
-    def _claim(self, address: IPAddress, mark: Callable[[IPAddress], bool], why: str) -> None:
-        """Get a live mark through `mark`, then hold the address."""
+    def _claim(self, address: IPAddress, mark: Callable[[IPAddress], bool], reason: str) -> None:
+        """Get a live mark through `mark`, then hold the address; `reason` is a REASONS key."""
         sent_at = time.monotonic()
         if not mark(address):
             log.debug("%s is not ours to take this round", address)
             return
-        if not self.state.hold(address, self.state.fence_time(sent_at)):
+        if not self.state.hold(address, self.state.fence_time(self.dcs.ttl_start(sent_at))):
             self.dcs.delete_mark(address)
             return
-        log.info("took %s on node %s: %s", address, self.me, why)
+        self.sync_actuator(0.0)  # add it now, not at the actuator's next round; no waiting
+        self.metrics.takeovers.labels(reason).inc()
+        log.info("took %s on node %s: %s", address, self.me, REASONS[reason])
 
     def _release(self, address: IPAddress, reason: str) -> None:
         """Remove the address from the interface first, then delete its mark."""
@@ -107,4 +139,5 @@ class BalancerThread(Worker):
             log.error("keeping %s on node %s: it could not be removed yet", address, self.me)
             return
         self.dcs.delete_mark(address)
-        log.info("released %s on node %s: %s", address, self.me, reason)
+        self.metrics.releases.labels(reason).inc()
+        log.info("released %s on node %s: %s", address, self.me, REASONS[reason])

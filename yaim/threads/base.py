@@ -8,6 +8,8 @@ import threading
 import time
 from typing import Any, Callable, List, Optional
 
+from yaim.metrics import Metrics
+
 log = logging.getLogger(__name__)
 
 
@@ -25,11 +27,14 @@ class Worker(threading.Thread):
         period: float,
         stop: threading.Event,
         on_crash: Callable[[str], None],
+        metrics: Optional[Metrics] = None,
     ) -> None:
         super().__init__(name=name, daemon=True)
         self.period = period
         self.stop = stop
         self.on_crash = on_crash
+        self.metrics = Metrics() if metrics is None else metrics
+        self._loop_duration = self.metrics.loop_duration.labels(name)
         self.inbox: queue.Queue = queue.Queue()
         self.last_success = time.monotonic()
 
@@ -57,8 +62,10 @@ class Worker(threading.Thread):
         try:
             messages: List[Any] = []
             while not self.stop.is_set():
+                started = time.monotonic()
                 self.step(messages)
                 self.last_success = time.monotonic()
+                self._loop_duration.observe(self.last_success - started)
                 messages = self._wait()
             self.finish(messages)
         except Exception:

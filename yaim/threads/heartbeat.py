@@ -3,6 +3,10 @@
 Every refresh that succeeds moves the address's fence time; one that finds the
 mark gone or someone else's drops the address at once. When the DCS cannot be
 reached nothing moves, and the actuator thread fences when the time comes.
+
+A round starts with the session's keep-alive (v3: the one lease every key of the
+node hangs on). The fence time moves to when the request that restarted the TTL
+was sent (`ttl_start`): v2 the refresh itself, v3 that keep-alive, never later.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from yaim.dcs import DCS
 from yaim.errors import DCSError
 from yaim.state import SharedState
 from yaim.threads.base import Worker
+from yaim.view import in_order
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +43,7 @@ class HeartbeatThread(Worker):
 
     def step(self, messages: List[Any]) -> None:
         try:
+            self.dcs.keep_alive()
             self._advertise()
             self._refresh_marks()
         except DCSError as exc:
@@ -62,11 +68,12 @@ class HeartbeatThread(Worker):
 
     def _refresh_marks(self) -> None:
         lost = False
-        for address in sorted(self.state.held()):
+        for address in in_order(self.state.held()):
             sent_at = time.monotonic()
             if self.dcs.refresh_mark(address):
-                self.state.extend(address, sent_at)
+                self.state.extend(address, self.dcs.ttl_start(sent_at))
             elif self.state.drop(address) is not None:
+                self.metrics.fencing.labels("mark-lost").inc()
                 log.warning(
                     "fencing %s on node %s: its mark is gone or someone else's",
                     address,

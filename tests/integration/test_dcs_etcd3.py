@@ -1,0 +1,333 @@
+"""The etcd v3 backend against a real etcd on loopback: layout, leases, atomicity, the
+session shared by a node's handles, failover; and the watch of both backends."""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import threading
+import time
+
+import etcd as python_etcd
+import pytest
+import requests
+import urllib3
+import yaml
+
+from tests.lab.etcd import EtcdCluster, _free_port
+from tests.lab.util import wait_until
+from yaim import config, dcs
+from yaim.errors import DCSError
+
+A = ipaddress.ip_address("198.51.100.100")
+B = ipaddress.ip_address("198.51.100.101")
+TTL_MS = 2000  # etcd's smallest lease TTL with its default timing is 2 s
+
+
+@pytest.fixture(scope="module")
+def etcd():
+    with EtcdCluster(size=1) as cluster:
+        yield cluster
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def v3(etcd, path, body):
+    """One request to the gateway, as an operator's script would make it."""
+    answer = requests.post(etcd.endpoints[0] + path, json=body, timeout=5).json()
+    assert "error" not in answer, answer
+    return answer
+
+
+def key_of(etcd, key):
+    """The raw v3 key-value of `key` (value decoded, lease as int), None if absent."""
+    kvs = v3(etcd, "/v3/kv/range", {"key": b64(key)}).get("kvs", [])
+    if not kvs:
+        return None
+    kv = kvs[0]
+    return base64.b64decode(kv.get("value", "")).decode(), int(kv.get("lease", 0))
+
+
+@pytest.fixture
+def make(tmp_path, etcd, request):
+    """Backends for one fresh cluster directory, one per node name; `dcs_type` etcd3
+    unless the test is parametrised with `dcs_type`."""
+    cluster = "t" + str(abs(hash(request.node.name)) % 10**8)
+    dcs_type = getattr(request, "param", "etcd3")
+
+    def backend(node="n1", endpoints=None, **settings):
+        values = {
+            "dcs-type": dcs_type,
+            "dcs-endpoints": endpoints or etcd.endpoints,
+            "dcs-clustername": cluster,
+            "node-name": node,
+            "interface": "lo",
+            "checker-type": "none",
+            "interval": 500,
+            "ttl": TTL_MS,
+            "retry-after": 50,
+        }
+        values.update(settings)
+        path = tmp_path / f"{node}.yml"
+        path.write_text(yaml.safe_dump(values))
+        return dcs.connect(config.load(str(path), environ={}))
+
+    backend.root = "/service/" + cluster
+    backend.dcs_type = dcs_type
+
+    def add_pool(address):
+        if dcs_type == "etcd3":
+            v3(etcd, "/v3/kv/put", {"key": b64(f"{backend.root}/ips/{address}")})
+        else:
+            etcd.put_dir(f"{backend.root}/ips/{address}")
+
+    backend.add_pool = add_pool
+    return backend
+
+
+@pytest.fixture
+def requests_made(monkeypatch):
+    """Counts every HTTP request any client in this process sends (python-etcd and
+    requests both go through urllib3's connection pools)."""
+    count = [0]
+    urlopen = urllib3.connectionpool.HTTPConnectionPool.urlopen
+
+    def counting(pool, *args, **kwargs):
+        count[0] += 1
+        return urlopen(pool, *args, **kwargs)
+
+    monkeypatch.setattr(urllib3.connectionpool.HTTPConnectionPool, "urlopen", counting)
+    return lambda: count[0]
+
+
+def test_read_sorts_the_v3_layout(make, etcd):
+    n1 = make("n1")
+    assert n1.read().pool == frozenset()
+    for name in ("198.51.100.100", "not-an-ip"):
+        make.add_pool(name)
+    v3(etcd, "/v3/kv/put", {"key": b64(make.root + "/drain/n2"), "value": b64("drained")})
+    assert n1.create_mark(A)
+    n1.touch_node()
+    snapshot = n1.read()
+    assert snapshot.pool == {"198.51.100.100", "not-an-ip"}
+    assert snapshot.marks["198.51.100.100"].holder == "n1"
+    assert snapshot.nodes == {"n1"} and snapshot.drained == {"n2"}
+    lease = n1.session.lease
+    assert key_of(etcd, make.root + "/ips/198.51.100.100/marked") == ("n1", lease)
+    assert key_of(etcd, make.root + "/nodes/n1")[1] == lease
+
+
+def test_marks_are_atomic_and_only_the_holder_refreshes_or_deletes(make):
+    n1, n2 = make("n1"), make("n2")
+    make.add_pool(A)
+    assert n1.create_mark(A)
+    assert not n2.create_mark(A)
+    assert n1.refresh_mark(A)
+    assert not n2.refresh_mark(A)
+    assert not n2.delete_mark(A)
+    assert n1.delete_mark(A)
+    assert not n1.refresh_mark(A)
+    assert n2.create_mark(A)
+
+
+def test_no_mark_for_an_address_outside_the_pool(make, etcd):
+    n1 = make("n1")
+    assert not n1.create_mark(B)
+    assert key_of(etcd, make.root + f"/ips/{B}/marked") is None
+
+
+def test_one_keep_alive_per_round_refreshes_the_node_key_and_every_mark(make, requests_made):
+    n1 = make("n1")
+    addresses = [ipaddress.ip_address(f"198.51.100.{110 + i}") for i in range(5)]
+    for address in addresses:
+        make.add_pool(address)
+        assert n1.create_mark(address)
+    n1.touch_node()
+    before = requests_made()
+    for _ in range(3):  # three heartbeat rounds, more than a TTL
+        n1.keep_alive()
+        n1.touch_node()
+        assert all(n1.refresh_mark(address) for address in addresses)
+        time.sleep(0.8)  # the heartbeat's own pace: the lease must outlive the rounds
+    assert requests_made() - before == 3
+    snapshot = n1.read()
+    assert set(snapshot.marks) == {str(a) for a in addresses} and snapshot.nodes == {"n1"}
+
+
+def test_the_fence_time_follows_the_keep_alive_not_the_refresh(make):
+    n1 = make("n1")
+    make.add_pool(A)
+    assert n1.create_mark(A)
+    before = time.monotonic()
+    n1.keep_alive()
+    after = time.monotonic()
+    time.sleep(0.2)
+    assert n1.refresh_mark(A)
+    assert before <= n1.ttl_start(time.monotonic()) <= after
+
+
+def test_node_key_and_marks_vanish_together_when_the_lease_expires(make, etcd):
+    n1 = make("n1")
+    make.add_pool(A)
+    make.add_pool(B)
+    assert n1.create_mark(A) and n1.create_mark(B)
+    n1.touch_node()
+    started = time.monotonic()
+    wait_until(lambda: not make("n2").read().marks, timeout=6, what="the lease to expire")
+    snapshot = make("n2").read()
+    assert time.monotonic() - started >= 1.0
+    assert snapshot.nodes == frozenset() and {"198.51.100.100", "198.51.100.101"} <= snapshot.pool
+    n1.keep_alive()  # learns that the lease is gone
+    assert n1.session.lease is None
+    assert not n1.refresh_mark(A)
+    n1.touch_node()  # a new lease and node key
+    assert n1.read().nodes == {"n1"}
+
+
+def test_a_restarted_node_moves_its_marks_onto_its_new_lease(make, etcd):
+    before = make("n1")
+    make.add_pool(A)
+    assert before.create_mark(A)
+    old = before.session.lease
+    after = make("n1")  # the same node name, a new process
+    assert after.refresh_mark(A)
+    value, lease = key_of(etcd, make.root + f"/ips/{A}/marked")
+    assert value == "n1" and lease == after.session.lease != old
+    v3(etcd, "/v3/lease/revoke", {"ID": str(old)})
+    assert key_of(etcd, make.root + f"/ips/{A}/marked") == ("n1", after.session.lease)
+
+
+def test_handles_of_one_node_share_its_lease_and_learn_from_reads(make, etcd):
+    balancer = make("n1")
+    heartbeat = balancer.clone()
+    make.add_pool(A)
+    assert balancer.create_mark(A)
+    assert heartbeat.session is balancer.session
+    assert heartbeat.refresh_mark(A)
+    v3(etcd, "/v3/kv/deleterange", {"key": b64(make.root + f"/ips/{A}/marked")})
+    balancer.read()  # the read shows the mark gone: the next refresh asks etcd
+    assert not heartbeat.refresh_mark(A)
+
+
+def test_the_operator_operations(make, etcd):
+    n1 = make("n1")
+    assert n1.add_address(A) and not n1.add_address(A)
+    assert n1.create_mark(A)
+    n1.drain("n2")
+    assert n1.read().drained == {"n2"}
+    assert n1.undrain("n2") and not n1.undrain("n2")
+    assert n1.remove_address(A) and not n1.remove_address(A)
+    assert key_of(etcd, make.root + f"/ips/{A}/marked") is None
+    assert n1.read().pool == frozenset()
+
+
+def test_a_dead_endpoint_fails_over_to_a_live_one(make, etcd):
+    dead = f"http://127.0.0.1:{_free_port()}"
+    for _ in range(5):
+        n1 = make("n1", endpoints=[dead, *etcd.endpoints], **{"retry-num": 2})
+        n1.touch_node()
+        assert n1.endpoint == etcd.endpoints[0]
+
+
+def test_unreachable_dcs_names_the_endpoint_after_the_retries(make):
+    dead = f"http://127.0.0.1:{_free_port()}"
+    n1 = make("n1", endpoints=[dead], **{"retry-num": 3, "retry-after": 100})
+    started = time.monotonic()
+    with pytest.raises(
+        DCSError, match=f"read .* via {dead}: .*Connection refused \\(after 3 tries"
+    ):
+        n1.read()
+    assert 0.2 <= time.monotonic() - started < 2
+
+
+# --- the watch, both backends ---
+
+both = pytest.mark.parametrize("make", ["etcd", "etcd3"], indirect=True)
+
+
+def wait_in_thread(store, timeout):
+    """Run `wait_for_change` in a thread; returns a function giving (result, seconds).
+    The watch resumes after what the store has seen, so a change made before its
+    request is on the wire counts just the same."""
+    outcome = {}
+
+    def run():
+        started = time.monotonic()
+        outcome["result"] = store.wait_for_change(timeout)
+        outcome["took"] = time.monotonic() - started
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+
+    def result():
+        thread.join(timeout + 5)
+        return outcome["result"], outcome["took"]
+
+    return result
+
+
+@both
+def test_the_watch_starts_with_a_resync_and_stays_quiet_without_changes(make):
+    watcher = make("n3")
+    assert watcher.wait_for_change(1.0)
+    started = time.monotonic()
+    assert not watcher.wait_for_change(0.5)
+    assert 0.4 < time.monotonic() - started < 2
+
+
+@both
+def test_the_watch_wakes_at_once_when_a_mark_goes_but_not_when_one_is_taken(make):
+    n1, watcher = make("n1"), make("n3")
+    make.add_pool(A)
+    n1.touch_node()  # a node joining does wake the watch: before it starts
+    assert watcher.wait_for_change(1.0)
+    result = wait_in_thread(watcher, 1.0)
+    assert n1.create_mark(A)
+    n1.keep_alive()  # refreshes (v3 keep-alive, v2 refresh=true) make no event
+    n1.touch_node()
+    assert n1.refresh_mark(A)
+    assert result()[0] is False
+    result = wait_in_thread(watcher, 5.0)
+    deleted_at = time.monotonic()
+    assert n1.delete_mark(A)
+    changed, _ = result()
+    print(f"{make.dcs_type}: watch woke {time.monotonic() - deleted_at:.3f} s after the delete")
+    assert changed and time.monotonic() - deleted_at < 0.5
+
+
+@both
+def test_the_watch_wakes_when_an_address_is_added(make):
+    watcher = make("n3")
+    assert watcher.wait_for_change(1.0)
+    result = wait_in_thread(watcher, 5.0)
+    make.add_pool(B)
+    changed, took = result()
+    assert changed and took < 1.0
+
+
+def test_a_compacted_v3_history_means_a_resync(make, etcd):
+    watcher, n1 = make("n3"), make("n1")
+    assert watcher.wait_for_change(1.0)
+    make.add_pool(A)
+    assert n1.create_mark(A)
+    revision = int(v3(etcd, "/v3/kv/range", {"key": b64("/")})["header"]["revision"])
+    v3(etcd, "/v3/kv/compaction", {"revision": str(revision)})
+    assert watcher.wait_for_change(1.0)  # canceled by etcd: resync needed
+    assert watcher.seen is None
+    assert watcher.wait_for_change(1.0)  # the resync (a full read)
+    assert watcher.seen >= revision
+    assert not watcher.wait_for_change(0.5)
+
+
+@pytest.mark.parametrize("make", ["etcd"], indirect=True)
+def test_a_v2_watch_behind_the_event_history_means_a_resync(make, etcd):
+    watcher = make("n3")
+    assert watcher.wait_for_change(1.0)
+    raw = python_etcd.Client(host="127.0.0.1", port=etcd.members[0].client_port)
+    for i in range(1010):  # etcd v2 keeps the last 1000 events
+        raw.write(f"{make.root}/filler", str(i))
+    assert watcher.wait_for_change(1.0)
+    assert watcher.seen is None
+    assert watcher.wait_for_change(1.0) and watcher.seen is not None

@@ -1,0 +1,180 @@
+"""Watch-driven failover and the DCS load, for both backends.
+
+- In the lab, with `interval` 2000 ms: when a node stops cleanly (its marks are
+  deleted), or an address is added, another node holds the address within a small
+  part of one interval, because the watch wakes its balancer; polling alone would
+  take up to an interval.
+- In this process, real heartbeat, balancer and watch threads of N nodes against a
+  loopback etcd: the HTTP requests they send per node per interval at steady state,
+  counted where every request passes (urllib3's connection pool). v2 refreshes
+  every mark by itself (2 + M/N), v3 keeps one lease alive (2, whatever M).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import signal
+import threading
+import time
+from collections import Counter
+from typing import List
+
+import pytest
+import urllib3
+import yaml
+
+from tests.lab.etcd import ClusterKeys, EtcdCluster
+from tests.lab.util import wait_until
+from yaim import config, dcs
+from yaim.daemon import fence_margin
+from yaim.state import SharedState
+from yaim.threads.balancer import BalancerThread
+from yaim.threads.heartbeat import HeartbeatThread
+from yaim.threads.watch import WatchThread
+
+BACKENDS = ["etcd", "etcd3"]
+POOL = [ipaddress.ip_address(f"198.51.100.{100 + i}") for i in range(6)]
+SLOW_INTERVAL, SLOW_TTL = 2000, 6000
+
+
+def spread(nodes, addresses=POOL):
+    """A predicate: every address on exactly one of `nodes`, counts differing by at most 1."""
+
+    def check(holders):
+        if any(len(holders.get(a, ())) != 1 or holders[a][0] not in nodes for a in addresses):
+            return False
+        per_node = Counter(holders[a][0] for a in addresses)
+        counts = [per_node.get(n, 0) for n in nodes]
+        return max(counts) - min(counts) <= 1
+
+    return check
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("dcs_type", BACKENDS)
+def test_the_watch_moves_addresses_within_a_fraction_of_the_interval(lab, dcs_type):
+    lab.dcs_type = dcs_type
+    keys = lab.keys()
+    for address in POOL:
+        keys.add(address)
+    nodes = [lab.node(i, interval=SLOW_INTERVAL, ttl=SLOW_TTL).start() for i in (1, 2, 3)]
+    lab.observer.wait_for(spread([1, 2, 3]), 20, "the pool to settle")
+    mine = {a for a, h in lab.observer.holders().items() if h == [1]}
+
+    nodes[0].signal(signal.SIGTERM)  # removes its addresses, then deletes its marks
+    taken = lab.observer.wait_for(spread([2, 3]), 10, "takeover")
+    last_seen = max(
+        s.time for s in lab.observer.samples if any(1 in s.holders.get(a, ()) for a in mine)
+    )
+    gap = taken.time - last_seen
+
+    extra = ipaddress.ip_address("198.51.100.120")
+    added_at = time.monotonic()
+    keys.add(extra)
+    held = lab.observer.wait_for(spread([2, 3], [*POOL, extra]), 10, "the new address")
+    added = held.time - added_at
+    print(
+        f"{dcs_type}, interval {SLOW_INTERVAL} ms: {len(mine)} addresses of a stopped node"
+        f" unheld for {gap:.3f} s; a new address held after {added:.3f} s"
+    )
+    assert nodes[0].wait_exit(3) == 0
+    assert gap < SLOW_INTERVAL / 1000 / 4, lab.logs()
+    assert added < SLOW_INTERVAL / 1000 / 4, lab.logs()
+    assert lab.observer.violations == []
+
+
+# --- the DCS load ---
+
+LOAD_INTERVAL_MS = 300
+LOAD_ROUNDS = 10
+
+
+@pytest.fixture(scope="module")
+def etcd():
+    with EtcdCluster(size=1) as cluster:
+        yield cluster
+
+
+class Node:
+    """One node's DCS threads wired as the daemon wires them; no checker, no actuator:
+    healthy throughout, and every address "removed from the interface" at once."""
+
+    def __init__(self, cfg, stop: threading.Event, crashed: List[str]) -> None:
+        self.state = SharedState(cfg.ttl_s, fence_margin(cfg))
+        self.state.set_health(True, "test")
+        common = {"stop": stop, "on_crash": crashed.append}
+        store = dcs.connect(cfg, stop=stop)
+        period = cfg.interval_s
+        self.balancer = BalancerThread(
+            store, self.state, cfg, lambda _: True, period=period, **common
+        )
+        self.heartbeat = HeartbeatThread(
+            store.clone(), self.state, self.balancer.poke, period=period, **common
+        )
+        self.watch = WatchThread(store.clone(), self.balancer.poke, period, **common)
+        self.threads = [self.heartbeat, self.balancer, self.watch]
+
+
+@pytest.mark.parametrize("dcs_type", BACKENDS)
+@pytest.mark.parametrize("m", [6, 24])
+def test_dcs_requests_per_node_per_interval(etcd, tmp_path, monkeypatch, dcs_type, m):
+    n = 3
+    cluster = f"load{dcs_type}{m}"
+    keys = ClusterKeys(etcd, dcs_type, root="/service/" + cluster)
+    addresses = [ipaddress.ip_address(f"198.51.100.{i}") for i in range(1, m + 1)]
+    for address in addresses:
+        keys.add(address)
+    count = [0]
+    urlopen = urllib3.connectionpool.HTTPConnectionPool.urlopen
+
+    def counting(pool, *args, **kwargs):
+        count[0] += 1
+        return urlopen(pool, *args, **kwargs)
+
+    monkeypatch.setattr(urllib3.connectionpool.HTTPConnectionPool, "urlopen", counting)
+    stop, crashed = threading.Event(), []
+    nodes = []
+    for i in range(1, n + 1):
+        path = tmp_path / f"n{i}.yml"
+        settings = {
+            "dcs-type": dcs_type,
+            "dcs-endpoints": etcd.endpoints,
+            "dcs-clustername": cluster,
+            "node-name": f"n{i}",
+            "interface": "lo",
+            "checker-type": "none",
+            "interval": LOAD_INTERVAL_MS,
+            "ttl": 2000,
+        }
+        path.write_text(yaml.safe_dump(settings))
+        nodes.append(Node(config.load(str(path), environ={}), stop, crashed))
+    try:
+        for node in nodes:
+            for thread in node.threads:
+                thread.start()
+        wait_until(
+            lambda: [len(node.state.held()) for node in nodes] == [m // n] * n,
+            10,
+            what="every node to hold its share",
+        )
+        wait_until(lambda: set(keys.holders()) == set(map(str, addresses)), 5, what="marks")
+        before, started = count[0], time.monotonic()
+        time.sleep(LOAD_ROUNDS * LOAD_INTERVAL_MS / 1000)  # the measuring window itself
+        made, took = count[0] - before, time.monotonic() - started
+    finally:
+        stop.set()
+        for node in nodes:
+            for thread in (node.heartbeat, node.balancer):
+                thread.poke()
+                thread.join(5)
+    intervals = took / (LOAD_INTERVAL_MS / 1000)
+    per_node = made / n / intervals
+    print(
+        f"{dcs_type}: N={n} nodes, M={m} addresses: {made} requests in {intervals:.1f}"
+        f" intervals = {per_node:.2f} per node per interval"
+    )
+    assert crashed == []
+    # A round starts one interval after the last one ended, so a slow round (v2 with
+    # many marks) means a little fewer rounds than intervals.
+    expected = 2 if dcs_type == "etcd3" else 2 + m / n  # v3: keep-alive + read
+    assert 0.85 * expected <= per_node <= expected + 0.3  # v2: node key + each mark + read

@@ -1,0 +1,259 @@
+"""yaimctl without a DCS: the cluster summary, tables, input checks, and every command
+against an in-memory store standing in for the backend."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from typing import Dict, Optional, Set
+
+import pytest
+import yaml
+
+from yaim import ctl, dcs
+from yaim.errors import DCSError
+from yaim.view import Mark, Snapshot
+
+A, B, C = (ipaddress.ip_address(f"198.51.100.{i}") for i in (1, 2, 3))
+V6 = ipaddress.ip_address("2001:db8::1")
+ALLOWED = (ipaddress.ip_network("198.51.100.0/24"), ipaddress.ip_network("2001:db8::/32"))
+
+
+class Memory:
+    """The operations yaimctl uses, on a dict; `down` makes every one fail like etcd gone."""
+
+    root = "/service/yaim"
+    endpoint = "http://192.0.2.1:2379"
+
+    def __init__(self) -> None:
+        self.pool: Set[str] = set()
+        self.marks: Dict[str, Mark] = {}
+        self.nodes: Set[str] = set()
+        self.drained: Set[str] = set()
+        self.down = False
+
+    def _check(self) -> None:
+        if self.down:
+            raise DCSError("read /service/yaim via http://192.0.2.1:2379: refused (after 3 tries)")
+
+    def read(self) -> Snapshot:
+        self._check()
+        return Snapshot(
+            frozenset(self.pool), dict(self.marks), frozenset(self.nodes), frozenset(self.drained)
+        )
+
+    def add_address(self, address) -> bool:
+        self._check()
+        new = str(address) not in self.pool
+        self.pool.add(str(address))
+        return new
+
+    def remove_address(self, address) -> bool:
+        self._check()
+        self.marks.pop(str(address), None)
+        if str(address) not in self.pool:
+            return False
+        self.pool.remove(str(address))
+        return True
+
+    def drain(self, node: str) -> None:
+        self._check()
+        self.drained.add(node)
+
+    def undrain(self, node: str) -> bool:
+        self._check()
+        if node not in self.drained:
+            return False
+        self.drained.remove(node)
+        return True
+
+
+@pytest.fixture
+def store(monkeypatch) -> Memory:
+    memory = Memory()
+    monkeypatch.setattr(dcs, "connect", lambda config, **kw: memory)
+    return memory
+
+
+@pytest.fixture
+def run(tmp_path, capsys):
+    """yaimctl ARGS with a config allowing ALLOWED: (stdout, stderr); the exit status must
+    be `expect`."""
+    path = tmp_path / "yaim.yml"
+    allowed = [str(net) for net in ALLOWED]
+    path.write_text(
+        yaml.safe_dump({"interface": "eth0", "checker-type": "none", "allowed-networks": allowed})
+    )
+
+    def yaimctl(*args: str, expect: int = 0):
+        status = ctl.main(["-c", str(path), *args])
+        out, err = capsys.readouterr()
+        assert status == expect, (args, out, err)
+        return out, err
+
+    return yaimctl
+
+
+def cluster(store: Optional[Memory] = None) -> Memory:
+    """Pool A, B, C, V6 and an invalid entry; n1 holds A and C, n2 (drained) B; n3 is up."""
+    store = store or Memory()
+    store.pool |= {str(A), str(B), str(C), str(V6), "junk"}
+    store.marks.update({str(A): Mark("n1", 2), str(C): Mark("n1", 3), str(B): Mark("n2", 1)})
+    store.marks["198.51.100.99"] = Mark("n3", 2)  # a mark outside the pool is ignored
+    store.nodes |= {"n1", "n2", "n3"}
+    store.drained.add("n2")
+    return store
+
+
+# --- pure parts ---
+
+
+def test_summarize_lists_the_pool_with_holders_and_every_node():
+    summary = ctl.summarize(cluster().read(), ALLOWED)
+    assert summary.entries == (
+        ctl.Entry(A, "n1", 2),
+        ctl.Entry(B, "n2", 1),
+        ctl.Entry(C, "n1", 3),
+        ctl.Entry(V6, None, None),
+    )
+    assert summary.nodes == (
+        ctl.Node("n1", True, False, (A, C)),
+        ctl.Node("n2", True, True, (B,)),
+        ctl.Node("n3", True, False, ()),
+    )
+    assert [r.name for r in summary.refused] == ["junk"]
+
+
+def test_a_holder_without_node_key_is_listed_and_flagged():
+    store = cluster()
+    store.nodes.discard("n1")
+    summary = ctl.summarize(store.read(), ALLOWED)
+    assert summary.nodes[0] == ctl.Node("n1", False, False, (A, C))
+    assert "n1 holds addresses but has no node key (gone or unhealthy)" in ctl.problems(summary)
+
+
+def test_tables_are_aligned():
+    text = ctl.nodes_table(ctl.summarize(cluster().read(), ALLOWED))
+    assert text.splitlines() == [
+        "NODE  HEALTHY  DRAINED  ADDRESSES",
+        "n1    yes      no       198.51.100.1, 198.51.100.3",
+        "n2    yes      yes      198.51.100.2",
+        "n3    yes      no       -",
+    ]
+    assert ctl.table(("A", "LONG"), [("xxx", "y")]) == "A    LONG\nxxx  y"
+
+
+def test_addresses_are_stored_canonical_and_refused_all_or_nothing():
+    assert ctl.parse_addresses(["2001:DB8:0::1", "198.51.100.7"], ALLOWED) == [
+        V6,
+        ipaddress.ip_address("198.51.100.7"),
+    ]
+    with pytest.raises(ctl.Refused) as refused:
+        ctl.parse_addresses(["198.51.100.7", "192.0.2.1", "x"], ALLOWED)
+    assert str(refused.value) == (
+        "refused, nothing changed: 192.0.2.1: outside allowed-networks; x: not an IP address"
+    )
+    assert ctl.parse_addresses(["192.0.2.1"], ()) == [ipaddress.ip_address("192.0.2.1")]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--json", "ips"], ["ips", "--json"], ["ips", "add", "198.51.100.1", "--json"]],
+)
+def test_json_is_accepted_before_and_after_the_command(argv):
+    assert ctl.parse_args(argv).json is True
+
+
+@pytest.mark.parametrize("argv", [[], ["ips", "add"], ["drain"], ["frobnicate"], ["ips", "x"]])
+def test_bad_command_lines_exit_2(argv):
+    with pytest.raises(SystemExit) as exited:
+        ctl.parse_args(argv)
+    assert exited.value.code == 2
+
+
+# --- commands against the in-memory store ---
+
+
+def test_ips_json_and_table(store, run):
+    cluster(store)
+    out, _ = run("ips", "--json")
+    assert json.loads(out)[:2] == [
+        {"address": "198.51.100.1", "holder": "n1", "ttl": 2},
+        {"address": "198.51.100.2", "holder": "n2", "ttl": 1},
+    ]
+    assert json.loads(out)[3] == {"address": "2001:db8::1", "holder": None, "ttl": None}
+    out, _ = run("ips")
+    assert out.splitlines()[1].split() == ["198.51.100.1", "n1", "2s"]
+    assert out.splitlines()[4].split() == ["2001:db8::1", "-", "-"]
+
+
+def test_ips_add_and_remove(store, run):
+    assert run("ips", "add", "198.51.100.1", "2001:DB8::1") == (
+        "198.51.100.1: added\n2001:db8::1: added\n",
+        "",
+    )
+    out, _ = run("ips", "add", "198.51.100.1", "198.51.100.2", "--json")
+    assert json.loads(out) == {"added": ["198.51.100.2"], "present": ["198.51.100.1"]}
+    out, _ = run("ips", "remove", "198.51.100.2", "198.51.100.9")
+    assert out == "198.51.100.2: removed\n198.51.100.9: not in the pool\n"
+    assert store.pool == {"198.51.100.1", "2001:db8::1"}
+
+
+def test_refused_input_exits_2_and_changes_nothing(store, run):
+    cluster(store)
+    before = store.read()
+    for args in (
+        ("ips", "add", "198.51.100.8", "192.0.2.1"),
+        ("ips", "remove", "not-an-address"),
+        ("drain", "a b"),
+        ("undrain", "x/y", "--json"),
+    ):
+        out, err = run(*args, expect=2)
+        assert out == "", args
+        assert err.startswith("yaimctl: refused") and err.count("\n") == 1, err
+    assert store.read() == before
+
+
+def test_drain_and_undrain(store, run):
+    cluster(store)
+    out, _ = run("drain", "n3", "--json")
+    assert json.loads(out) == {"node": "n3", "drained": True, "changed": True}
+    assert store.drained == {"n2", "n3"}
+    assert run("undrain", "n2")[0] == "n2: undrained\n"
+    assert run("undrain", "n2")[0] == "n2: was not drained\n"
+    assert "note: no node n9 is in the DCS now" in run("drain", "n9")[0]
+
+
+def test_nodes_and_status(store, run):
+    cluster(store)
+    out, _ = run("nodes", "--json")
+    assert json.loads(out)[1] == {
+        "name": "n2",
+        "healthy": True,
+        "drained": True,
+        "addresses": ["198.51.100.2"],
+    }
+    out, _ = run("status")
+    lines = out.splitlines()
+    assert lines[:4] == [
+        "cluster  /service/yaim via http://192.0.2.1:2379",
+        "pool     4 addresses, 3 held, uneven spread",
+        "nodes    2 taking part: n1, n3",
+        "drained  n2",
+    ]
+    assert "! refused pool entry 'junk': not an IP address" in lines
+    assert "! not held by any node: 2001:db8::1" in lines
+    out, _ = run("status", "--json")
+    value = json.loads(out)
+    assert value["cluster"] == "/service/yaim" and len(value["ips"]) == 4
+    assert len(value["problems"]) == 2
+
+
+def test_an_unreachable_dcs_exits_1_with_one_line(store, run):
+    store.down = True
+    for args in (("ips",), ("ips", "add", "198.51.100.1"), ("nodes",), ("drain", "n1")):
+        out, err = run(*args, expect=1)
+        assert out == ""
+        assert (
+            err.startswith("yaimctl: DCS unreachable: read /service/yaim") and err.count("\n") == 1
+        )

@@ -1,0 +1,294 @@
+"""The daemon's operator surface without a network: the status endpoint on loopback,
+the metrics, the health thread's reconfiguration and SIGHUP's reload decisions."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import threading
+import time
+from types import SimpleNamespace
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from yaim import cli, config, daemon, dcs
+from yaim import metrics as metrics_module
+from yaim.checks import BaseChecker, CheckResult
+from yaim.metrics import CONTENT_TYPE, Metrics
+from yaim.state import SharedState
+from yaim.status import Sources, StatusError, StatusServer
+from yaim.threads.balancer import REASONS
+from yaim.threads.health import HealthThread, Reconfigure
+
+# --- the status endpoint ---
+
+
+@pytest.fixture
+def server():
+    """A StatusServer on a free loopback port whose sources the test sets."""
+    state = {"health": (True, "healthy: fine"), "status": {"node": "n1"}}
+
+    def broken() -> bytes:
+        raise RuntimeError("a bug in a source")
+
+    sources = Sources(
+        lambda: state["health"],
+        lambda: state["status"],
+        lambda: b"yaim_x 1\n" if not state.get("broken") else broken(),
+        CONTENT_TYPE,
+    )
+    running = StatusServer(("127.0.0.1", 0), sources).start()
+    running.state = state
+    yield running
+    running.stop()
+    assert not running.thread.is_alive()
+
+
+def fetch(server, path, method="GET"):
+    connection = http.client.HTTPConnection(*server.address, timeout=5)
+    try:
+        connection.request(method, path)
+        response = connection.getresponse()
+        return response.status, response.getheader("Content-Type"), response.read().decode()
+    finally:
+        connection.close()
+
+
+def test_health_answers_200_or_503_with_the_reason(server):
+    assert fetch(server, "/health") == (200, "text/plain; charset=utf-8", "healthy: fine\n")
+    server.state["health"] = (False, "unhealthy: GET failed")
+    assert fetch(server, "/health")[::2] == (503, "unhealthy: GET failed\n")
+
+
+def test_status_is_json_and_metrics_are_prometheus_text(server):
+    code, kind, body = fetch(server, "/status?pretty")
+    assert (code, kind, json.loads(body)) == (200, "application/json", {"node": "n1"})
+    code, kind, body = fetch(server, "/metrics")
+    assert (code, kind, body) == (200, CONTENT_TYPE, "yaim_x 1\n")
+
+
+def test_only_get_is_served(server):
+    for method in ("POST", "PUT", "DELETE", "PATCH", "HEAD"):
+        assert fetch(server, "/health", method)[0] == 405, method
+    assert fetch(server, "/")[0] == 404
+
+
+def test_a_failing_source_is_a_500_and_the_endpoint_lives_on(server):
+    server.state["broken"] = True
+    assert fetch(server, "/metrics")[0] == 500
+    assert fetch(server, "/health")[0] == 200
+
+
+def test_an_address_in_use_is_a_clear_error(server):
+    with pytest.raises(StatusError, match=r"status-listen: cannot listen on 127\.0\.0\.1:"):
+        StatusServer(server.address, server.server.sources)
+
+
+# --- metrics ---
+
+
+def test_every_metric_is_named_yaim_and_the_text_parses():
+    metrics = Metrics()
+    metrics.dcs_request("read", 0.01, True)
+    metrics.dcs_request("read", 0.5, False)
+    metrics.takeovers.labels("free").inc()
+    metrics.fencing.labels("deadline").inc()
+    families = {f.name: f for f in text_string_to_metric_families(metrics.exposition().decode())}
+    assert all(name.startswith("yaim_") for name in families), sorted(families)
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in families.values()
+        for s in family.samples
+    }
+    assert samples[("yaim_dcs_requests_total", (("operation", "read"),))] == 2
+    assert samples[("yaim_dcs_request_errors_total", (("operation", "read"),))] == 1
+    assert samples[("yaim_takeovers_total", (("reason", "free"),))] == 1
+    assert samples[("yaim_fencing_events_total", (("cause", "deadline"),))] == 1
+
+
+def test_the_dcs_reports_every_try_to_its_observer(tmp_path):
+    path = tmp_path / "yaim.yml"
+    path.write_text(yaml.safe_dump({"interface": "lo", "checker-type": "none", "retry-after": 1}))
+    seen = []
+    store = dcs.connect(config.load(str(path), {}), observe=lambda *a: seen.append(a))
+    answers = [dcs.Transient("refused"), "done"]
+
+    def attempt(endpoint):
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert store._retry("refresh /service/yaim/ips/198.51.100.1/marked", attempt) == "done"
+    assert [(kind, ok) for kind, _, ok in seen] == [("refresh", False), ("refresh", True)]
+    assert all(0 <= seconds < 1 for _, seconds, _ in seen)
+
+
+def test_every_reason_the_balancer_logs_has_its_series():
+    assert set(REASONS) == set(metrics_module.TAKE_REASONS + metrics_module.RELEASE_REASONS)
+
+
+# --- the health thread takes new settings and a new checker ---
+
+
+class Fixed(BaseChecker):
+    def __init__(self, healthy: bool) -> None:
+        self.healthy = healthy
+        self.closed = False
+
+    def check(self) -> CheckResult:
+        return CheckResult(self.healthy, f"fixed {self.healthy}")
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def settings(**values):
+    base = {"retry_num": 1, "retry_after_s": 0.0, "check_rise": 1, "check_fall": 1}
+    base.update(node_name="n1", check_interval_s=1.0)
+    return SimpleNamespace(**dict(base, **values))
+
+
+def test_reconfigure_swaps_checker_and_settings_and_keeps_the_health_state():
+    state = SharedState(3.0, 0.3)
+    old = Fixed(True)
+    metrics = Metrics()
+    thread = HealthThread(
+        old,
+        state,
+        settings(),
+        lambda healthy: None,
+        period=1.0,
+        stop=threading.Event(),
+        on_crash=print,
+        metrics=metrics,
+    )
+    thread.step([])
+    assert state.healthy
+    new = Fixed(False)
+    thread.step([Reconfigure(settings(check_fall=2, check_interval_s=0.4), new)])
+    assert old.closed and thread.checker is new and thread.period == 0.4
+    assert state.healthy, "one bad result of two needed"
+    thread.step([])
+    assert not state.healthy
+    checks = {
+        s.labels["result"]: s.value
+        for f in text_string_to_metric_families(metrics.exposition().decode())
+        if f.name == "yaim_checks"
+        for s in f.samples
+        if s.name == "yaim_checks_total"
+    }
+    assert checks == {"healthy": 1, "unhealthy": 2}
+
+
+# --- SIGHUP: what is applied, what waits for a restart, what is refused ---
+
+
+class Store:
+    """Stands in for a DCS backend: the daemon only keeps it and reads its freshness."""
+
+    def __init__(self, config, **kwargs) -> None:
+        self.node = config.node_name
+        self.endpoint = config.dcs_endpoints[0]
+        self.last_success = None
+        self.config = config
+
+    def clone(self) -> Store:
+        return Store(self.config)
+
+
+@pytest.fixture
+def node(tmp_path, monkeypatch):
+    """A Daemon that is built but not run, on a file the test rewrites."""
+    monkeypatch.setattr(dcs, "connect", Store)
+    path = tmp_path / "yaim.yml"
+    values = {"interface": "lo", "checker-type": "none", "node-name": "n1", "log-level": "INFO"}
+    path.write_text(yaml.safe_dump(values))
+    made = daemon.Daemon(config.load(str(path)))
+    made.values, made.path = values, path
+    yield made
+    logging.getLogger().setLevel(logging.WARNING)
+
+
+def rewrite(node, **changes):
+    node.values.update({key.replace("_", "-"): value for key, value in changes.items()})
+    node.path.write_text(yaml.safe_dump(node.values))
+
+
+def queued(thread):
+    items = []
+    while not thread.inbox.empty():
+        items.append(thread.inbox.get_nowait())
+    return items
+
+
+def test_reload_applies_live_keys_and_reports_the_rest(node, caplog):
+    caplog.set_level(logging.INFO)
+    rewrite(node, check_fall=3, check_interval=700, log_level="DEBUG", ttl=6000, interface="eth9")
+    node.reload()
+    assert (node.config.check_fall, node.config.check_interval) == (3, 700)
+    assert (node.config.ttl, node.config.interface) == (3000, "lo")
+    assert logging.getLogger().level == logging.DEBUG
+    [message] = queued(node.health)
+    assert isinstance(message, Reconfigure) and message.config.check_fall == 3
+    assert "check-interval, check-fall, log-level applied" in caplog.text
+    assert "ttl, interface changed in" in caplog.text and "needs a restart" in caplog.text
+
+
+def test_reload_of_log_level_only_keeps_the_checker(node):
+    rewrite(node, log_level="WARNING")
+    node.reload()
+    assert queued(node.health) == [] and logging.getLogger().level == logging.WARNING
+
+
+def test_a_bad_file_is_refused_and_the_running_config_kept(node, caplog):
+    running = node.config
+    node.path.write_text("check-fall: 0\ninterval: [\n")
+    node.reload()
+    rewrite(node, check_fall=0)
+    node.reload()
+    assert node.config is running and queued(node.health) == []
+    assert caplog.text.count("reload refused, keeping the running configuration") == 2
+
+
+def test_live_keys():
+    assert all(map(daemon.is_live, ["log-level", "check-rise", "checker-type", "http-url"]))
+    assert not any(map(daemon.is_live, ["interface", "ttl", "dcs-endpoints", "status-listen"]))
+
+
+# --- /health and /status from the daemon's state ---
+
+
+def test_health_needs_a_healthy_node_and_a_fresh_dcs_session(node):
+    assert node.health_probe() == (False, "unhealthy: not checked yet")
+    node.state.set_health(True, "always")
+    assert node.health_probe() == (False, "DCS session stale: last successful request never")
+    node.heartbeat.dcs.last_success = time.monotonic() - 5
+    assert node.health_probe()[1] == "DCS session stale: last successful request 5.0 s ago"
+    node.balancer.dcs.last_success = time.monotonic()
+    assert node.health_probe() == (True, "healthy: always")
+    status = node.status()
+    assert status["dcs"]["fresh"] and status["dcs"]["endpoint"] == "http://127.0.0.1:2379"
+    assert (status["node"], status["healthy"], status["drained"]) == ("n1", True, False)
+    assert status["addresses"] == [] and status["cluster"] is None
+
+
+# --- log destinations ---
+
+
+def test_log_file_is_used_and_one_that_cannot_be_opened_is_a_config_error(tmp_path, capsys):
+    path = tmp_path / "yaim.yml"
+    values = {"interface": "lo", "checker-type": "none", "log-file": str(tmp_path / "yaim.log")}
+    path.write_text(yaml.safe_dump(values))
+    [handler] = cli.log_handlers(config.load(str(path), {}))
+    handler.handle(logging.makeLogRecord({"msg": "took 198.51.100.1 on node n1: it was free"}))
+    handler.close()
+    assert "took 198.51.100.1" in (tmp_path / "yaim.log").read_text()
+
+    values["log-file"] = str(tmp_path / "missing" / "yaim.log")
+    path.write_text(yaml.safe_dump(values))
+    assert cli.main(["-c", str(path)]) == 2
+    assert f"{path}: log-file: cannot open it: " in capsys.readouterr().err

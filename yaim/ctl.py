@@ -1,0 +1,308 @@
+"""`yaimctl`: the operator's view of and hands on the pool, through the daemon's own DCS.
+
+It reads the same yaim.yml as the daemon (-c, default ./yaim.yml) and talks to
+the same cluster directory; it never touches an interface. Every command
+prints an aligned table, or JSON after `--json`. Exit status: 0 done, 2 input
+refused (nothing changed), 1 the DCS could not be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import json
+import sys
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+
+from yaim import __version__, config, dcs
+from yaim.errors import ConfigError, DCSError, YaimError
+from yaim.view import IPAddress, Rejected, Snapshot, in_order, parse_address, parse_snapshot
+
+EXIT_OK, EXIT_DCS, EXIT_REFUSED = 0, 1, 2
+
+
+class Refused(YaimError):
+    """The operator's input cannot be used; nothing was changed."""
+
+
+# --- the cluster as yaimctl shows it (pure) ---
+
+
+class Entry(NamedTuple):
+    """One pool address: its holder (None: nobody) and the seconds its mark has left."""
+
+    address: IPAddress
+    holder: Optional[str]
+    ttl: Optional[float]
+
+    def as_json(self) -> Dict[str, Any]:
+        return {"address": str(self.address), "holder": self.holder, "ttl": self.ttl}
+
+
+class Node(NamedTuple):
+    """A node the DCS knows of: healthy = its node key is there."""
+
+    name: str
+    healthy: bool
+    drained: bool
+    addresses: Tuple[IPAddress, ...]
+
+    def as_json(self) -> Dict[str, Any]:
+        return {
+            "name": self.name,
+            "healthy": self.healthy,
+            "drained": self.drained,
+            "addresses": [str(a) for a in self.addresses],
+        }
+
+
+class Cluster(NamedTuple):
+    entries: Tuple[Entry, ...]
+    nodes: Tuple[Node, ...]
+    refused: Tuple[Rejected, ...]
+
+
+def summarize(snapshot: Snapshot, allowed: Sequence[Any] = ()) -> Cluster:
+    """The pool with holders and TTLs, and every node named by a key or a mark."""
+    view, refused = parse_snapshot(snapshot, allowed)
+    entries = []
+    for address in in_order(view.pool):
+        holder = view.holders.get(address)
+        ttl = snapshot.marks[str(address)].ttl if holder is not None else None
+        entries.append(Entry(address, holder, ttl))
+    names = set(snapshot.nodes) | set(snapshot.drained) | set(view.holders.values())
+    nodes = tuple(
+        Node(
+            name,
+            name in snapshot.nodes,
+            name in snapshot.drained,
+            tuple(e.address for e in entries if e.holder == name),
+        )
+        for name in sorted(names)
+    )
+    return Cluster(tuple(entries), nodes, refused)
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """Columns padded to their widest cell, two spaces apart."""
+    rows = [list(headers)] + [list(row) for row in rows]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(headers))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _ttl(ttl: Optional[float]) -> str:
+    return "-" if ttl is None else f"{ttl:g}s"
+
+
+def ips_table(cluster: Cluster) -> str:
+    rows = [(str(e.address), e.holder or "-", _ttl(e.ttl)) for e in cluster.entries]
+    return table(("ADDRESS", "HOLDER", "TTL"), rows)
+
+
+def nodes_table(cluster: Cluster) -> str:
+    rows = [
+        (n.name, _yes(n.healthy), _yes(n.drained), ", ".join(map(str, n.addresses)) or "-")
+        for n in cluster.nodes
+    ]
+    return table(("NODE", "HEALTHY", "DRAINED", "ADDRESSES"), rows)
+
+
+def problems(cluster: Cluster) -> List[str]:
+    """What an operator should look at: free addresses, odd holders, refused entries."""
+    lines = [f"refused pool entry {r.name!r}: {r.reason}" for r in cluster.refused]
+    free = [str(e.address) for e in cluster.entries if e.holder is None]
+    if free:
+        lines.append("not held by any node: " + ", ".join(free))
+    for node in cluster.nodes:
+        if node.addresses and not node.healthy:
+            lines.append(f"{node.name} holds addresses but has no node key (gone or unhealthy)")
+    return lines
+
+
+def status_text(cluster: Cluster, where: str) -> str:
+    held = sum(1 for e in cluster.entries if e.holder is not None)
+    healthy = [n.name for n in cluster.nodes if n.healthy and not n.drained]
+    drained = [n.name for n in cluster.nodes if n.drained]
+    counts = [len(n.addresses) for n in cluster.nodes if n.healthy and not n.drained]
+    spread = "even" if not counts or max(counts) - min(counts) <= 1 else "uneven"
+    head = [
+        ("cluster", where),
+        ("pool", f"{len(cluster.entries)} addresses, {held} held, {spread} spread"),
+        ("nodes", f"{len(healthy)} taking part: {', '.join(healthy) or '-'}"),
+        ("drained", ", ".join(drained) or "-"),
+    ]
+    parts = [
+        "\n".join(f"{key:<8} {value}" for key, value in head),
+        nodes_table(cluster),
+        ips_table(cluster),
+    ]
+    trouble = problems(cluster)
+    parts.append("\n".join("! " + line for line in trouble) if trouble else "no problems seen")
+    return "\n\n".join(parts)
+
+
+# --- input ---
+
+
+def parse_addresses(names: Sequence[str], allowed: Sequence[Any]) -> List[IPAddress]:
+    """Every name as a pool address (any spelling, stored canonical); Refused if one is not."""
+    addresses, bad = [], []
+    for name in names:
+        try:
+            canonical = str(ipaddress.ip_address(name))
+        except ValueError:
+            bad.append(f"{name}: not an IP address")
+            continue
+        address, reason = parse_address(canonical, allowed)
+        if address is None:
+            bad.append(f"{name}: {reason}")
+        else:
+            addresses.append(address)
+    if bad:
+        raise Refused("refused, nothing changed: " + "; ".join(bad))
+    return addresses
+
+
+def node_name(name: str) -> str:
+    if not name or "/" in name or any(char.isspace() for char in name):
+        raise Refused(f"refused: {name!r} is not a node name (no '/' or whitespace)")
+    return name
+
+
+# --- commands: each returns (text, json value) ---
+
+Output = Tuple[str, Any]
+
+
+def cmd_ips(store: dcs.DCS, cfg: config.Config, args: argparse.Namespace) -> Output:
+    action = getattr(args, "action", None)
+    if action is None:
+        cluster = summarize(store.read(), cfg.allowed_networks)
+        return ips_table(cluster), [e.as_json() for e in cluster.entries]
+    addresses = parse_addresses(args.addresses, cfg.allowed_networks)
+    change = store.add_address if action == "add" else store.remove_address
+    done, noop = ("added", "present") if action == "add" else ("removed", "absent")
+    result: Dict[str, List[str]] = {done: [], noop: []}
+    for address in addresses:
+        result[done if change(address) else noop].append(str(address))
+    lines = [f"{a}: {done}" for a in result[done]]
+    lines += [
+        f"{a}: {'already in' if action == 'add' else 'not in'} the pool" for a in result[noop]
+    ]
+    return "\n".join(lines), result
+
+
+def cmd_nodes(store: dcs.DCS, cfg: config.Config, args: argparse.Namespace) -> Output:
+    cluster = summarize(store.read(), cfg.allowed_networks)
+    return nodes_table(cluster), [n.as_json() for n in cluster.nodes]
+
+
+def cmd_drain(store: dcs.DCS, cfg: config.Config, args: argparse.Namespace) -> Output:
+    name = node_name(args.node)
+    known = {n.name for n in summarize(store.read(), cfg.allowed_networks).nodes}
+    if args.command == "drain":
+        store.drain(name)
+        text = f"{name}: drained; it releases its addresses and takes none until undrained"
+        changed = True
+    else:
+        changed = store.undrain(name)
+        text = f"{name}: {'undrained' if changed else 'was not drained'}"
+    if name not in known:
+        text += f"\nnote: no node {name} is in the DCS now"
+    return text, {"node": name, "drained": args.command == "drain", "changed": changed}
+
+
+def cmd_status(store: dcs.DCS, cfg: config.Config, args: argparse.Namespace) -> Output:
+    cluster = summarize(store.read(), cfg.allowed_networks)
+    value = {
+        "cluster": store.root,
+        "endpoint": store.endpoint,
+        "ips": [e.as_json() for e in cluster.entries],
+        "nodes": [n.as_json() for n in cluster.nodes],
+        "problems": problems(cluster),
+    }
+    return status_text(cluster, f"{store.root} via {store.endpoint}"), value
+
+
+COMMANDS: Dict[str, Callable[[dcs.DCS, config.Config, argparse.Namespace], Output]] = {
+    "ips": cmd_ips,
+    "nodes": cmd_nodes,
+    "drain": cmd_drain,
+    "undrain": cmd_drain,
+    "status": cmd_status,
+}
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    json_flag = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: a subcommand's default must not reset a --json given before it.
+    json_flag.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON for scripts"
+    )
+    parser = argparse.ArgumentParser(
+        prog="yaimctl",
+        parents=[json_flag],
+        description="Show and change the yaim pool and nodes, in the DCS the daemon uses.",
+        epilog="Exit status: 0 done, 2 input refused (nothing changed), 1 DCS unreachable.",
+    )
+    parser.add_argument(
+        "-c", "--config", default="yaim.yml", help="configuration file (default: ./yaim.yml)"
+    )
+    parser.add_argument("--version", action="version", version="yaimctl " + __version__)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+    ips = commands.add_parser(
+        "ips", parents=[json_flag], help="pool addresses, their holders and TTL left"
+    )
+    actions = ips.add_subparsers(dest="action", metavar="ACTION")
+    for action, words in (("add", "add to"), ("remove", "remove from")):
+        sub = actions.add_parser(action, parents=[json_flag], help=f"{words} the pool")
+        sub.add_argument("addresses", nargs="+", metavar="ADDR")
+    commands.add_parser(
+        "nodes", parents=[json_flag], help="nodes: healthy, drained, addresses held"
+    )
+    for name, words in (
+        ("drain", "make NODE release its addresses and take none"),
+        ("undrain", "let NODE take its share again"),
+    ):
+        sub = commands.add_parser(name, parents=[json_flag], help=words)
+        sub.add_argument("node", metavar="NODE")
+    commands.add_parser("status", parents=[json_flag], help="one screen summary")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        cfg = config.load(args.config)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_REFUSED
+    store = dcs.connect(cfg)
+    try:
+        text, value = COMMANDS[args.command](store, cfg, args)
+    except Refused as exc:
+        print(f"yaimctl: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except DCSError as exc:
+        print(f"yaimctl: DCS unreachable: {exc}", file=sys.stderr)
+        return EXIT_DCS
+    if getattr(args, "json", False):
+        print(json.dumps(value, indent=2))
+    elif text:
+        print(text)
+    return EXIT_OK
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

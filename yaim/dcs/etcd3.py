@@ -1,0 +1,599 @@
+"""etcd v3 API through etcd's JSON gateway (POST /v3/...), over requests.
+
+/<ns>/<cl>/ips/<address>          a pool address (value ignored), the operator's
+/<ns>/<cl>/ips/<address>/marked   holder's node name, on the holder's lease
+/<ns>/<cl>/nodes/<node>           present while the node is healthy, on its lease
+/<ns>/<cl>/drain/<node>           set by an operator, no lease
+
+One lease per node (TTL = ttl): one keep-alive per interval renews the node key
+and every mark, and they all vanish together when the node dies. A mark is made
+by a transaction that succeeds only while it does not exist (create_revision ==
+0) and its pool entry does. The node's handles (one per thread) share a
+`_Session`: the lease and the keys known to be on it, so refreshing a mark
+costs no request while nothing changed; reads and watch events correct it.
+
+The client is a thin one of our own: the gateway is plain JSON (keys and values
+base64, int64 as strings), and etcd3gw has no authentication and needs a newer
+Python than yaim supports.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import math
+import threading
+import time
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    NamedTuple,
+    Optional,
+    Set,
+    TypeVar,
+)
+
+import requests
+import urllib3
+
+from yaim.dcs import DCS, Transient, describe, system_ca_file, wakes_balancer
+from yaim.view import IPAddress, Mark, Snapshot
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# gRPC status codes etcd answers with.
+NOT_FOUND = 5
+PERMISSION_DENIED = 7
+FAILED_PRECONDITION = 9
+UNAUTHENTICATED = 16
+
+NODE_VALUE = "healthy"
+
+
+class GatewayError(Transient):
+    """etcd refused a request: its gRPC code and message."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class _Quiet(Exception):
+    """A watch stream brought nothing within its read timeout."""
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode("ascii")
+
+
+def _text(data: str) -> str:
+    return base64.b64decode(data).decode("utf-8", "replace")
+
+
+def _range_end(prefix: str) -> str:
+    """The end of the key range holding every key that starts with `prefix`."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def _revision(answer: Dict[str, Any]) -> int:
+    return int(answer.get("header", {}).get("revision", 0))
+
+
+def _error(answer: Dict[str, Any], status: int) -> GatewayError:
+    """The error of a unary answer ({"error", "code", "message"}) or a stream message."""
+    error = answer.get("error")
+    if isinstance(error, dict):
+        return GatewayError(int(error.get("grpc_code", 0)), error.get("message", str(error)))
+    message = answer.get("message") or error or f"HTTP {status} without a message"
+    return GatewayError(int(answer.get("code", 0)), message)
+
+
+class _KV(NamedTuple):
+    key: str
+    value: str
+    lease: int
+    mod_revision: int
+
+    @classmethod
+    def parse(cls, kv: Dict[str, Any]) -> _KV:
+        return cls(
+            _text(kv["key"]),
+            _text(kv.get("value", "")),
+            int(kv.get("lease", 0)),
+            int(kv.get("mod_revision", 0)),
+        )
+
+
+class _Gateway:
+    """One member's JSON gateway: a requests session with the TLS settings, and a token."""
+
+    def __init__(self, url: str, config, timeout: float) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.user: Optional[str] = config.etcd_user
+        self.password: str = config.etcd_password or ""
+        self.token: Optional[str] = None
+        self.session = requests.Session()
+        self.session.trust_env = False  # no proxy or CA bundle from the environment
+        self.session.verify = config.etcd_ca_file or system_ca_file()
+        if config.etcd_cert_file:
+            self.session.cert = (config.etcd_cert_file, config.etcd_key_file)
+
+    def call(self, path: str, body: Dict[str, Any]) -> Dict[str, Any]:
+        """One request; a token etcd no longer accepts is renewed once."""
+        self._login()
+        try:
+            return self._answer(self._post(path, body, self.timeout))
+        except GatewayError as exc:
+            if exc.code != UNAUTHENTICATED or self.user is None:
+                raise
+        self.token = None
+        self._login()
+        return self._answer(self._post(path, body, self.timeout))
+
+    def stream(self, path: str, body: Dict[str, Any], read_timeout: float) -> requests.Response:
+        """A streaming request (watch); its messages are read with `_messages`."""
+        self._login()
+        response = self._post(path, body, read_timeout, stream=True)
+        if response.status_code != 200:
+            self._answer(response)
+        return response
+
+    def _login(self) -> None:
+        """Get a token when a user is configured and there is none yet."""
+        if self.user is None or self.token is not None:
+            return
+        body = {"name": self.user, "password": self.password}
+        try:
+            answer = self._answer(self._post("/v3/auth/authenticate", body, self.timeout))
+        except GatewayError as exc:
+            if "not enabled" in str(exc):
+                log.warning("%s: etcd-user is set but etcd has authentication off", self.url)
+                self.token = ""
+                return
+            raise GatewayError(exc.code, f"authentication as {self.user!r} failed: {exc}") from None
+        self.token = answer.get("token", "")
+
+    def _post(
+        self, path: str, body: Dict[str, Any], read_timeout: float, stream: bool = False
+    ) -> requests.Response:
+        headers = {"Authorization": self.token} if self.token else {}
+        try:
+            return self.session.post(
+                self.url + path,
+                data=json.dumps(body),
+                headers=headers,
+                timeout=(self.timeout, read_timeout),
+                stream=stream,
+            )
+        except (requests.RequestException, OSError, ValueError) as exc:
+            raise Transient(describe(exc)) from exc
+
+    def _answer(self, response: requests.Response) -> Dict[str, Any]:
+        try:
+            answer = response.json()
+        except ValueError:
+            text = " ".join(response.text.split())[:200] or "no answer"
+            raise Transient(f"HTTP {response.status_code}: {text}") from None
+        if response.status_code != 200 or "error" in answer:
+            error = _error(answer, response.status_code)
+            if "user name is empty" in str(error):
+                raise GatewayError(
+                    error.code, f"etcd requires authentication, set etcd-user: {error}"
+                )
+            raise error
+        return answer
+
+
+def _messages(response: requests.Response) -> Iterator[Dict[str, Any]]:
+    """The newline-separated JSON messages of a stream as they arrive; _Quiet on silence."""
+    buffer = b""
+    try:
+        for chunk in response.iter_content(chunk_size=None):
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                if line.strip():
+                    yield json.loads(line)
+    except requests.exceptions.ConnectionError as exc:
+        if exc.args and isinstance(exc.args[0], urllib3.exceptions.ReadTimeoutError):
+            raise _Quiet() from exc
+        raise Transient(describe(exc)) from exc
+    except (requests.RequestException, OSError, ValueError) as exc:
+        raise Transient(describe(exc)) from exc
+
+
+class _Watch(NamedTuple):
+    gateway: _Gateway
+    response: requests.Response
+    messages: Iterator[Dict[str, Any]]
+
+
+class _Session:
+    """This node's lease and the keys known to be on it, shared by the node's handles.
+
+    A key is known from this node's own writes; a read or a watch event that shows
+    it gone, changed or on another lease removes it (`check`), a read or event older
+    than the write does not. The fence time follows `renewed_at`.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.grant_lock = threading.Lock()
+        self.lease: Optional[int] = None
+        self.renewed_at: Optional[float] = None  # send time of the last grant or keep-alive
+        self._known: Dict[str, int] = {}  # key -> revision of the write that put it on the lease
+
+    def start(self, lease: int, sent_at: float) -> None:
+        with self.lock:
+            self.lease, self.renewed_at, self._known = lease, sent_at, {}
+
+    def renewed(self, lease: int, sent_at: float) -> None:
+        with self.lock:
+            if lease == self.lease:
+                self.renewed_at = max(self.renewed_at or sent_at, sent_at)
+
+    def lost(self, lease: int) -> bool:
+        """The lease is gone, and everything on it; False if it was not the current one."""
+        with self.lock:
+            if lease != self.lease:
+                return False
+            self.lease, self.renewed_at, self._known = None, None, {}
+            return True
+
+    def attach(self, key: str, lease: int, revision: int) -> None:
+        with self.lock:
+            if lease == self.lease:
+                self._known[key] = max(revision, self._known.get(key, 0))
+
+    def holds(self, key: str) -> bool:
+        with self.lock:
+            return key in self._known
+
+    def forget(self, key: str) -> None:
+        with self.lock:
+            self._known.pop(key, None)
+
+    def check(
+        self, revision: int, found: Dict[str, int], keys: Optional[Iterable[str]] = None
+    ) -> None:
+        """The store at `revision` has `found` (key -> lease) of these known `keys` (all)."""
+        with self.lock:
+            for key in list(self._known if keys is None else keys):
+                known_at = self._known.get(key)
+                if known_at is not None and known_at <= revision and found.get(key) != self.lease:
+                    del self._known[key]
+
+
+class Backend(DCS):
+    """The v3 backend: one gateway client per endpoint, failover by the shared retry policy."""
+
+    def __init__(self, config, **kwargs) -> None:
+        super().__init__(config, **kwargs)
+        self._gateways: Dict[str, _Gateway] = {}
+        self.session = _Session()
+        self.etcd_ttl = math.ceil(self.ttl)
+        self._watch: Optional[_Watch] = None
+
+    def clone(self) -> DCS:
+        twin = super().clone()
+        twin.session = self.session
+        return twin
+
+    # --- requests ---
+
+    def _call(self, what: str, operation: Callable[[_Gateway], T]) -> T:
+        """One operation under the retry policy; semantic answers are handled by `operation`."""
+
+        def attempt(endpoint: str) -> T:
+            gateway = self._gateways.get(endpoint)
+            if gateway is None:
+                gateway = self._gateways[endpoint] = _Gateway(endpoint, self.config, self.timeout)
+            try:
+                return operation(gateway)
+            except GatewayError as exc:
+                if exc.code == PERMISSION_DENIED:
+                    raise Transient(
+                        f"{exc}: user {self.config.etcd_user!r} needs read and write"
+                        f" permission on the keys with prefix {self.root}/"
+                    ) from exc
+                raise
+
+        return self._retry(what, attempt)
+
+    def _lease(self, gateway: _Gateway) -> int:
+        """The node's lease; granted through `gateway` (one request) when it has none."""
+        with self.session.grant_lock:
+            if self.session.lease is not None:
+                return self.session.lease
+            sent_at = time.monotonic()
+            answer = gateway.call("/v3/lease/grant", {"TTL": str(self.etcd_ttl)})
+            lease, granted = int(answer["ID"]), int(answer.get("TTL", 0))
+            self.session.start(lease, sent_at)
+        log.info("node %s: new lease %x with a TTL of %d s", self.node, lease, granted)
+        if granted > self.etcd_ttl:
+            log.warning(
+                "etcd granted a TTL of %d s instead of %d s (its minimum): a crashed node's"
+                " addresses move that much later",
+                granted,
+                self.etcd_ttl,
+            )
+        return lease
+
+    @contextlib.contextmanager
+    def _on_lease(self, lease: int) -> Iterator[None]:
+        """A write on `lease` that etcd refuses because the lease expired drops the lease."""
+        try:
+            yield
+        except GatewayError as exc:
+            if exc.code == NOT_FOUND and "lease" in str(exc):
+                self._lost(lease, str(exc))
+            raise
+
+    def _lost(self, lease: int, why: str) -> None:
+        if self.session.lost(lease):
+            log.warning(
+                "lease %x of node %s is gone (%s): its node key and marks went with it",
+                lease,
+                self.node,
+                why,
+            )
+
+    def _put(self, gateway: _Gateway, key: str, value: str, compare: List[Dict[str, Any]]) -> bool:
+        """Put `key` on this node's lease if every comparison holds; True if it was written."""
+        lease = self._lease(gateway)
+        request = {"request_put": {"key": _b64(key), "value": _b64(value), "lease": str(lease)}}
+        with self._on_lease(lease):
+            answer = gateway.call("/v3/kv/txn", {"compare": compare, "success": [request]})
+        if not answer.get("succeeded"):
+            return False
+        self.session.attach(key, lease, _revision(answer))
+        return True
+
+    def _txn(
+        self, compare: List[Dict[str, Any]], success: List[Dict[str, Any]]
+    ) -> Callable[[_Gateway], bool]:
+        """A transaction operation: True if the comparisons held and `success` ran."""
+
+        def operation(gateway: _Gateway) -> bool:
+            answer = gateway.call("/v3/kv/txn", {"compare": compare, "success": success})
+            return bool(answer.get("succeeded"))
+
+        return operation
+
+    # --- keys ---
+
+    def _mark_key(self, address: IPAddress) -> str:
+        return f"{self.root}/ips/{address}/marked"
+
+    def _pool_key(self, address: IPAddress) -> str:
+        return f"{self.root}/ips/{address}"
+
+    @property
+    def _node_key(self) -> str:
+        return f"{self.root}/nodes/{self.node}"
+
+    def _drain_key(self, node: str) -> str:
+        return f"{self.root}/drain/{node}"
+
+    def _mine(self, kv: _KV) -> bool:
+        """A node key or mark of this node (on whatever lease)."""
+        return kv.key == self._node_key or (kv.key.endswith("/marked") and kv.value == self.node)
+
+    # --- the DCS operations ---
+
+    def read(self) -> Snapshot:
+        prefix = self.root + "/"
+        body = {"key": _b64(prefix), "range_end": _b64(_range_end(prefix))}
+        answer = self._call("read " + self.root, lambda gateway: gateway.call("/v3/kv/range", body))
+        revision = _revision(answer)
+        kvs = [_KV.parse(kv) for kv in answer.get("kvs", [])]
+        self.session.check(revision, {kv.key: kv.lease for kv in kvs if self._mine(kv)})
+        self.seen = revision
+        return _snapshot(self.root, kvs)
+
+    def keep_alive(self) -> None:
+        lease = self.session.lease
+        if lease is None:
+            return
+
+        def operation(gateway: _Gateway) -> float:
+            sent_at = time.monotonic()
+            answer = gateway.call("/v3/lease/keepalive", {"ID": str(lease)})
+            if int(answer.get("result", {}).get("TTL", 0)) <= 0:
+                self._lost(lease, "it expired")
+            return sent_at
+
+        self.session.renewed(lease, self._call(f"keep-alive lease {lease:x}", operation))
+
+    def ttl_start(self, sent_at: float) -> float:
+        renewed = self.session.renewed_at
+        return sent_at if renewed is None else min(sent_at, renewed)
+
+    def touch_node(self) -> None:
+        key = self._node_key
+        if self.session.holds(key):
+            return  # on the lease: the keep-alive renews it
+        self._call("write " + key, lambda gateway: self._put(gateway, key, NODE_VALUE, []))
+
+    def delete_node(self) -> None:
+        key = self._node_key
+        body = {"key": _b64(key)}
+        self._call("delete " + key, lambda gateway: gateway.call("/v3/kv/deleterange", body))
+        self.session.forget(key)
+
+    def create_mark(self, address: IPAddress) -> bool:
+        key = self._mark_key(address)
+        compare = [_created(key, "EQUAL"), _created(self._pool_key(address), "GREATER")]
+        return self._call("create " + key, lambda g: self._put(g, key, self.node, compare))
+
+    def refresh_mark(self, address: IPAddress) -> bool:
+        key = self._mark_key(address)
+        if self.session.holds(key):
+            return True  # on the lease, which the keep-alive renewed
+
+        def operation(gateway: _Gateway) -> bool:
+            kvs = gateway.call("/v3/kv/range", {"key": _b64(key)}).get("kvs", [])
+            kv = _KV.parse(kvs[0]) if kvs else None
+            if kv is None or kv.value != self.node:
+                return False
+            if kv.lease == self._lease(gateway):
+                self.session.attach(key, kv.lease, kv.mod_revision)
+                return True
+            # Ours by name but on another lease (an earlier run's): move it onto ours.
+            compare = [_compare(key, "MOD", "mod_revision", str(kv.mod_revision))]
+            if not self._put(gateway, key, self.node, compare):
+                return False
+            log.info("moved the mark of %s onto the lease of node %s", address, self.node)
+            return True
+
+        return self._call("refresh " + key, operation)
+
+    def delete_mark(self, address: IPAddress) -> bool:
+        key = self._mark_key(address)
+        compare = [_compare(key, "VALUE", "value", _b64(self.node))]
+        success = [{"request_delete_range": {"key": _b64(key)}}]
+        deleted = self._call("delete " + key, self._txn(compare, success))
+        self.session.forget(key)
+        return deleted
+
+    # --- the operator's operations ---
+
+    def add_address(self, address: IPAddress) -> bool:
+        key = self._pool_key(address)
+        put = [{"request_put": {"key": _b64(key), "value": ""}}]
+        return self._call("create " + key, self._txn([_created(key, "EQUAL")], put))
+
+    def remove_address(self, address: IPAddress) -> bool:
+        key = self._pool_key(address)
+        delete = [
+            {"request_delete_range": {"key": _b64(key)}},
+            {"request_delete_range": {"key": _b64(self._mark_key(address))}},
+        ]
+        return self._call("delete " + key, self._txn([_created(key, "GREATER")], delete))
+
+    def drain(self, node: str) -> None:
+        key = self._drain_key(node)
+        body = {"key": _b64(key), "value": _b64("drained")}
+        self._call("write " + key, lambda gateway: gateway.call("/v3/kv/put", body))
+
+    def undrain(self, node: str) -> bool:
+        key = self._drain_key(node)
+        body = {"key": _b64(key)}
+        answer = self._call("delete " + key, lambda g: g.call("/v3/kv/deleterange", body))
+        return int(answer.get("deleted", 0)) > 0
+
+    # --- the watch ---
+
+    def _wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+
+        def operation(gateway: _Gateway) -> bool:
+            if self._watch is None or self._watch.gateway is not gateway:
+                self._open_watch(gateway, timeout)
+            try:
+                return self._follow(deadline)
+            except _Quiet:
+                self._close_watch()
+                return False
+            except Transient as exc:
+                self._close_watch()
+                if isinstance(exc, GatewayError) and exc.code == UNAUTHENTICATED:
+                    gateway.token = None
+                raise
+
+        return self._call("watch " + self.root, operation)
+
+    def _open_watch(self, gateway: _Gateway, timeout: float) -> None:
+        self._close_watch()
+        prefix = self.root + "/"
+        create = {
+            "key": _b64(prefix),
+            "range_end": _b64(_range_end(prefix)),
+            "start_revision": str(self.seen + 1),
+        }
+        response = gateway.stream("/v3/watch", {"create_request": create}, timeout)
+        self._watch = _Watch(gateway, response, _messages(response))
+
+    def _close_watch(self) -> None:
+        if self._watch is not None:
+            self._watch.response.close()
+            self._watch = None
+
+    def _follow(self, deadline: float) -> bool:
+        """Read the open stream until a change that matters (True) or the deadline (False)."""
+        for message in self._watch.messages:
+            if "error" in message:
+                raise _error(message, 200)
+            result = message.get("result", {})
+            if result.get("canceled"):
+                return self._canceled(result)
+            changed = False
+            for event in result.get("events", []):
+                changed = self._note(event) or changed
+            if changed:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+        raise Transient("etcd closed the watch stream")
+
+    def _canceled(self, result: Dict[str, Any]) -> bool:
+        """A compacted history means resync (True, `seen` None); any other cancel is an error."""
+        self._close_watch()
+        if int(result.get("compact_revision", 0)) > 0:
+            log.info(
+                "watch of %s: etcd compacted its history past revision %d, resyncing",
+                self.root,
+                self.seen,
+            )
+            self.seen = None
+            return True
+        reason = result.get("cancel_reason", "no reason given")
+        raise GatewayError(0, "etcd canceled the watch: " + reason)
+
+    def _note(self, event: Dict[str, Any]) -> bool:
+        """Learn from one event; True if the balancer should act on it."""
+        kv = _KV.parse(event["kv"])
+        deleted = event.get("type") == "DELETE"
+        self.seen = max(self.seen or 0, kv.mod_revision)
+        found = {} if deleted or not self._mine(kv) else {kv.key: kv.lease}
+        self.session.check(kv.mod_revision, found, [kv.key])
+        return wakes_balancer(kv.key[len(self.root) :], deleted)
+
+
+def _compare(key: str, target: str, field: str, value: str, result: str = "EQUAL") -> dict:
+    return {"key": _b64(key), "target": target, "result": result, field: value}
+
+
+def _created(key: str, result: str) -> dict:
+    """create_revision EQUAL 0: the key does not exist; GREATER 0: it does."""
+    return _compare(key, "CREATE", "create_revision", "0", result)
+
+
+def _snapshot(root: str, kvs: List[_KV]) -> Snapshot:
+    """Sort the keys below the cluster directory into the layout's parts."""
+    pool: Set[str] = set()
+    marks: Dict[str, Mark] = {}
+    nodes: Set[str] = set()
+    drained: Set[str] = set()
+    for kv in kvs:
+        parts = kv.key[len(root) :].strip("/").split("/")
+        if len(parts) == 2 and parts[0] == "ips":
+            pool.add(parts[1])
+        elif len(parts) == 3 and parts[0] == "ips" and parts[2] == "marked":
+            marks[parts[1]] = Mark(kv.value)
+        elif len(parts) == 2 and parts[0] == "nodes":
+            nodes.add(parts[1])
+        elif len(parts) == 2 and parts[0] == "drain":
+            drained.add(parts[1])
+    return Snapshot(
+        pool=frozenset(pool), marks=marks, nodes=frozenset(nodes), drained=frozenset(drained)
+    )
