@@ -102,14 +102,21 @@ def setup_logging(level: str, handlers: Optional[List[logging.Handler]] = None) 
     logging.basicConfig(level=level, handlers=handlers, format=LOG_FORMAT)
 
 
-def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point; the exit status follows the contract (0 ok, 1 fatal, 2 config)."""
-    args = parse_args(argv)
+def load_or_report(path: str) -> Optional[config.Config]:
+    """The configuration, or None after printing every problem, one per line, to stderr."""
     try:
-        cfg = config.load(args.config)
+        return config.load(path)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
+        return None
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point; the exit status follows the contract (0 ok, 1 fatal, 2 config)."""
+    args = parse_args(argv)
+    cfg = load_or_report(args.config)
+    if cfg is None:
         return EXIT_CONFIG
     try:
         # --check-config answers the operator at the terminal, whatever the file names.

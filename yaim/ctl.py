@@ -15,7 +15,8 @@ import sys
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from yaim import __version__, config, dcs
-from yaim.errors import ConfigError, DCSError, YaimError
+from yaim.cli import load_or_report
+from yaim.errors import DCSError, YaimError
 from yaim.view import IPAddress, Rejected, Snapshot, in_order, parse_address, parse_snapshot
 
 EXIT_OK, EXIT_DCS, EXIT_REFUSED = 0, 1, 2
@@ -278,11 +279,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    try:
-        cfg = config.load(args.config)
-    except ConfigError as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+    cfg = load_or_report(args.config)
+    if cfg is None:
         return EXIT_REFUSED
     store = dcs.connect(cfg)
     try:

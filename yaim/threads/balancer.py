@@ -13,9 +13,8 @@ from typing import Any, Callable, List, Set
 
 from yaim import balancer
 from yaim.dcs import DCS
-from yaim.errors import DCSError
 from yaim.state import SharedState
-from yaim.threads.base import Worker
+from yaim.threads.base import DCSWorker
 from yaim.view import ClusterView, IPAddress, Rejected, in_order, parse_snapshot
 
 log = logging.getLogger(__name__)
@@ -31,7 +30,7 @@ REASONS = {
 }
 
 
-class BalancerThread(Worker):
+class BalancerThread(DCSWorker):
     """One round per interval, or at once when health changes or a mark is lost."""
 
     def __init__(
@@ -42,28 +41,16 @@ class BalancerThread(Worker):
         sync_actuator: Callable[[float], bool],
         **kwargs,
     ) -> None:
-        super().__init__("balancer", **kwargs)
-        self.dcs = dcs
+        super().__init__("balancer", dcs, "balancer cannot reach the DCS", **kwargs)
         self.state = state
         self.config = config
         self.me = config.node_name
         self.sync_actuator = sync_actuator
         self.rejected: Set[Rejected] = set()
-        self.failing = False
         self.drained = False
 
-    def step(self, messages: List[Any]) -> None:
-        try:
-            view = self._read_view()
-            self._act(view)
-        except DCSError as exc:
-            if not self.failing:
-                log.warning("balancer cannot reach the DCS, node %s: %s", self.me, exc)
-            self.failing = True
-            return
-        if self.failing:
-            log.info("balancer reaches the DCS again via %s", self.dcs.endpoint)
-        self.failing = False
+    def dcs_round(self, messages: List[Any]) -> None:
+        self._act(self._read_view())
 
     def _read_view(self) -> ClusterView:
         snapshot = self.dcs.read()

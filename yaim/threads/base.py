@@ -8,6 +8,7 @@ import threading
 import time
 from typing import Any, Callable, List, Optional
 
+from yaim.errors import DCSError
 from yaim.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -83,3 +84,33 @@ class Worker(threading.Thread):
         """Seconds since the last completed step beyond what the period allows."""
         now = time.monotonic() if now is None else now
         return max(0.0, now - self.last_success - self.period)
+
+
+class DCSWorker(Worker):
+    """A worker whose rounds talk to the DCS.
+
+    A DCS outage is not a bug: the round is abandoned, and the outage is logged
+    once when it starts and once when it ends, not every round.
+    """
+
+    def __init__(self, name: str, dcs, what_fails: str, **kwargs) -> None:
+        super().__init__(name, **kwargs)
+        self.dcs = dcs
+        self.what_fails = what_fails
+        self.failing = False
+
+    def step(self, messages: List[Any]) -> None:
+        try:
+            self.dcs_round(messages)
+        except DCSError as exc:
+            if not self.failing:
+                log.warning("%s, node %s: %s", self.what_fails, self.dcs.node, exc)
+            self.failing = True
+            return
+        if self.failing:
+            log.info("%s: works again via %s", self.name, self.dcs.endpoint)
+        self.failing = False
+
+    def dcs_round(self, messages: List[Any]) -> None:
+        """One round; a DCSError ends it early."""
+        raise NotImplementedError

@@ -16,15 +16,14 @@ import time
 from typing import Any, Callable, List
 
 from yaim.dcs import DCS
-from yaim.errors import DCSError
 from yaim.state import SharedState
-from yaim.threads.base import Worker
+from yaim.threads.base import DCSWorker
 from yaim.view import in_order
 
 log = logging.getLogger(__name__)
 
 
-class HeartbeatThread(Worker):
+class HeartbeatThread(DCSWorker):
     """Advertises the node while it is healthy and refreshes every held mark.
 
     `on_change` is called when the node key appears or a mark is lost, so the
@@ -34,26 +33,15 @@ class HeartbeatThread(Worker):
     def __init__(
         self, dcs: DCS, state: SharedState, on_change: Callable[[], None], **kwargs
     ) -> None:
-        super().__init__("heartbeat", **kwargs)
-        self.dcs = dcs
+        super().__init__("heartbeat", dcs, "heartbeat failed", **kwargs)
         self.state = state
         self.on_change = on_change
         self.advertised = False
-        self.failing = False
 
-    def step(self, messages: List[Any]) -> None:
-        try:
-            self.dcs.keep_alive()
-            self._advertise()
-            self._refresh_marks()
-        except DCSError as exc:
-            if not self.failing:
-                log.warning("heartbeat failed, node %s: %s", self.dcs.node, exc)
-            self.failing = True
-            return
-        if self.failing:
-            log.info("heartbeat works again via %s", self.dcs.endpoint)
-        self.failing = False
+    def dcs_round(self, messages: List[Any]) -> None:
+        self.dcs.keep_alive()
+        self._advertise()
+        self._refresh_marks()
 
     def _advertise(self) -> None:
         if self.state.healthy:

@@ -14,8 +14,7 @@ import logging
 from typing import Any, Callable, List
 
 from yaim.dcs import DCS
-from yaim.errors import DCSError
-from yaim.threads.base import Worker
+from yaim.threads.base import DCSWorker
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +22,7 @@ log = logging.getLogger(__name__)
 WATCH_WAIT = 30.0
 
 
-class WatchThread(Worker):
+class WatchThread(DCSWorker):
     """Runs the watch back to back; after a failure it waits `backoff` seconds.
 
     Its period is the time one watch request may wait, so a quiet cluster never
@@ -32,29 +31,15 @@ class WatchThread(Worker):
 
     def __init__(self, dcs: DCS, on_change: Callable[[], None], backoff: float, **kwargs) -> None:
         kwargs.setdefault("period", WATCH_WAIT)
-        super().__init__("watch", **kwargs)
-        self.dcs = dcs
+        super().__init__(
+            "watch", dcs, "watch lost (the balancer reads every interval meanwhile)", **kwargs
+        )
         self.on_change = on_change
         self.backoff = backoff
-        self.failing = False
 
     def next_timeout(self) -> float:
         return self.backoff if self.failing else 0.0
 
-    def step(self, messages: List[Any]) -> None:
-        try:
-            changed = self.dcs.wait_for_change(self.period)
-        except DCSError as exc:
-            if not self.failing:
-                log.warning(
-                    "watch lost, node %s: %s (the balancer reads every interval meanwhile)",
-                    self.dcs.node,
-                    exc,
-                )
-            self.failing = True
-            return
-        if self.failing:
-            log.info("watch works again via %s", self.dcs.endpoint)
-        self.failing = False
-        if changed:
+    def dcs_round(self, messages: List[Any]) -> None:
+        if self.dcs.wait_for_change(self.period):
             self.on_change()
