@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: test demo lint unit integration deps pkg-deps deb rpm venv clean
+.PHONY: test demo lint unit integration chaos deps pkg-deps deb rpm venv clean
 
 test: deps venv lint
 	$(PY) -m pytest -q tests
@@ -24,12 +24,22 @@ lint: venv
 demo: deps venv
 	$(PY) -m tests.lab.demo
 
+# Fault injection with invariant checks (tests/chaos), run long: SEED= replays a run,
+# DURATION= seconds of faults, DCS=etcd|etcd3|both. Exit status 1 on any violation.
+SEED     ?=
+DURATION ?= 600
+DCS      ?= etcd
+chaos: deps venv
+	$(PY) -m tests.chaos --duration $(DURATION) --dcs $(DCS) $(if $(SEED),--seed $(SEED))
+
 # Debian packages the lab needs, installed only when a command is missing.
 deps: pkg-deps
 	@missing=""; \
 	command -v etcd >/dev/null || missing="$$missing etcd-server"; \
 	command -v etcdctl >/dev/null || missing="$$missing etcd-client"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v tc >/dev/null || missing="$$missing iproute2"; \
+	command -v nft >/dev/null || missing="$$missing nftables"; \
 	command -v curl >/dev/null || missing="$$missing curl"; \
 	command -v ping >/dev/null || missing="$$missing iputils-ping"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \

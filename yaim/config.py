@@ -271,6 +271,10 @@ class Config:
     netmask6: int = _key(_integer(0, 128), 128)
     label: str = _key(_text(_path_part), "yaim")
     allowed_networks: Tuple[IPNetwork, ...] = _key(_list(_network), ())
+    announce_count: int = _key(_integer(0, 100), 3)
+    announce_interval: int = _key(_MILLISECONDS, 500)
+    probe_timeout: int = _key(_integer(0), lambda values: min(250, values.get("interval", 0) // 2))
+    conflict_backoff: int = _key(_integer(1000), 300000)
     checker_type: str = _key(_choice("http", "postgres", "shell", "none"), "http")
     check_interval: int = _key(_MILLISECONDS, lambda values: values.get("interval"))
     check_timeout: int = _key(_MILLISECONDS, 2000)
@@ -282,6 +286,11 @@ class Config:
     postgres_dsn: Optional[str] = _key(_OPTIONAL_TEXT, None, secret=mask_dsn)
     postgres_query: str = _key(_text(), "SELECT 1")
     shell_command: Optional[Tuple[str, ...]] = _key(_command, None)
+    notify_take: Optional[Tuple[str, ...]] = _key(_command, None)
+    notify_release: Optional[Tuple[str, ...]] = _key(_command, None)
+    notify_fence: Optional[Tuple[str, ...]] = _key(_command, None)
+    notify_health: Optional[Tuple[str, ...]] = _key(_command, None)
+    notify_timeout: int = _key(_MILLISECONDS, 5000)
     status_listen: Optional[str] = _key(_text(_host_port, optional=True), "127.0.0.1:9720")
     log_level: str = _key(_choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), "INFO")
     log_file: Optional[str] = _key(_OPTIONAL_TEXT, None)
@@ -294,6 +303,10 @@ class Config:
     retry_after_s = _seconds("retry_after")
     check_interval_s = _seconds("check_interval")
     check_timeout_s = _seconds("check_timeout")
+    announce_interval_s = _seconds("announce_interval")
+    probe_timeout_s = _seconds("probe_timeout")
+    conflict_backoff_s = _seconds("conflict_backoff")
+    notify_timeout_s = _seconds("notify_timeout")
 
     def as_dict(self, mask_secrets: bool = True) -> Dict[str, Any]:
         """Effective config with the contract's keys and plain values, for --check-config."""
@@ -320,6 +333,13 @@ def _ttl_covers_interval(ttl: int, interval: int) -> Optional[str]:
     """Three refreshes per TTL, so one late or lost refresh never lets a mark expire."""
     if ttl < 3 * interval:
         return f"must be at least 3 x interval ({3 * interval} ms), got {ttl}"
+    return None
+
+
+def _probe_within_interval(probe: int, interval: int) -> Optional[str]:
+    """A take round probes once; it must not outlast the interval it runs in."""
+    if probe >= interval:
+        return f"must be less than interval ({interval} ms), got {probe}"
     return None
 
 
@@ -360,6 +380,7 @@ class _Rule(NamedTuple):
 
 _RULES = (
     _Rule(("ttl", "interval"), _ttl_covers_interval),
+    _Rule(("probe_timeout", "interval"), _probe_within_interval),
     _Rule(("etcd_cert_file", "etcd_key_file"), _cert_with_key),
     _Rule(("etcd_password", "etcd_user"), _password_with_user),
     _Rule(("label", "interface"), _label_fits),

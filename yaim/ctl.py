@@ -12,12 +12,31 @@ import argparse
 import ipaddress
 import json
 import sys
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+)
 
 from yaim import __version__, config, dcs
 from yaim.cli import load_or_report
 from yaim.errors import DCSError, YaimError
-from yaim.view import IPAddress, Rejected, Snapshot, in_order, parse_address, parse_snapshot
+from yaim.view import (
+    Conflict,
+    IPAddress,
+    Rejected,
+    Snapshot,
+    in_order,
+    parse_address,
+    parse_snapshot,
+)
 
 EXIT_OK, EXIT_DCS, EXIT_REFUSED = 0, 1, 2
 
@@ -61,13 +80,14 @@ class Cluster(NamedTuple):
     entries: Tuple[Entry, ...]
     nodes: Tuple[Node, ...]
     refused: Tuple[Rejected, ...]
+    conflicts: Mapping[IPAddress, Conflict] = {}
 
 
 def summarize(snapshot: Snapshot, allowed: Sequence[Any] = ()) -> Cluster:
     """The pool with holders and TTLs, and every node named by a key or a mark."""
     view, refused = parse_snapshot(snapshot, allowed)
     entries = []
-    for address in in_order(view.pool):
+    for address in in_order(view.pool.union(view.conflicts)):
         holder = view.holders.get(address)
         ttl = snapshot.marks[str(address)].ttl if holder is not None else None
         entries.append(Entry(address, holder, ttl))
@@ -81,7 +101,7 @@ def summarize(snapshot: Snapshot, allowed: Sequence[Any] = ()) -> Cluster:
         )
         for name in sorted(names)
     )
-    return Cluster(tuple(entries), nodes, refused)
+    return Cluster(tuple(entries), nodes, refused, view.conflicts)
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -116,6 +136,12 @@ def nodes_table(cluster: Cluster) -> str:
 def problems(cluster: Cluster) -> List[str]:
     """What an operator should look at: free addresses, odd holders, refused entries."""
     lines = [f"refused pool entry {r.name!r}: {r.reason}" for r in cluster.refused]
+    for address in in_order(cluster.conflicts):
+        note = cluster.conflicts[address]
+        lines.append(
+            f"conflict on {address}: {note.mac} answers for it, a host outside yaim"
+            f" (seen by {note.node}); nobody takes it until the note expires"
+        )
     free = [str(e.address) for e in cluster.entries if e.holder is None]
     if free:
         lines.append("not held by any node: " + ", ".join(free))

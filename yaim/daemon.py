@@ -5,6 +5,7 @@
     balancer   reads the cluster, plans, creates and deletes marks
     actuator   makes the interface match the held addresses; fences on time
     watch      wakes the balancer the moment the cluster changes in the DCS
+    notify     runs the operator's notify commands for the others' events
 
 The main thread owns the signals and the shutdown: on SIGTERM/SIGINT, or when a
 thread crashes, it removes every address, then deletes this node's marks and
@@ -19,11 +20,11 @@ import signal
 import socket
 import threading
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 from yaim import __version__, checks, dcs
 from yaim import config as config_module
-from yaim.actuator import Actuator
+from yaim.actuator import Actuator, address_protocol
 from yaim.actuator.iproute import IpCommand
 from yaim.errors import ActuatorError, ConfigError, DCSError, YaimError
 from yaim.metrics import CONTENT_TYPE, Metrics
@@ -34,8 +35,9 @@ from yaim.threads.balancer import BalancerThread
 from yaim.threads.base import Worker
 from yaim.threads.health import HealthThread
 from yaim.threads.heartbeat import HeartbeatThread
+from yaim.threads.notify import Notifier
 from yaim.threads.watch import WatchThread
-from yaim.view import in_order, parse_snapshot
+from yaim.view import IPAddress, in_order, parse_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +45,13 @@ log = logging.getLogger(__name__)
 SHUTDOWN_DCS_TIMEOUT = 0.5
 # How long the main thread waits for the actuator to remove the addresses at shutdown.
 SHUTDOWN_ACTUATOR_TIMEOUT = 2.0
+# Beyond notify-timeout, how long shutdown waits for the notifier: a killed command's reaping.
+SHUTDOWN_NOTIFY_SLACK = 1.5
 
 # Keys a SIGHUP applies at once (by name, or by prefix); any other change needs a restart.
 LIVE_KEYS = ("log-level",)
-LIVE_PREFIXES = ("check-", "checker-", "http-", "postgres-", "shell-")
+CHECK_PREFIXES = ("check-", "checker-", "http-", "postgres-", "shell-")
+LIVE_PREFIXES = (*CHECK_PREFIXES, "notify-")
 
 
 def is_live(key: str) -> bool:
@@ -64,7 +69,14 @@ def fence_margin(config) -> float:
 
 
 def make_actuator(config, tools=None) -> Actuator:
-    return Actuator(config.interface, config.label, config.netmask, config.netmask6, tools)
+    return Actuator(
+        config.interface,
+        config.label,
+        config.netmask,
+        config.netmask6,
+        tools,
+        config.allowed_networks,
+    )
 
 
 class Daemon:
@@ -78,11 +90,21 @@ class Daemon:
         self.crashed: List[str] = []
         self.state = SharedState(config.ttl_s, fence_margin(config))
         self.metrics = Metrics()
-        common = {"stop": self.stop, "on_crash": self._on_crash, "metrics": self.metrics}
+        self.notifier = Notifier(
+            config, lambda: self.state.healthy, on_crash=self._on_crash, metrics=self.metrics
+        )
+        common = {
+            "stop": self.stop,
+            "on_crash": self._on_crash,
+            "metrics": self.metrics,
+            "notify": self.notifier.submit,
+        }
         self.actuator = ActuatorThread(
             lambda: make_actuator(config),
             self.state,
             config.node_name,
+            announce_count=config.announce_count,
+            announce_interval=config.announce_interval_s,
             period=config.interval_s,
             **common,
         )
@@ -113,6 +135,7 @@ class Daemon:
         )
         self.watch = WatchThread(store.clone(), self.balancer.poke, config.interval_s, **common)
         self.threads: List[Worker] = [
+            self.notifier,
             self.actuator,
             self.health,
             self.heartbeat,
@@ -123,6 +146,7 @@ class Daemon:
         self.metrics.healthy.set_function(lambda: self.state.healthy)
         self.metrics.dcs_last_success_age.set_function(self._dcs_age_or_nan)
         self.status_server: Optional[StatusServer] = None
+        self.thawed = time.monotonic()  # start, or the end of the last freeze of the process
 
     def _on_crash(self, name: str) -> None:
         self.crashed.append(name)
@@ -133,6 +157,7 @@ class Daemon:
         self.wake_main.set()
 
     def _on_health_change(self, healthy: bool) -> None:
+        self.notifier.submit("health", None, self.state.health_reason)  # before what it causes
         self.heartbeat.poke()
         self.balancer.poke()
 
@@ -166,13 +191,14 @@ class Daemon:
             self.config,
             **{key.replace("-", "_"): getattr(new, key.replace("-", "_")) for key in live},
         )
-        if any(key != "log-level" for key in live):
+        if any(key.startswith(CHECK_PREFIXES) for key in live):
             try:
                 checker = checks.create(applied)
             except YaimError as exc:
                 log.error("reload refused, keeping the running configuration: %s", exc)
                 return
             self.health.reconfigure(applied, checker)
+        self.notifier.reconfigure(applied)
         self.config = applied
         logging.getLogger().setLevel(applied.log_level)
         log.info(
@@ -200,12 +226,21 @@ class Daemon:
             self.config.dcs_namespace,
             self.config.dcs_clustername,
         )
+        label = f"{self.config.interface}:{self.config.label}"
+        log.info(
+            "node %s marks the addresses it adds with label %s (IPv4) and address protocol %#x",
+            self.config.node_name,
+            label,
+            address_protocol(label),
+        )
         self._start_status()
         for thread in self.threads:
             thread.start()
         while not self.stop.is_set():
+            asleep = time.monotonic()
             self.wake_main.wait(self.config.interval_s)
             self.wake_main.clear()
+            self._note_freeze(asleep, time.monotonic())
             if self.reload_requested:
                 self.reload_requested = False
                 self.reload()
@@ -216,13 +251,22 @@ class Daemon:
             return 1
         return 0
 
-    def _watch(self) -> None:
+    def _note_freeze(self, asleep: float, awake: float) -> None:
+        """A wait that overran by more than an interval means the whole process was not
+        running (SIGSTOP, a paused VM, a starved host), so no thread ran either: from
+        then on the actuator is judged from `awake`, not from its last round."""
+        if awake - asleep > 2 * self.config.interval_s:
+            self.thawed = awake
+
+    def _watch(self, now: Optional[float] = None) -> None:
         """Notice a stuck actuator: it is the thread that fences, so that is fatal.
 
         The other threads may legitimately wait long on a slow DCS or check, and
-        while they do the fence times still protect the addresses.
+        while they do the fence times still protect the addresses. After a freeze
+        the actuator gets a whole ttl to finish a round, as at start.
         """
-        stuck = self.actuator.stuck_for()
+        now = time.monotonic() if now is None else now
+        stuck = min(self.actuator.stuck_for(now), now - self.thawed)
         if stuck > self.config.ttl_s:
             log.critical("actuator thread has not finished a round for %.1fs: stopping", stuck)
             self.crashed.append("actuator (stuck)")
@@ -239,9 +283,21 @@ class Daemon:
             log.error("actuator thread did not finish: removing addresses with the ip command")
             remove_addresses(self.config, tools=[IpCommand()])
         release_in_dcs(self.config, held)
+        self._notify_last(held)
         if self.status_server is not None:
             self.status_server.stop()
         log.info("node %s stopped", self.config.node_name)
+
+    def _notify_last(self, released) -> None:
+        """The releases of the shutdown, then a bounded wait for the queued notifications."""
+        for address in in_order(released):
+            self.notifier.submit("release", address, "stopping")
+        if not self.notifier.is_alive():
+            return
+        self.notifier.close()
+        self.notifier.join(self.config.notify_timeout_s + SHUTDOWN_NOTIFY_SLACK)
+        if self.notifier.is_alive():
+            log.warning("a notify command is still running at exit: it is killed")
 
     def _start_status(self) -> None:
         """The read-only endpoint on `status-listen`, unless it is empty."""
@@ -290,6 +346,14 @@ class Daemon:
                     {"address": str(address), "holder": view.holders.get(address)}
                     for address in in_order(view.pool)
                 ],
+                "conflicts": [
+                    {
+                        "address": str(address),
+                        "mac": view.conflicts[address].mac,
+                        "seen_by": view.conflicts[address].node,
+                    }
+                    for address in in_order(view.conflicts)
+                ],
             }
         return {
             "node": self.config.node_name,
@@ -307,14 +371,19 @@ class Daemon:
         }
 
 
-def remove_addresses(config, tools=None) -> List:
-    """Remove every labelled address from the interface; returns the ones that failed."""
+def remove_addresses(config, tools=None, marked: Iterable[IPAddress] = ()) -> List:
+    """Remove every address yaim marked from the interface; returns the ones that failed.
+
+    `marked`: addresses this node has marks for in the DCS. Where IPv6 addresses
+    can carry no mark of their own, those marks are what tells yaim's apart.
+    """
     actuator = make_actuator(config, tools)
     try:
-        owned = actuator.owned()
+        present, owned = actuator.scan()
     except ActuatorError as exc:
         log.error("cannot list the addresses of %s: %s", config.interface, exc)
         return []
+    owned |= {address for address in present.intersection(marked) if actuator.adopt(address)}
     for address in in_order(owned):
         log.info("removing %s from %s", address, config.interface)
     return actuator.remove_all(in_order(owned))
@@ -323,13 +392,7 @@ def remove_addresses(config, tools=None) -> List:
 def release_in_dcs(config, held=()) -> bool:
     """Delete this node's marks and node key, one quick try each; False if the DCS failed."""
     store = dcs.connect(config, tries=1, timeout=SHUTDOWN_DCS_TIMEOUT)
-    mine = set(held)
-    try:
-        snapshot = store.read()
-        view, _ = parse_snapshot(snapshot)
-        mine |= {address for address, holder in view.holders.items() if holder == store.node}
-    except DCSError as exc:
-        log.warning("cannot read the DCS to release marks: %s", exc)
+    mine = set(held) | marked_here(store)
     try:
         for address in in_order(mine):
             if store.delete_mark(address):
@@ -339,6 +402,16 @@ def release_in_dcs(config, held=()) -> bool:
         log.warning("giving up on the DCS, the marks will expire: %s", exc)
         return False
     return True
+
+
+def marked_here(store: dcs.DCS) -> Set[IPAddress]:
+    """The pool addresses this node has marks for, one quick read; none if the DCS fails."""
+    try:
+        view, _ = parse_snapshot(store.read())
+    except DCSError as exc:
+        log.warning("cannot read the DCS for the marks of node %s: %s", store.node, exc)
+        return set()
+    return {address for address, holder in view.holders.items() if holder == store.node}
 
 
 def interface_exists(name: str) -> bool:
@@ -351,7 +424,8 @@ def interface_exists(name: str) -> bool:
 
 def cleanup(config) -> None:
     """--cleanup: nothing of this node left on the interface or (if reachable) in the DCS."""
-    failed = remove_addresses(config)
+    store = dcs.connect(config, tries=1, timeout=SHUTDOWN_DCS_TIMEOUT)
+    failed = remove_addresses(config, marked=marked_here(store))
     if failed:
         log.error("could not remove: %s", ", ".join(map(str, failed)))
     release_in_dcs(config)

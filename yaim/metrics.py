@@ -20,6 +20,8 @@ CHECK_RESULTS = ("healthy", "unhealthy")
 TAKE_REASONS = ("free", "resumed")
 RELEASE_REASONS = ("removed", "unhealthy", "drained", "rebalance")
 FENCE_CAUSES = ("deadline", "mark-lost")
+NOTIFY_EVENTS = ("take", "release", "fence", "health")
+NOTIFY_RESULTS = ("ok", "failed", "timeout", "error")  # yaim.command.Outcome.result
 
 # A `*_created` timestamp per counter doubles /metrics and tells an operator nothing;
 # the switch is process-wide and appeared in prometheus-client 0.17.
@@ -90,6 +92,18 @@ class Metrics:
             ["cause"],
             registry=registry,
         )
+        self.notify_runs = Counter(
+            "yaim_notify_runs",
+            "Notify commands run, by event and result (ok, failed, timeout, error: not started)",
+            ["event", "result"],
+            registry=registry,
+        )
+        self.notify_dropped = Counter(
+            "yaim_notify_dropped",
+            "Notify events never run: dropped from a full queue or left at shutdown",
+            ["event"],
+            registry=registry,
+        )
         self.loop_duration = Histogram(
             "yaim_loop_duration_seconds",
             "Time one round of a daemon thread took",
@@ -103,9 +117,13 @@ class Metrics:
             (self.takeovers, TAKE_REASONS),
             (self.releases, RELEASE_REASONS),
             (self.fencing, FENCE_CAUSES),
+            (self.notify_dropped, NOTIFY_EVENTS),
         ):
             for value in values:
                 counter.labels(value)
+        for event in NOTIFY_EVENTS:
+            for result in NOTIFY_RESULTS:
+                self.notify_runs.labels(event, result)
 
     def dcs_request(self, operation: str, seconds: float, ok: bool) -> None:
         """The DCS observer: one request (one try) of `operation` took `seconds`."""

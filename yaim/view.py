@@ -8,6 +8,7 @@ Neither touches the network; both are immutable so they can be shared freely.
 from __future__ import annotations
 
 import ipaddress
+import json
 from typing import FrozenSet, Iterable, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
@@ -36,6 +37,7 @@ class Snapshot(NamedTuple):
 
     malformed: pool entries the backend could not use at all (name -> reason),
     e.g. a plain key where the layout wants a directory.
+    conflicts: the `conflicts` notes, address name -> the note's text.
     """
 
     pool: FrozenSet[str]
@@ -43,6 +45,27 @@ class Snapshot(NamedTuple):
     nodes: FrozenSet[str]
     drained: FrozenSet[str] = frozenset()
     malformed: Mapping[str, str] = {}
+    conflicts: Mapping[str, str] = {}
+
+
+class Conflict(NamedTuple):
+    """A `conflicts` note: `node` saw a host yaim does not control (`mac`) answer for it."""
+
+    mac: str
+    node: str
+
+    def text(self) -> str:
+        """The note's value in the DCS."""
+        return json.dumps({"mac": self.mac, "node": self.node}, sort_keys=True)
+
+    @classmethod
+    def parse(cls, text: str) -> Conflict:
+        """A note's value; one that cannot be read still counts, as from an unknown host."""
+        try:
+            note = json.loads(text)
+            return cls(str(note["mac"]), str(note["node"]))
+        except (ValueError, TypeError, KeyError):
+            return cls("?", "?")
 
 
 class Rejected(NamedTuple):
@@ -56,13 +79,22 @@ class ClusterView(NamedTuple):
     """What the balancer plans from.
 
     nodes: the healthy nodes that take part (node key present, not drained).
-    pool: the valid pool addresses.
+    pool: the valid pool addresses, less those in conflict.
     holders: address -> node named in its `marked` key (only pool addresses).
+    conflicts: unmarked pool addresses that a host outside yaim answered for
+    (a `conflicts` note, until its TTL ends): nobody takes them meanwhile.
     """
 
     nodes: FrozenSet[str]
     pool: FrozenSet[IPAddress]
     holders: Mapping[IPAddress, str]
+    conflicts: Mapping[IPAddress, Conflict] = {}
+
+
+def is_allowed(address: IPAddress, allowed: Iterable[IPNetwork]) -> bool:
+    """Whether `allowed-networks` admit the address; an empty list admits every address."""
+    allowed = tuple(allowed)
+    return not allowed or any(address in net for net in allowed if net.version == address.version)
 
 
 def parse_address(name: str, allowed: Iterable[IPNetwork] = ()) -> Tuple[Optional[IPAddress], str]:
@@ -73,8 +105,7 @@ def parse_address(name: str, allowed: Iterable[IPNetwork] = ()) -> Tuple[Optiona
         return None, "not an IP address"
     if str(address) != name:
         return None, f"not in canonical form (expected {address})"
-    allowed = tuple(allowed)
-    if allowed and not any(address in net for net in allowed if net.version == address.version):
+    if not is_allowed(address, allowed):
         return None, "outside allowed-networks"
     return address, ""
 
@@ -97,9 +128,15 @@ def parse_snapshot(
         address, _ = parse_address(name, allowed)
         if address in pool:
             holders[address] = mark.holder
+    conflicts = {}
+    for name, text in snapshot.conflicts.items():
+        address, _ = parse_address(name, allowed)
+        if address in pool and address not in holders:
+            conflicts[address] = Conflict.parse(text)
     view = ClusterView(
         nodes=frozenset(snapshot.nodes - snapshot.drained),
-        pool=frozenset(pool),
+        pool=frozenset(pool.difference(conflicts)),
         holders=holders,
+        conflicts=conflicts,
     )
     return view, tuple(rejected)

@@ -106,7 +106,7 @@ class Node:
         store = dcs.connect(cfg, stop=stop)
         period = cfg.interval_s
         self.balancer = BalancerThread(
-            store, self.state, cfg, lambda _: True, period=period, **common
+            store, self.state, cfg, lambda *_, **__: True, period=period, **common
         )
         self.heartbeat = HeartbeatThread(
             store.clone(), self.state, self.balancer.poke, period=period, **common

@@ -13,6 +13,7 @@ import base64
 import json
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -289,16 +290,48 @@ class EtcdCluster:
             raise
         return self
 
-    def stop_member(self, i: int, timeout: float = STOP_TIMEOUT) -> None:
-        """Stop member i: SIGTERM, SIGKILL after `timeout` seconds."""
+    def stop_member(self, i: int, timeout: float = STOP_TIMEOUT, sig: int = signal.SIGTERM) -> None:
+        """Stop member i: `sig` (SIGKILL: a power loss), SIGKILL after `timeout` seconds."""
         proc = self.members[i].proc
         if proc is not None:
-            stop_processes([proc], timeout)
+            stop_processes([proc], timeout, sig)
 
     def start_member(self, i: int, timeout: float = START_TIMEOUT) -> None:
         """Restart a stopped member i on its old data directory; wait until healthy."""
-        self._spawn(i, "existing")
-        self._wait_healthy([i], timeout)
+        self.start_members([i], timeout)
+
+    def start_members(self, indexes: Sequence[int], timeout: float = START_TIMEOUT) -> None:
+        """Restart stopped members together (one alone has no quorum); wait until healthy."""
+        for i in indexes:
+            self._spawn(i, "existing")
+        self._wait_healthy(indexes, timeout)
+
+    def running(self, i: int) -> bool:
+        proc = self.members[i].proc
+        return proc is not None and proc.poll() is None
+
+    def leader(self) -> Optional[int]:
+        """The index of the member that is the raft leader (v3 maintenance status), or
+        None when no running member names itself leader."""
+        for i, member in enumerate(self.members):
+            if not self.running(i):
+                continue
+            try:
+                answer = etcd_request(
+                    member.client_url,
+                    "POST",
+                    "/v3/maintenance/status",
+                    netns=self.netns,
+                    timeout=2.0,
+                    body={},
+                    curl_args=self.curl_args,
+                )
+            except EtcdUnreachable:
+                continue
+            me = answer.get("header", {}).get("member_id")
+            if me is not None and answer.get("leader") == me:
+                return i
+        return None
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Stop every member (by pid), one after the other: a leader stopped together

@@ -39,6 +39,7 @@ HEALTH_SCRIPT = Path(__file__).with_name("health.py")
 PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{1,7}$")
 PREFIX_TRIES = 5
 STOP_TIMEOUT = 3.0
+NFT_TABLE = "ytimpair"
 
 
 class LabError(RuntimeError):
@@ -293,6 +294,32 @@ class Lab:
     def link(self, i: int, dev: str, up: bool) -> None:
         """Set node i's `dev` ("dcs0" or "lan0") up or down."""
         self.ip(self.node_ns(i), "link", "set", dev, "up" if up else "down")
+
+    def impair(self, i: int, loss: int = 30, delay_ms: int = 100) -> str:
+        """Lose `loss` % of the packets node i sends on dcs0 and lan0, and delay them by
+        `delay_ms`, with `tc ... netem`; where the kernel lacks sch_netem, lose them
+        with an nftables `numgen random` rule instead (no delay). Returns what was
+        applied; LabError when neither works. `clear_impairment` undoes it."""
+        ns = self.node_ns(i)
+        netem = ["netem", "loss", f"{loss}%", "delay", f"{delay_ms}ms"]
+        res = self.run(ns, ["tc", "qdisc", "replace", "dev", "dcs0", "root", *netem], check=False)
+        if res.returncode == 0:
+            self.run(ns, ["tc", "qdisc", "replace", "dev", "lan0", "root", *netem])
+            return f"netem loss {loss}% delay {delay_ms}ms"
+        if shutil.which("nft") is None:
+            raise LabError(f"tc netem: {res.stderr.strip()}; and no nft for a fallback")
+        rule = f'oifname {{ "dcs0", "lan0" }} numgen random mod 100 < {loss} drop'
+        chain = f"chain out {{\ntype filter hook output priority 0;\n{rule}\n}}"
+        self.run(ns, ["nft", "-f", "-"], input=f"table inet {NFT_TABLE} {{\n{chain}\n}}\n")
+        return f"nftables loss {loss}% without delay (tc netem: {res.stderr.strip()})"
+
+    def clear_impairment(self, i: int) -> None:
+        """Undo `impair` on node i (whatever of it is there)."""
+        ns = self.node_ns(i)
+        for dev in ("dcs0", "lan0"):
+            self.run(ns, ["tc", "qdisc", "del", "dev", dev, "root"], check=False)
+        if shutil.which("nft") is not None:
+            self.run(ns, ["nft", "delete", "table", "inet", NFT_TABLE], check=False)
 
     def lan_state(self, i: int) -> LinkState:
         """Node i's lan0: whether it is up, and its addresses besides the base and

@@ -151,6 +151,18 @@ class Observer:
                 return sample.time
         return None
 
+    def window(self, start: float, end: float) -> List[Sample]:
+        """The samples taken from `start` to `end` (monotonic times), oldest first."""
+        with self._new_sample:
+            return [s for s in self.samples if start <= s.time <= end]
+
+    def discard_before(self, t: float) -> None:
+        """Forget samples and violations older than `t`, so a long run keeps its memory
+        bounded; not while a `wait_for` is running in another thread."""
+        with self._new_sample:
+            self.samples = [s for s in self.samples if s.time >= t]
+            self.violations = [v for v in self.violations if v[0] >= t]
+
     # statistics ------------------------------------------------------------
 
     @property

@@ -295,3 +295,14 @@ def test_leave_moves_the_minimum(v, data):
     left = v._replace(nodes=v.nodes - {leaver}, holders=holders)
     settled, released = settle(left)
     assert released == moved(left, settled) == minimum_moves(left)
+
+
+@fast
+@given(views())
+def test_the_next_round_never_undoes_a_round(v):
+    """Carrying out the plans and planning again on the result releases nothing: the
+    second round only takes what the first freed, so no address moves twice."""
+    after, _ = play_round(v)
+    for node in after.nodes:
+        p = plan(after, node)
+        assert not p.release, f"{node} releases {set(p.release)} it kept or took one round ago"

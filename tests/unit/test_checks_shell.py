@@ -14,6 +14,7 @@ from typing import Sequence
 import pytest
 
 from tests.lab.util import live_group_members, wait_until
+from yaim import command
 from yaim.checks import create, shell
 from yaim.state import SharedState
 from yaim.threads.health import HealthThread
@@ -54,7 +55,7 @@ def test_long_output_keeps_its_end():
     result = sh("seq 1 5000; echo the-end; exit 1").check()
     output = result.reason.split("exit status 1: ", 1)[1]
     assert output.startswith("...") and output.endswith("4999 5000 the-end")
-    assert len(output) <= shell.OUTPUT_TAIL + 3
+    assert len(output) <= command.OUTPUT_TAIL + 3
 
 
 def test_death_by_signal_is_named():
@@ -91,7 +92,7 @@ def test_a_grandchild_that_leaves_the_group_cannot_hold_the_check(tmp_path: Path
 
 
 def test_a_missing_command_is_unhealthy_and_logged(caplog):
-    with caplog.at_level(logging.ERROR, logger="yaim.checks.shell"):
+    with caplog.at_level(logging.ERROR, logger="yaim.command"):
         made = checker(["/nonexistent/check-service", "--quick"])
     assert "/nonexistent/check-service: command not found" in caplog.text
     for _ in range(2):  # and it keeps saying so, it does not raise
@@ -121,7 +122,7 @@ def test_a_check_running_when_yaim_exits_is_killed(tmp_path: Path):
     thread = threading.Thread(target=lambda: results.append(made.check()))
     thread.start()
     pid = int(wait_until(lambda: pid_file.exists() and pid_file.read_text(), 5, what="the pid"))
-    shell._kill_running()  # what atexit runs
+    command._kill_running()  # what atexit runs
     thread.join(5)
     assert not thread.is_alive()
     assert results[0].reason.endswith("killed by SIGKILL")

@@ -71,6 +71,10 @@ DEFAULTS = {
     "netmask6": 128,
     "label": "yaim",
     "allowed_networks": (),
+    "announce_count": 3,
+    "announce_interval": 500,
+    "probe_timeout": 250,
+    "conflict_backoff": 300000,
     "checker_type": "http",
     "check_interval": 1000,
     "check_timeout": 2000,
@@ -81,6 +85,11 @@ DEFAULTS = {
     "postgres_dsn": None,
     "postgres_query": "SELECT 1",
     "shell_command": None,
+    "notify_take": None,
+    "notify_release": None,
+    "notify_fence": None,
+    "notify_health": None,
+    "notify_timeout": 5000,
     "status_listen": "127.0.0.1:9720",
     "log_level": "INFO",
     "log_file": None,
@@ -207,6 +216,10 @@ def test_config_is_immutable(tmp_path):
         ({"allowed-networks": ["198.51.100.1/24"]}, "allowed-networks", "host bits set"),
         ({"allowed-networks": ["nonsense"]}, "allowed-networks", "CIDR"),
         ({"allowed-networks": 5}, "allowed-networks", "must be a list"),
+        ({"announce-count": 101}, "announce-count", "between 0 and 100"),
+        ({"announce-interval": 0}, "announce-interval", "at least 1"),
+        ({"probe-timeout": 1000}, "probe-timeout", "less than interval (1000 ms), got 1000"),
+        ({"conflict-backoff": 999}, "conflict-backoff", "at least 1000"),
         ({"checker-type": "tcp"}, "checker-type", "must be one of http, postgres, shell, none"),
         ({"check-interval": 0}, "check-interval", "at least 1"),
         ({"check-timeout": 0}, "check-timeout", "at least 1"),
@@ -227,6 +240,11 @@ def test_config_is_immutable(tmp_path):
         ({"shell-command": ["check", 5]}, "shell-command", "list of strings"),
         ({"shell-command": {"a": 1}}, "shell-command", "list of strings"),
         ({"shell-command": "check 'unclosed"}, "shell-command", "cannot split"),
+        ({"notify-take": []}, "notify-take", "must name a program"),
+        ({"notify-release": ["hook", 5]}, "notify-release", "list of strings"),
+        ({"notify-fence": "hook 'unclosed"}, "notify-fence", "cannot split"),
+        ({"notify-health": 5}, "notify-health", "command line or a list"),
+        ({"notify-timeout": 0}, "notify-timeout", "at least 1"),
         ({"status-listen": "9720"}, "status-listen", "must be HOST:PORT"),
         ({"status-listen": "127.0.0.1:0"}, "status-listen", "must be HOST:PORT"),
         ({"status-listen": "[::1:9720"}, "status-listen", "must be HOST:PORT"),
@@ -271,11 +289,6 @@ def test_every_problem_is_reported_at_once(tmp_path):
     assert len(problems) == len(keys), problems
     for key in keys:
         assert any(key in problem for problem in problems), key
-
-
-def test_keys_of_later_features_are_not_accepted_yet(tmp_path):
-    for key in ("notify-take",):
-        assert f": {key}: unknown key" in one_problem(tmp_path, {key: "x"})
 
 
 # --- the file itself ---
@@ -504,6 +517,16 @@ def test_postgres_and_shell_checkers(tmp_path):
     from_env = load(tmp_path, shell, {"YAIM_SHELL_COMMAND": "sh -c 'exit 0'"})
     assert from_env.shell_command == ("sh", "-c", "exit 0")
     assert from_env.as_dict()["shell-command"] == ["sh", "-c", "exit 0"]
+
+
+def test_notify_commands(tmp_path):
+    cfg = load(tmp_path, {"notify-take": "systemctl reload haproxy", "notify-timeout": 800})
+    assert cfg.notify_take == ("systemctl", "reload", "haproxy")
+    assert (cfg.notify_timeout, cfg.notify_timeout_s) == (800, 0.8)
+    hook = ["sh", "-c", 'echo "$YAIM_EVENT" >> /tmp/x']
+    from_env = load(tmp_path, {"notify-fence": hook}, {"YAIM_NOTIFY_FENCE": ""})
+    assert from_env.notify_fence is None
+    assert load(tmp_path, {"notify-fence": hook}).as_dict()["notify-fence"] == hook
 
 
 @pytest.mark.parametrize(

@@ -254,8 +254,18 @@ def test_a_bad_file_is_refused_and_the_running_config_kept(node, caplog):
     assert caplog.text.count("reload refused, keeping the running configuration") == 2
 
 
+def test_reload_of_notify_commands_keeps_the_checker(node, caplog):
+    caplog.set_level(logging.INFO)
+    rewrite(node, notify_take=["systemctl", "reload", "haproxy"], notify_timeout=800)
+    node.reload()
+    assert node.notifier.config.notify_take == ("systemctl", "reload", "haproxy")
+    assert node.notifier.config.notify_timeout == 800 and queued(node.health) == []
+    assert "notify-take, notify-timeout applied" in caplog.text
+
+
 def test_live_keys():
     assert all(map(daemon.is_live, ["log-level", "check-rise", "checker-type", "http-url"]))
+    assert all(map(daemon.is_live, ["notify-take", "notify-health", "notify-timeout"]))
     assert not any(map(daemon.is_live, ["interface", "ttl", "dcs-endpoints", "status-listen"]))
 
 

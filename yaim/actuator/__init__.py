@@ -2,8 +2,21 @@
 
 Two tools talk to the kernel: netlink (pyroute2) first, the `ip` command when
 netlink fails or pyroute2 is missing. Both are idempotent: adding an address
-that is there, or removing one that is not, succeeds. Only addresses yaim added
-(IPv4: carrying `<interface>:<label>`) are ever removed.
+that is there, or removing one that is not, succeeds.
+
+Only addresses yaim added are ever removed. It marks them twice: IPv4 ones with
+the label `<interface>:<label>` (the contract's mark), both families with an
+address protocol number derived from that label (IFA_PROTO, Linux >= 5.18),
+the only mark an IPv6 address can carry. Where the kernel, pyroute2 or `ip`
+cannot set or show it, the IPv6 addresses this run added are remembered in
+memory instead (and `yaim --cleanup` finds a crashed run's through this node's
+marks in the DCS, see `adopt`). An address that was on the interface, unmarked,
+before yaim wanted it is left alone; one outside `allowed-networks` is never added.
+
+IPv6 addresses are added with `nodad`: duplicate address detection would keep
+a taken address unusable (tentative) for a second or more, and the conflict
+probe before a take (yaim.actuator.probe) already asks the link whether anyone
+else has it.
 
 An Actuator is not thread-safe on purpose: netlink sockets belong to one thread,
 so the daemon keeps every call to it in its actuator thread.
@@ -13,21 +26,37 @@ from __future__ import annotations
 
 import abc
 import logging
-from typing import Iterable, List, NamedTuple, Optional, Set
+import zlib
+from typing import Iterable, List, NamedTuple, Optional, Set, Tuple
 
 from yaim.actuator.announce import announce
 from yaim.errors import ActuatorError
-from yaim.view import IPAddress
+from yaim.view import IPAddress, IPNetwork, is_allowed
 
 log = logging.getLogger(__name__)
 
 
+def address_protocol(label: str) -> int:
+    """The address protocol number (0x80-0xff) marking the addresses of the yaim on `label`.
+
+    Derived from `<interface>:<label>`, so that two yaim instances on one interface
+    (yaim@.service), which need different labels anyway, mostly also get different
+    numbers; yaim logs its number at start.
+    """
+    return 0x80 | (zlib.crc32(label.encode()) & 0x7F)
+
+
+class AddressRefused(ActuatorError):
+    """The address is outside allowed-networks: never added."""
+
+
 class Configured(NamedTuple):
-    """An address as the kernel lists it on the interface."""
+    """An address as the kernel lists it on the interface (protocol None: not shown)."""
 
     address: IPAddress
     prefixlen: int
     label: str
+    protocol: Optional[int] = None
 
 
 class AddressTool(abc.ABC):
@@ -40,8 +69,10 @@ class AddressTool(abc.ABC):
         """Every address on the interface."""
 
     @abc.abstractmethod
-    def add(self, ifname: str, address: IPAddress, prefixlen: int, label: str) -> None:
-        """Add the address; already present is success."""
+    def add(
+        self, ifname: str, address: IPAddress, prefixlen: int, label: str, protocol: int
+    ) -> bool:
+        """Add the address (IPv6 with nodad), marked; True if added, False if already there."""
 
     @abc.abstractmethod
     def remove(self, ifname: str, address: IPAddress, prefixlen: int) -> None:
@@ -70,13 +101,19 @@ class Actuator:
         netmask: int,
         netmask6: int,
         tools: Optional[List[AddressTool]] = None,
+        allowed: Iterable[IPNetwork] = (),
     ) -> None:
         self.interface = interface
         self.label = f"{interface}:{label}"
+        self.protocol = address_protocol(self.label)
         self.prefixlen = {4: netmask, 6: netmask6}
+        self.allowed = tuple(allowed)
         self.tools = tools if tools is not None else default_tools()
-        # IPv6 addresses carry no label in Linux: remember which ones this run added.
+        # Added by this run: the IPv6 mark where the kernel or the tools lack IFA_PROTO.
         self._added: Set[IPAddress] = set()
+        self._refused: Set[IPAddress] = set()
+        self._unmarked_reported = False
+        self._protocols_shown = False
 
     def _each_tool(self, what: str, operation):
         problems = []
@@ -88,22 +125,72 @@ class Actuator:
                 log.warning("%s on %s with %s failed: %s", what, self.interface, tool.name, exc)
         raise ActuatorError("{} on {}: {}".format(what, self.interface, "; ".join(problems)))
 
-    def owned(self) -> Set[IPAddress]:
-        """The addresses on the interface that yaim put there."""
+    def scan(self) -> Tuple[Set[IPAddress], Set[IPAddress]]:
+        """(every address on the interface, the ones yaim put there)."""
         listed = self._each_tool("list addresses", lambda tool: tool.list(self.interface))
         present = {entry.address for entry in listed}
         self._added &= present
-        return {entry.address for entry in listed if entry.label == self.label} | self._added
+        self._protocols_shown = any(entry.protocol is not None for entry in listed)
+        self._report_unmarked(listed)
+        return present, {entry.address for entry in listed if self._ours(entry)}
+
+    def _ours(self, entry: Configured) -> bool:
+        if entry.address.version == 4:
+            return entry.label == self.label
+        return entry.protocol == self.protocol or entry.address in self._added
+
+    def _report_unmarked(self, listed: List[Configured]) -> None:
+        """Say once when an IPv6 address this run added shows no protocol mark."""
+        if self._unmarked_reported:
+            return
+        for entry in listed:
+            if entry.address in self._added and entry.protocol != self.protocol:
+                log.warning(
+                    "%s on %s shows no address protocol mark (needs Linux >= 5.18 and a"
+                    " pyroute2 or ip that know IFA_PROTO): IPv6 addresses this run added are"
+                    " remembered in memory, and a crashed run's are found by yaim --cleanup"
+                    " through this node's marks in the DCS",
+                    entry.address,
+                    self.interface,
+                )
+                self._unmarked_reported = True
+                return
+
+    def owned(self) -> Set[IPAddress]:
+        """The addresses on the interface that yaim put there."""
+        return self.scan()[1]
 
     def add(self, address: IPAddress) -> None:
-        """Put the address on the interface (no-op if there)."""
+        """Put the address on the interface (no-op if there); AddressRefused outside
+        allowed-networks (logged once per address: the pool is filtered before it
+        gets here, so this only stops what slipped through, a bug or a stale view)."""
+        if not is_allowed(address, self.allowed):
+            if address not in self._refused:
+                self._refused.add(address)
+                log.error(
+                    "refusing to add %s to %s: outside allowed-networks", address, self.interface
+                )
+            raise AddressRefused(f"{address} is outside allowed-networks")
         prefixlen = self.prefixlen[address.version]
-        self._each_tool(
+        added = self._each_tool(
             f"add {address}",
-            lambda tool: tool.add(self.interface, address, prefixlen, self.label),
+            lambda tool: tool.add(self.interface, address, prefixlen, self.label, self.protocol),
         )
-        if address.version == 6:
+        if added and address.version == 6:
             self._added.add(address)
+
+    def adopt(self, address: IPAddress) -> bool:
+        """Take a held address found on the interface without yaim's mark as ours?
+
+        Only an IPv6 one, and only where no address on the interface shows an
+        address protocol (kernel or tools without IFA_PROTO): there a crashed run's
+        address looks like anyone's, and this node's live mark says it is ours. Else
+        it is someone else's, and is never removed.
+        """
+        if address.version == 6 and not self._protocols_shown:
+            self._added.add(address)
+            return True
+        return False
 
     def remove(self, address: IPAddress) -> None:
         """Take the address off the interface (no-op if absent)."""
@@ -115,7 +202,10 @@ class Actuator:
         self._added.discard(address)
 
     def announce(self, address: IPAddress) -> None:
-        """Tell the neighbours the address moved here (gratuitous ARP); failures are logged."""
+        """Tell the neighbours the address moved here (gratuitous ARP, unsolicited NA).
+
+        Failures are logged, never raised: the address works without it.
+        """
         try:
             announce(self.interface, address)
         except OSError as exc:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import abc
 import importlib
 import logging
+import math
 import random
 import ssl
 import threading
@@ -197,6 +198,15 @@ class DCS(abc.ABC):
     @abc.abstractmethod
     def delete_mark(self, address: IPAddress) -> bool:
         """Delete this node's mark; False if it was not (or no longer) ours."""
+
+    @abc.abstractmethod
+    def note_conflict(self, address: IPAddress, note: str) -> None:
+        """Write the `conflicts` note of an address, TTL `conflict-backoff`: meanwhile no
+        node takes it. Written before the mark is deleted, so nobody sees it free."""
+
+    def conflict_ttl(self) -> int:
+        """The note's TTL in whole seconds, as etcd keeps them."""
+        return math.ceil(self.config.conflict_backoff_s)
 
     @abc.abstractmethod
     def _wait(self, timeout: float) -> bool:

@@ -4,6 +4,7 @@
 /<ns>/<cl>/ips/<address>/marked   holder's node name, TTL, created with prevExist=false
 /<ns>/<cl>/nodes/<node>           present while the node is healthy, TTL
 /<ns>/<cl>/drain/<node>           set by an operator, no TTL
+/<ns>/<cl>/conflicts/<address>    a host outside yaim answered for it, TTL conflict-backoff
 """
 
 from __future__ import annotations
@@ -196,6 +197,11 @@ class Backend(DCS):
 
         return self._call("delete " + key, operation)
 
+    def note_conflict(self, address: IPAddress, note: str) -> None:
+        key = f"{self.root}/conflicts/{address}"
+        ttl = self.conflict_ttl()
+        self._call("write " + key, lambda client: client.write(key, note, ttl=ttl))
+
     def _pool_key(self, address: IPAddress) -> str:
         return f"{self.root}/ips/{address}"
 
@@ -239,7 +245,7 @@ class Backend(DCS):
 
 def _snapshot(root: str, result: Optional[etcd.EtcdResult]) -> Snapshot:
     """Sort the recursive read of the cluster directory into the layout's parts."""
-    pool, malformed, marks, nodes, drained = set(), {}, {}, set(), set()
+    pool, malformed, marks, nodes, drained, conflicts = set(), {}, {}, set(), set(), {}
     for node in result.get_subtree() if result is not None else ():
         parts = node.key[len(root) :].strip("/").split("/")
         if len(parts) == 2 and parts[0] == "ips":
@@ -253,10 +259,13 @@ def _snapshot(root: str, result: Optional[etcd.EtcdResult]) -> Snapshot:
             nodes.add(parts[1])
         elif len(parts) == 2 and parts[0] == "drain":
             drained.add(parts[1])
+        elif len(parts) == 2 and parts[0] == "conflicts" and not node.dir:
+            conflicts[parts[1]] = node.value
     return Snapshot(
         pool=frozenset(pool),
         marks=marks,
         nodes=frozenset(nodes),
         drained=frozenset(drained),
         malformed=malformed,
+        conflicts=conflicts,
     )

@@ -4,6 +4,8 @@
 /<ns>/<cl>/ips/<address>/marked   holder's node name, on the holder's lease
 /<ns>/<cl>/nodes/<node>           present while the node is healthy, on its lease
 /<ns>/<cl>/drain/<node>           set by an operator, no lease
+/<ns>/<cl>/conflicts/<address>    a host outside yaim answered for it, on a lease of its own
+                                  (TTL conflict-backoff), so it outlives its writer
 
 One lease per node (TTL = ttl): one keep-alive per interval renews the node key
 and every mark, and they all vanish together when the node dies. A mark is made
@@ -465,6 +467,16 @@ class Backend(DCS):
         self.session.forget(key)
         return deleted
 
+    def note_conflict(self, address: IPAddress, note: str) -> None:
+        key = f"{self.root}/conflicts/{address}"
+
+        def operation(gateway: _Gateway) -> None:
+            lease = gateway.call("/v3/lease/grant", {"TTL": str(self.conflict_ttl())})["ID"]
+            body = {"key": _b64(key), "value": _b64(note), "lease": str(lease)}
+            gateway.call("/v3/kv/put", body)
+
+        self._call("write " + key, operation)
+
     # --- the operator's operations ---
 
     def add_address(self, address: IPAddress) -> bool:
@@ -584,6 +596,7 @@ def _snapshot(root: str, kvs: List[_KV]) -> Snapshot:
     marks: Dict[str, Mark] = {}
     nodes: Set[str] = set()
     drained: Set[str] = set()
+    conflicts: Dict[str, str] = {}
     for kv in kvs:
         parts = kv.key[len(root) :].strip("/").split("/")
         if len(parts) == 2 and parts[0] == "ips":
@@ -594,6 +607,12 @@ def _snapshot(root: str, kvs: List[_KV]) -> Snapshot:
             nodes.add(parts[1])
         elif len(parts) == 2 and parts[0] == "drain":
             drained.add(parts[1])
+        elif len(parts) == 2 and parts[0] == "conflicts":
+            conflicts[parts[1]] = kv.value
     return Snapshot(
-        pool=frozenset(pool), marks=marks, nodes=frozenset(nodes), drained=frozenset(drained)
+        pool=frozenset(pool),
+        marks=marks,
+        nodes=frozenset(nodes),
+        drained=frozenset(drained),
+        conflicts=conflicts,
     )

@@ -4,7 +4,8 @@ It never talks to the DCS, so it can always fence on time: an address whose
 mark was not refreshed by its fence time is removed here, however long the
 DCS keeps the other threads waiting. Its reconcile is harmless to repeat; it
 also puts back an address that someone removed by hand while it is held, and
-at start it removes labelled leftovers of an earlier run.
+at start it removes marked leftovers of an earlier run. After adding an
+address it announces it `announce-count` times, `announce-interval` apart.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import threading
 import time
 from typing import Any, Dict, List, Optional, Set, Tuple
 
-from yaim.actuator import Actuator
+from yaim.actuator import Actuator, AddressRefused
 from yaim.errors import ActuatorError
 from yaim.state import SharedState
 from yaim.threads.base import Worker
@@ -22,33 +23,47 @@ from yaim.view import IPAddress, in_order
 
 log = logging.getLogger(__name__)
 
-ANNOUNCE_COUNT = 3
-ANNOUNCE_SPACING = 0.5
-
 
 class Sync:
-    """A request to reconcile now; `ok` tells whether the kernel matches the held set."""
+    """A request to reconcile now; `ok` tells whether the kernel matches the held set.
 
-    def __init__(self) -> None:
+    `took` = (address, reason): the sender has just taken that address, and its
+    `take` event is to be notified once the address is on the interface.
+    """
+
+    def __init__(self, took: Optional[Tuple[IPAddress, str]] = None) -> None:
         self.done = threading.Event()
         self.ok = False
+        self.took = took
 
 
 class ActuatorThread(Worker):
     """Owns the Actuator (and so the netlink socket) for the daemon's whole life."""
 
-    def __init__(self, make_actuator, state: SharedState, node: str, **kwargs) -> None:
+    def __init__(
+        self,
+        make_actuator,
+        state: SharedState,
+        node: str,
+        announce_count: int = 3,
+        announce_interval: float = 0.5,
+        **kwargs,
+    ) -> None:
         super().__init__("actuator", **kwargs)
         self.make_actuator = make_actuator
         self.actuator: Optional[Actuator] = None
         self.state = state
         self.node = node
+        self.announce_count = announce_count
+        self.announce_interval = announce_interval
         self._on_interface: Set[IPAddress] = set()
+        self._foreign: Set[IPAddress] = set()
         self._announce: Dict[IPAddress, Tuple[float, int]] = {}
+        self._taking: Dict[IPAddress, str] = {}  # taken, `take` not notified yet: the reason
 
-    def sync(self, timeout: float) -> bool:
+    def sync(self, timeout: float, took: Optional[Tuple[IPAddress, str]] = None) -> bool:
         """Ask for a reconcile and wait for it; False if it failed or took too long."""
-        request = Sync()
+        request = Sync(took)
         self.poke(request)
         return request.done.wait(timeout) and request.ok
 
@@ -62,7 +77,9 @@ class ActuatorThread(Worker):
     def step(self, messages: List[Any]) -> None:
         if self.actuator is None:
             self.actuator = self.make_actuator()
-        for address, late in self.state.fence_expired():
+        self._taking.update(request.took for request in messages if request.took is not None)
+        fenced = self.state.fence_expired()
+        for address, late in fenced:
             self.metrics.fencing.labels("deadline").inc()
             log.warning(
                 "fenced %s on node %s: its mark could not be refreshed in time (%.2fs late)",
@@ -71,21 +88,33 @@ class ActuatorThread(Worker):
                 late,
             )
         ok = self.reconcile()
+        for address, _ in fenced:
+            self.notify("fence", address, "deadline")
+        self._notify_takes()
         self._send_announcements()
         for request in messages:
             request.ok = ok
             request.done.set()
 
     def reconcile(self) -> bool:
-        """Add what is held and missing, remove what is ours and not held; True if all worked."""
+        """Add what is held and missing, remove what is ours and not held; True if all worked.
+
+        A held address that is on the interface already without yaim's mark is
+        someone else's (see Actuator.adopt): left as it is, so never removed, and
+        logged once. One outside allowed-networks is never added (the actuator
+        logs it). Neither counts as a failure.
+        """
         wanted = self.state.held()
         try:
-            owned = self.actuator.owned()
+            present, owned = self.actuator.scan()
         except ActuatorError as exc:
             log.error("cannot read the addresses of %s: %s", self.actuator.interface, exc)
             return False
+        owned |= {a for a in wanted & present - owned if self.actuator.adopt(a)}
+        self._note_foreign(wanted & present - owned)
         failed = set()
-        for address in in_order(wanted - owned):
+        added = set()
+        for address in in_order(wanted - present):
             if address in self._on_interface:
                 log.warning(
                     "re-adding %s on node %s: it was removed from %s by someone else",
@@ -95,11 +124,15 @@ class ActuatorThread(Worker):
                 )
             try:
                 self.actuator.add(address)
+            except AddressRefused:
+                continue
             except ActuatorError as exc:
                 log.error("could not add %s: %s", address, exc)
                 failed.add(address)
                 continue
-            self._announce[address] = (time.monotonic(), ANNOUNCE_COUNT)
+            added.add(address)
+            if self.announce_count > 0:
+                self._announce[address] = (time.monotonic(), self.announce_count)
         for address in in_order(owned - wanted):
             if address not in self._on_interface:
                 log.info(
@@ -112,8 +145,30 @@ class ActuatorThread(Worker):
             except ActuatorError as exc:
                 log.error("could not remove %s: %s", address, exc)
                 failed.add(address)
-        self._on_interface = wanted - failed
+        self._on_interface = (wanted & owned) | added
         return not failed
+
+    def _note_foreign(self, foreign: Set[IPAddress]) -> None:
+        """Log once each held address that is on the interface but not yaim's."""
+        for address in in_order(foreign - self._foreign):
+            log.warning(
+                "leaving %s on %s as it is: it was there without yaim's mark before node %s"
+                " took it, so yaim will not remove it either",
+                address,
+                self.actuator.interface,
+                self.node,
+            )
+        self._foreign = foreign
+
+    def _notify_takes(self) -> None:
+        """Notify `take` for each address taken, once it is on the interface."""
+        held = self.state.held()
+        for address, reason in list(self._taking.items()):
+            if address in self._on_interface:
+                self.notify("take", address, reason)
+            elif address in held:
+                continue  # its add failed: notified when a later round adds it
+            del self._taking[address]
 
     def _send_announcements(self) -> None:
         now = time.monotonic()
@@ -124,7 +179,7 @@ class ActuatorThread(Worker):
             elif due <= now:
                 self.actuator.announce(address)
                 if left > 1:
-                    self._announce[address] = (now + ANNOUNCE_SPACING, left - 1)
+                    self._announce[address] = (now + self.announce_interval, left - 1)
                 else:
                     del self._announce[address]
 

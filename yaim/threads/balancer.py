@@ -3,19 +3,26 @@
 Take = create the mark (atomically), then hold the address, which the actuator
 adds and announces. Release = stop holding, wait until the actuator has removed
 the address, then delete the mark. Never the other way round.
+
+Before a free address is held, the link is asked whether a host already has it
+(yaim.actuator.probe: raw sockets, no netlink, so it runs here). The mark is
+ours meanwhile, so no yaim node can be the one answering. If a host answers,
+the address is refused: a `conflicts` note goes into the DCS first, then the
+mark is deleted, and every node skips the address until the note's TTL ends.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, List, Set
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 from yaim import balancer
+from yaim.actuator.probe import probe
 from yaim.dcs import DCS
 from yaim.state import SharedState
 from yaim.threads.base import DCSWorker
-from yaim.view import ClusterView, IPAddress, Rejected, in_order, parse_snapshot
+from yaim.view import ClusterView, Conflict, IPAddress, Rejected, in_order, parse_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +45,7 @@ class BalancerThread(DCSWorker):
         dcs: DCS,
         state: SharedState,
         config,
-        sync_actuator: Callable[[float], bool],
+        sync_actuator: Callable[..., bool],
         **kwargs,
     ) -> None:
         super().__init__("balancer", dcs, "balancer cannot reach the DCS", **kwargs)
@@ -48,6 +55,12 @@ class BalancerThread(DCSWorker):
         self.sync_actuator = sync_actuator
         self.rejected: Set[Rejected] = set()
         self.drained = False
+        # Conflicts this node saw: address -> (MAC, until when it skips the address), kept
+        # here too so that a failed note write cannot let it take the address next round.
+        self.conflicts: Dict[IPAddress, Tuple[str, float]] = {}
+        self.reported: Dict[IPAddress, str] = {}  # conflicts logged: address -> MAC
+        self.noted: Set[IPAddress] = set()  # other nodes' conflict notes already logged
+        self.probe_failing = False
 
     def dcs_round(self, messages: List[Any]) -> None:
         self._act(self._read_view())
@@ -59,10 +72,29 @@ class BalancerThread(DCSWorker):
             log.warning("refused pool entry %r on node %s: %s", entry.name, self.me, entry.reason)
         self.rejected = set(rejected)
         self._note_drain(self.me in snapshot.drained)
+        view = self._skip_conflicts(view)
         self.state.set_view(view)
         if not self.state.healthy:
             view = view._replace(nodes=view.nodes - {self.me})
         return view
+
+    def _skip_conflicts(self, view: ClusterView) -> ClusterView:
+        """Log other nodes' new conflict notes once; leave out the conflicts this node saw."""
+        for address in in_order(set(view.conflicts) - self.noted):
+            conflict = view.conflicts[address]
+            if conflict.node != self.me:
+                log.info(
+                    "skipping %s on node %s: node %s saw %s answer for it, a host outside yaim",
+                    address,
+                    self.me,
+                    conflict.node,
+                    conflict.mac,
+                )
+        self.noted = set(view.conflicts)
+        now = time.monotonic()
+        self.conflicts = {a: c for a, c in self.conflicts.items() if c[1] > now}
+        mine = {a: Conflict(mac, self.me) for a, (mac, _) in self.conflicts.items()}
+        return view._replace(pool=view.pool.difference(mine), conflicts={**mine, **view.conflicts})
 
     def _note_drain(self, drained: bool) -> None:
         if drained == self.drained:
@@ -92,6 +124,7 @@ class BalancerThread(DCSWorker):
                     "held by " + holder if holder else "gone",
                 )
                 self.sync_actuator(self.config.interval_s)
+                self.notify("fence", address, "mark-lost")
         plan = balancer.plan(view, self.me)
         if self.drained:
             reason = "drained"
@@ -100,20 +133,87 @@ class BalancerThread(DCSWorker):
         for address in in_order(plan.release):
             self._release(address, reason)
         for address in in_order(plan.keep - self.state.held()):
-            self._claim(address, self.dcs.refresh_mark, "resumed")
-        for address in in_order(plan.take):
-            self._claim(address, self.dcs.create_mark, "free")
+            sent_at = self._mark(address, self.dcs.refresh_mark)
+            if sent_at is not None:
+                self._hold(address, sent_at, "resumed")
+        self._take_free(plan.take)
 
-    def _claim(self, address: IPAddress, mark: Callable[[IPAddress], bool], reason: str) -> None:
-        """Get a live mark through `mark`, then hold the address; `reason` is a REASONS key."""
+    def _mark(self, address: IPAddress, mark: Callable[[IPAddress], bool]) -> Optional[float]:
+        """Get a live mark through `mark`; when its request was sent, None if not ours."""
         sent_at = time.monotonic()
         if not mark(address):
             log.debug("%s is not ours to take this round", address)
-            return
+            return None
+        return sent_at
+
+    def _take_free(self, addresses: Iterable[IPAddress]) -> None:
+        """Mark each address, probe the marked ones all at once, hold those nobody has."""
+        marked = {}
+        for address in in_order(addresses):
+            sent_at = self._mark(address, self.dcs.create_mark)
+            if sent_at is not None:
+                marked[address] = sent_at
+        answered = self._probe(marked)
+        for address, sent_at in marked.items():
+            if address in answered:
+                self._refuse(address, answered[address])
+            else:
+                self._hold(address, sent_at, "free")
+
+    def _probe(self, addresses: Iterable[IPAddress]) -> Dict[IPAddress, str]:
+        """Who answers for the addresses on the link (address -> MAC); {} when probing is off.
+
+        A probe that fails (no CAP_NET_RAW, interface down) is logged once and the
+        addresses are taken anyway: a node that cannot ask must not stop taking over.
+        """
+        addresses = list(addresses)
+        if not addresses or self.config.probe_timeout_s <= 0:
+            return {}
+        try:
+            answered = probe(self.config.interface, addresses, self.config.probe_timeout_s)
+        except OSError as exc:
+            if not self.probe_failing:
+                log.warning(
+                    "cannot probe %s for conflicts on node %s, taking without asking: %s",
+                    self.config.interface,
+                    self.me,
+                    exc,
+                )
+            self.probe_failing = True
+            return {}
+        if self.probe_failing:
+            log.info(
+                "probing %s for conflicts works again on node %s", self.config.interface, self.me
+            )
+        self.probe_failing = False
+        return answered
+
+    def _refuse(self, address: IPAddress, mac: str) -> None:
+        """A host outside yaim has the address: note the conflict in the DCS, then unmark it."""
+        self.conflicts[address] = (mac, time.monotonic() + self.config.conflict_backoff_s)
+        level = logging.INFO if self.reported.get(address) == mac else logging.WARNING
+        self.reported[address] = mac
+        log.log(
+            level,
+            "not taking %s on node %s: %s already answers for it, a host outside yaim;"
+            " every node skips it for %d s (conflicts note in the DCS), an operator should look",
+            address,
+            self.me,
+            mac,
+            self.dcs.conflict_ttl(),
+        )
+        try:
+            self.dcs.note_conflict(address, Conflict(mac, self.me).text())
+        finally:
+            self.dcs.delete_mark(address)
+
+    def _hold(self, address: IPAddress, sent_at: float, reason: str) -> None:
+        """Hold a freshly marked address (its mark's request sent at `sent_at`) and add it."""
         if not self.state.hold(address, self.state.fence_time(self.dcs.ttl_start(sent_at))):
             self.dcs.delete_mark(address)
             return
-        self.sync_actuator(0.0)  # add it now, not at the actuator's next round; no waiting
+        # Add it now, not at the actuator's next round, and notify `take` once it is on.
+        self.sync_actuator(0.0, took=(address, reason))
         self.metrics.takeovers.labels(reason).inc()
         log.info("took %s on node %s: %s", address, self.me, REASONS[reason])
 
@@ -128,3 +228,4 @@ class BalancerThread(DCSWorker):
         self.dcs.delete_mark(address)
         self.metrics.releases.labels(reason).inc()
         log.info("released %s on node %s: %s", address, self.me, REASONS[reason])
+        self.notify("release", address, reason)

@@ -67,6 +67,7 @@ class HeartbeatThread(DCSWorker):
                     address,
                     self.dcs.node,
                 )
+                self.notify("fence", address, "mark-lost")
                 lost = True
         if lost:
             self.on_change()

@@ -1,0 +1,193 @@
+"""Is an address already in use on the link? Asked before a free address is taken.
+
+IPv4: ARP probes as RFC 5227 (and `arping -D`) send them, with sender address
+0.0.0.0, so no neighbour learns or changes anything from them; any ARP packet
+whose sender address is the probed one, from a MAC other than ours, is an answer.
+IPv6: neighbour solicitations for the address to its solicited-node multicast
+group, the lookup any neighbour makes before it talks to the address; a
+neighbour advertisement for it is an answer, and names the MAC in its target
+link-layer address option.
+
+The caller holds the address's mark while probing, so no yaim node adds the
+address meanwhile, and a yaim node that released it removed it before deleting
+its mark: whoever answers is a host yaim does not control. Raw sockets (CAP_NET_RAW),
+no netlink, so any thread may probe. Failing to probe raises OSError.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import select
+import socket
+import struct
+import time
+from typing import Dict, Iterable, List, Optional, Tuple
+
+from yaim.actuator.announce import (
+    ARP_HEADER,
+    ETH_P_ARP,
+    ETH_P_IP,
+    ND_ADVERTISEMENT,
+    ND_SOLICITATION,
+    ND_SOURCE_LLADDR,
+    ND_TARGET_LLADDR,
+    arp_frame,
+    arp_socket,
+    hardware_address,
+    icmpv6_socket,
+    link_scoped,
+    lladdr_option,
+)
+from yaim.view import IPAddress, in_order
+
+PROBES = 3  # sent evenly over the probe time, so one lost packet does not hide a host
+UNSPECIFIED = b"\x00" * 4
+PACKET_OUTGOING = 4  # the packet socket's own frames, seen on the way out
+ICMP6_FILTER = 1
+
+
+def mac_text(mac: bytes) -> str:
+    return ":".join(f"{byte:02x}" for byte in mac)
+
+
+def arp_probe_frame(mac: bytes, address: ipaddress.IPv4Address) -> bytes:
+    """An ARP probe for `address` from `mac`: who has it? (sender address 0.0.0.0)."""
+    return arp_frame(mac, UNSPECIFIED, address.packed)
+
+
+def parse_arp(frame: bytes) -> Optional[Tuple[int, bytes, bytes]]:
+    """(operation, sender MAC, sender address) of an Ethernet ARP frame for IPv4; else None."""
+    if len(frame) < 42 or struct.unpack_from("!H", frame, 12)[0] != ETH_P_ARP:
+        return None
+    hardware, protocol, hlen, plen, operation = ARP_HEADER.unpack_from(frame, 14)
+    if (hardware, protocol, hlen, plen) != (1, ETH_P_IP, 6, 4):
+        return None
+    return operation, frame[22:28], frame[28:32]
+
+
+def solicited_node(address: ipaddress.IPv6Address) -> ipaddress.IPv6Address:
+    """The multicast group ff02::1:ffXX:XXXX that the holder of `address` listens on."""
+    return ipaddress.IPv6Address(b"\xff\x02" + b"\x00" * 9 + b"\x01\xff" + address.packed[-3:])
+
+
+def neighbour_solicitation(mac: bytes, address: ipaddress.IPv6Address) -> bytes:
+    """The ICMPv6 message of an NS for `address` from `mac` (checksum left 0)."""
+    header = struct.pack("!BBHI", ND_SOLICITATION, 0, 0, 0)
+    return header + address.packed + lladdr_option(ND_SOURCE_LLADDR, mac)
+
+
+def parse_advertisement(message: bytes) -> Optional[Tuple[bytes, Optional[bytes]]]:
+    """(target address, target MAC or None) of an ICMPv6 NA message; else None."""
+    if len(message) < 24 or message[0] != ND_ADVERTISEMENT or message[1] != 0:
+        return None
+    target, offset, mac = message[8:24], 24, None
+    while offset + 8 <= len(message):
+        kind, units = message[offset], message[offset + 1]
+        if units == 0:
+            break
+        if kind == ND_TARGET_LLADDR:
+            mac = message[offset + 2 : offset + 8]
+        offset += 8 * units
+    return target, mac
+
+
+def advertisements_only() -> bytes:
+    """An ICMP6_FILTER that passes neighbour advertisements only (a set bit blocks)."""
+    words = [0xFFFFFFFF] * 8
+    words[ND_ADVERTISEMENT >> 5] &= ~(1 << (ND_ADVERTISEMENT & 31))
+    return struct.pack("=8I", *words)
+
+
+class _Listener:
+    """One family's probes: a socket to send them on and read answers from."""
+
+    sock: socket.socket
+
+    def send(self) -> None:
+        raise NotImplementedError
+
+    def receive(self, found: Dict[IPAddress, str]) -> None:
+        """Read one packet; note an answer for a probed address in `found`."""
+        raise NotImplementedError
+
+
+class _Arp(_Listener):
+    def __init__(self, sock: socket.socket, addresses: List[IPAddress]) -> None:
+        self.sock = sock
+        self.mac = sock.getsockname()[4]
+        self.probed = {address.packed: address for address in addresses}
+
+    def send(self) -> None:
+        for address in self.probed.values():
+            self.sock.send(arp_probe_frame(self.mac, address))
+
+    def receive(self, found: Dict[IPAddress, str]) -> None:
+        frame, where = self.sock.recvfrom(2048)
+        arp = parse_arp(frame)
+        if where[2] == PACKET_OUTGOING or arp is None:
+            return
+        _, sender_mac, sender_ip = arp
+        if sender_ip in self.probed and sender_mac != self.mac:
+            found[self.probed[sender_ip]] = mac_text(sender_mac)
+
+
+class _Nd(_Listener):
+    def __init__(self, sock: socket.socket, ifname: str, addresses: List[IPAddress]) -> None:
+        self.sock = sock
+        self.ifname = ifname
+        self.mac = hardware_address(ifname)
+        self.probed = {address.packed: address for address in addresses}
+        sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, advertisements_only())
+
+    def send(self) -> None:
+        for address in self.probed.values():
+            message = neighbour_solicitation(self.mac, address)
+            self.sock.sendto(message, link_scoped(self.ifname, solicited_node(address)))
+
+    def receive(self, found: Dict[IPAddress, str]) -> None:
+        message, source = self.sock.recvfrom(2048)
+        advertised = parse_advertisement(message)
+        if advertised is None or advertised[0] not in self.probed:
+            return
+        target, mac = advertised
+        if mac != self.mac:
+            found[self.probed[target]] = mac_text(mac) if mac else f"{source[0]} (no MAC given)"
+
+
+def probe(ifname: str, addresses: Iterable[IPAddress], duration: float) -> Dict[IPAddress, str]:
+    """Probe every address for `duration` seconds on the interface; address -> who answered.
+
+    The answerer is named by its MAC. Both families are probed at once, so the
+    time does not grow with the number of addresses. Raises OSError.
+    """
+    wanted = in_order(addresses)
+    found: Dict[IPAddress, str] = {}
+    with contextlib.ExitStack() as stack:
+        listeners: List[_Listener] = []
+        v4 = [address for address in wanted if address.version == 4]
+        v6 = [address for address in wanted if address.version == 6]
+        if v4:
+            listeners.append(_Arp(stack.enter_context(arp_socket(ifname)), v4))
+        if v6:
+            listeners.append(_Nd(stack.enter_context(icmpv6_socket(ifname)), ifname, v6))
+        if not listeners:
+            return found
+        started = time.monotonic()
+        for n in range(1, PROBES + 1):
+            for listener in listeners:
+                listener.send()
+            _listen(listeners, started + duration * n / PROBES, found)
+    return found
+
+
+def _listen(listeners: List[_Listener], until: float, found: Dict[IPAddress, str]) -> None:
+    """Read answers until the monotonic time `until`."""
+    by_socket = {listener.sock: listener for listener in listeners}
+    while True:
+        left = until - time.monotonic()
+        if left <= 0:
+            return
+        ready, _, _ = select.select(list(by_socket), [], [], left)
+        for sock in ready:
+            by_socket[sock].receive(found)
