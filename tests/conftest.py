@@ -99,6 +99,17 @@ def lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LabEnv]:
 
 
 @pytest.fixture
+def no_two_holders(lab: LabEnv) -> Iterator[None]:
+    """For lab tests: at the end, the observer never saw an address on two nodes, and it
+    sampled fast enough to tell. The logs are printed (pytest shows them on failure)."""
+    yield
+    print(lab.logs())
+    observer = lab.observer
+    assert observer.violations == [], f"two holders at once: {observer.violations[:5]}"
+    assert observer.median_period() <= 0.05, observer.stats()
+
+
+@pytest.fixture
 def etcd_loopback(tmp_path: Path) -> Iterator[EtcdCluster]:
     """One etcd member on loopback, free ports."""
     with EtcdCluster(base_dir=tmp_path / "etcd") as etcd:

@@ -137,14 +137,6 @@ def test_a_query_queued_in_pgbouncer_fails_at_the_deadline(pg):
 # --- whole daemons in the lab ---------------------------------------------------------
 
 
-@pytest.fixture
-def no_two_holders(lab):
-    """Every lab test here ends by checking the observer: never two holders."""
-    yield
-    print(lab.logs())  # pytest shows it when the test fails
-    assert lab.observer.violations == [], lab.observer.violations[:5]
-
-
 def start_cluster(lab, n1_settings):
     """The pool on three nodes: n1 with `n1_settings`, n2 and n3 always healthy."""
     for address in POOL:

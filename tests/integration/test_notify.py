@@ -17,19 +17,18 @@ from typing import Dict, List, Set, Tuple
 
 import pytest
 
-from tests.integration.test_daemon import (  # noqa: F401 -- no_two_holders is autouse
+from tests.integration.test_daemon import (
     CLEAN_BOUND,
     INTERVAL,
     POOL,
     TTL,
     delete_address,
-    no_two_holders,
     put_address,
     settled,
 )
 from tests.lab.util import live_group_members, wait_until
 
-pytestmark = pytest.mark.netns
+pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("no_two_holders")]
 
 ADDRESSES = POOL[:4]
 Line = Tuple[str, str]

@@ -17,10 +17,10 @@ import random
 import ssl
 import threading
 import time
-from typing import Callable, List, Optional, TypeVar
+from typing import Callable, Iterable, List, NamedTuple, Optional, TypeVar
 
 from yaim.errors import DCSError
-from yaim.view import IPAddress, Snapshot
+from yaim.view import IPAddress, Mark, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -235,3 +235,44 @@ def connect(config, **kwargs) -> DCS:
     """The backend `dcs-type` names, imported only when chosen."""
     module = importlib.import_module(BACKENDS[config.dcs_type])
     return module.Backend(config, **kwargs)
+
+
+class Entry(NamedTuple):
+    """One key below the cluster directory, as a backend read it."""
+
+    key: str
+    value: str
+    is_dir: bool = False
+    ttl: Optional[float] = None
+
+
+def snapshot_of(root: str, entries: Iterable[Entry], pool_dirs: bool) -> Snapshot:
+    """Sort the keys below `root` into the layout's parts (the same names in v2 and v3).
+
+    pool_dirs: pool entries are directories (v2), so a plain key there is malformed.
+    """
+    pool, malformed, marks, nodes, drained, conflicts = set(), {}, {}, set(), set(), {}
+    for entry in entries:
+        parts = entry.key[len(root) :].strip("/").split("/")
+        kind, name = parts[0], parts[1] if len(parts) > 1 else ""
+        if len(parts) == 2 and kind == "ips":
+            if entry.is_dir or not pool_dirs:
+                pool.add(name)
+            else:
+                malformed[name] = "a plain key, not a directory"
+        elif len(parts) == 3 and kind == "ips" and parts[2] == "marked" and not entry.is_dir:
+            marks[name] = Mark(entry.value, entry.ttl)
+        elif len(parts) == 2 and kind == "nodes":
+            nodes.add(name)
+        elif len(parts) == 2 and kind == "drain":
+            drained.add(name)
+        elif len(parts) == 2 and kind == "conflicts" and not entry.is_dir:
+            conflicts[name] = entry.value
+    return Snapshot(
+        pool=frozenset(pool),
+        marks=marks,
+        nodes=frozenset(nodes),
+        drained=frozenset(drained),
+        malformed=malformed,
+        conflicts=conflicts,
+    )

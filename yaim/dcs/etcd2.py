@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 import etcd
 import urllib3
 
-from yaim.dcs import DCS, Transient, describe, system_ca_file, wakes_balancer
-from yaim.view import IPAddress, Mark, Snapshot
+from yaim.dcs import DCS, Entry, Transient, describe, snapshot_of, system_ca_file, wakes_balancer
+from yaim.view import IPAddress, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -245,27 +245,6 @@ class Backend(DCS):
 
 def _snapshot(root: str, result: Optional[etcd.EtcdResult]) -> Snapshot:
     """Sort the recursive read of the cluster directory into the layout's parts."""
-    pool, malformed, marks, nodes, drained, conflicts = set(), {}, {}, set(), set(), {}
-    for node in result.get_subtree() if result is not None else ():
-        parts = node.key[len(root) :].strip("/").split("/")
-        if len(parts) == 2 and parts[0] == "ips":
-            if node.dir:
-                pool.add(parts[1])
-            else:
-                malformed[parts[1]] = "a plain key, not a directory"
-        elif len(parts) == 3 and parts[0] == "ips" and parts[2] == "marked" and not node.dir:
-            marks[parts[1]] = Mark(node.value, node.ttl)
-        elif len(parts) == 2 and parts[0] == "nodes":
-            nodes.add(parts[1])
-        elif len(parts) == 2 and parts[0] == "drain":
-            drained.add(parts[1])
-        elif len(parts) == 2 and parts[0] == "conflicts" and not node.dir:
-            conflicts[parts[1]] = node.value
-    return Snapshot(
-        pool=frozenset(pool),
-        marks=marks,
-        nodes=frozenset(nodes),
-        drained=frozenset(drained),
-        malformed=malformed,
-        conflicts=conflicts,
-    )
+    nodes = result.get_subtree() if result is not None else ()
+    entries = (Entry(node.key, node.value, bool(node.dir), node.ttl) for node in nodes)
+    return snapshot_of(root, entries, pool_dirs=True)

@@ -37,15 +37,14 @@ from typing import (
     List,
     NamedTuple,
     Optional,
-    Set,
     TypeVar,
 )
 
 import requests
 import urllib3
 
-from yaim.dcs import DCS, Transient, describe, system_ca_file, wakes_balancer
-from yaim.view import IPAddress, Mark, Snapshot
+from yaim.dcs import DCS, Entry, Transient, describe, snapshot_of, system_ca_file, wakes_balancer
+from yaim.view import IPAddress, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -592,27 +591,4 @@ def _created(key: str, result: str) -> dict:
 
 def _snapshot(root: str, kvs: List[_KV]) -> Snapshot:
     """Sort the keys below the cluster directory into the layout's parts."""
-    pool: Set[str] = set()
-    marks: Dict[str, Mark] = {}
-    nodes: Set[str] = set()
-    drained: Set[str] = set()
-    conflicts: Dict[str, str] = {}
-    for kv in kvs:
-        parts = kv.key[len(root) :].strip("/").split("/")
-        if len(parts) == 2 and parts[0] == "ips":
-            pool.add(parts[1])
-        elif len(parts) == 3 and parts[0] == "ips" and parts[2] == "marked":
-            marks[parts[1]] = Mark(kv.value)
-        elif len(parts) == 2 and parts[0] == "nodes":
-            nodes.add(parts[1])
-        elif len(parts) == 2 and parts[0] == "drain":
-            drained.add(parts[1])
-        elif len(parts) == 2 and parts[0] == "conflicts":
-            conflicts[parts[1]] = kv.value
-    return Snapshot(
-        pool=frozenset(pool),
-        marks=marks,
-        nodes=frozenset(nodes),
-        drained=frozenset(drained),
-        conflicts=conflicts,
-    )
+    return snapshot_of(root, (Entry(kv.key, kv.value) for kv in kvs), pool_dirs=False)
