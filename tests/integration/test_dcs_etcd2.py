@@ -8,10 +8,9 @@ import time
 import pytest
 import yaml
 
-from tests.lab.etcd import EtcdCluster, _free_port
+from tests.lab.etcd import EtcdCluster
 from tests.lab.util import wait_until
 from yaim import config, dcs
-from yaim.errors import DCSError
 from yaim.view import Mark
 
 A = ipaddress.ip_address("198.51.100.100")
@@ -106,20 +105,3 @@ def test_node_key_refresh_keeps_it_and_delete_removes_it(make):
     n1.delete_node()
     n1.delete_node()
     assert n1.read().nodes == frozenset()
-
-
-def test_a_dead_endpoint_fails_over_to_a_live_one(make, etcd):
-    dead = f"http://127.0.0.1:{_free_port()}"
-    for _ in range(5):
-        n1 = make("n1", endpoints=[dead, *etcd.endpoints], **{"retry-num": 2})
-        n1.touch_node()
-        assert n1.endpoint == etcd.endpoints[0]
-
-
-def test_unreachable_dcs_raises_after_the_retries(make):
-    dead = [f"http://127.0.0.1:{_free_port()}" for _ in range(2)]
-    n1 = make("n1", endpoints=dead, **{"retry-num": 3, "retry-after": 100})
-    started = time.monotonic()
-    with pytest.raises(DCSError, match="after 3 tries"):
-        n1.read()
-    assert 0.2 <= time.monotonic() - started < 2

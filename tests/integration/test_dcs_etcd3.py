@@ -87,6 +87,10 @@ def make(tmp_path, etcd, request):
     return backend
 
 
+# For what both backends must do alike: run the test once per dcs-type.
+both = pytest.mark.parametrize("make", ["etcd", "etcd3"], indirect=True)
+
+
 @pytest.fixture
 def requests_made(monkeypatch):
     """Counts every HTTP request any client in this process sends (python-etcd and
@@ -223,6 +227,7 @@ def test_the_operator_operations(make, etcd):
     assert n1.read().pool == frozenset()
 
 
+@both
 def test_a_dead_endpoint_fails_over_to_a_live_one(make, etcd):
     dead = f"http://127.0.0.1:{_free_port()}"
     for _ in range(5):
@@ -231,6 +236,7 @@ def test_a_dead_endpoint_fails_over_to_a_live_one(make, etcd):
         assert n1.endpoint == etcd.endpoints[0]
 
 
+@both
 def test_unreachable_dcs_names_the_endpoint_after_the_retries(make):
     dead = f"http://127.0.0.1:{_free_port()}"
     n1 = make("n1", endpoints=[dead], **{"retry-num": 3, "retry-after": 100})
@@ -243,8 +249,6 @@ def test_unreachable_dcs_names_the_endpoint_after_the_retries(make):
 
 
 # --- the watch, both backends ---
-
-both = pytest.mark.parametrize("make", ["etcd", "etcd3"], indirect=True)
 
 
 def wait_in_thread(store, timeout):
