@@ -5,47 +5,14 @@ from __future__ import annotations
 import ipaddress
 import time
 
-import pytest
-import yaml
-
-from tests.lab.etcd import EtcdCluster
 from tests.lab.util import wait_until
-from yaim import config, dcs
 from yaim.view import Mark
 
 A = ipaddress.ip_address("198.51.100.100")
 B = ipaddress.ip_address("198.51.100.101")
 
 
-@pytest.fixture(scope="module")
-def etcd():
-    with EtcdCluster(size=1) as cluster:
-        yield cluster
-
-
-@pytest.fixture
-def make(tmp_path, etcd, request):
-    """Backends for one fresh cluster directory, one per node name."""
-    cluster = "t" + str(abs(hash(request.node.name)) % 10**8)
-
-    def backend(node="n1", endpoints=None, **settings):
-        values = {
-            "dcs-endpoints": endpoints or etcd.endpoints,
-            "dcs-clustername": cluster,
-            "node-name": node,
-            "interface": "lo",
-            "checker-type": "none",
-            "interval": 300,
-            "ttl": 1000,
-            "retry-after": 50,
-        }
-        values.update(settings)
-        path = tmp_path / f"{node}.yml"
-        path.write_text(yaml.safe_dump(values))
-        return dcs.connect(config.load(str(path), environ={}))
-
-    backend.root = "/service/" + cluster
-    return backend
+DCS_TYPE = "etcd"
 
 
 def test_read_sorts_the_layout(make, etcd):
@@ -73,7 +40,7 @@ def test_marks_are_atomic_and_only_the_holder_refreshes_or_deletes(make, etcd):
     assert n1.refresh_mark(A)
     assert not n2.refresh_mark(A)
     assert not n2.delete_mark(A)
-    assert n1.read().marks["198.51.100.100"] == Mark("n1", 1)
+    assert n1.read().marks["198.51.100.100"] == Mark("n1", 2)
     assert n1.delete_mark(A)
     assert not n1.refresh_mark(A)
     assert n2.create_mark(A)

@@ -3,107 +3,24 @@ session shared by a node's handles, failover; and the watch of both backends."""
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 import threading
 import time
 
 import etcd as python_etcd
 import pytest
-import requests
-import urllib3
-import yaml
 
-from tests.lab.etcd import EtcdCluster, _free_port
+from tests.integration.conftest import b64, key_of, v3
+from tests.lab.etcd import _free_port
 from tests.lab.util import wait_until
-from yaim import config, dcs
 from yaim.errors import DCSError
 
 A = ipaddress.ip_address("198.51.100.100")
 B = ipaddress.ip_address("198.51.100.101")
-TTL_MS = 2000  # etcd's smallest lease TTL with its default timing is 2 s
-
-
-@pytest.fixture(scope="module")
-def etcd():
-    with EtcdCluster(size=1) as cluster:
-        yield cluster
-
-
-def b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
-
-
-def v3(etcd, path, body):
-    """One request to the gateway, as an operator's script would make it."""
-    answer = requests.post(etcd.endpoints[0] + path, json=body, timeout=5).json()
-    assert "error" not in answer, answer
-    return answer
-
-
-def key_of(etcd, key):
-    """The raw v3 key-value of `key` (value decoded, lease as int), None if absent."""
-    kvs = v3(etcd, "/v3/kv/range", {"key": b64(key)}).get("kvs", [])
-    if not kvs:
-        return None
-    kv = kvs[0]
-    return base64.b64decode(kv.get("value", "")).decode(), int(kv.get("lease", 0))
-
-
-@pytest.fixture
-def make(tmp_path, etcd, request):
-    """Backends for one fresh cluster directory, one per node name; `dcs_type` etcd3
-    unless the test is parametrised with `dcs_type`."""
-    cluster = "t" + str(abs(hash(request.node.name)) % 10**8)
-    dcs_type = getattr(request, "param", "etcd3")
-
-    def backend(node="n1", endpoints=None, **settings):
-        values = {
-            "dcs-type": dcs_type,
-            "dcs-endpoints": endpoints or etcd.endpoints,
-            "dcs-clustername": cluster,
-            "node-name": node,
-            "interface": "lo",
-            "checker-type": "none",
-            "interval": 500,
-            "ttl": TTL_MS,
-            "retry-after": 50,
-        }
-        values.update(settings)
-        path = tmp_path / f"{node}.yml"
-        path.write_text(yaml.safe_dump(values))
-        return dcs.connect(config.load(str(path), environ={}))
-
-    backend.root = "/service/" + cluster
-    backend.dcs_type = dcs_type
-
-    def add_pool(address):
-        if dcs_type == "etcd3":
-            v3(etcd, "/v3/kv/put", {"key": b64(f"{backend.root}/ips/{address}")})
-        else:
-            etcd.put_dir(f"{backend.root}/ips/{address}")
-
-    backend.add_pool = add_pool
-    return backend
 
 
 # For what both backends must do alike: run the test once per dcs-type.
 both = pytest.mark.parametrize("make", ["etcd", "etcd3"], indirect=True)
-
-
-@pytest.fixture
-def requests_made(monkeypatch):
-    """Counts every HTTP request any client in this process sends (python-etcd and
-    requests both go through urllib3's connection pools)."""
-    count = [0]
-    urlopen = urllib3.connectionpool.HTTPConnectionPool.urlopen
-
-    def counting(pool, *args, **kwargs):
-        count[0] += 1
-        return urlopen(pool, *args, **kwargs)
-
-    monkeypatch.setattr(urllib3.connectionpool.HTTPConnectionPool, "urlopen", counting)
-    return lambda: count[0]
 
 
 def test_read_sorts_the_v3_layout(make, etcd):

@@ -20,10 +20,9 @@ from collections import Counter
 from typing import List
 
 import pytest
-import urllib3
 import yaml
 
-from tests.lab.etcd import ClusterKeys, EtcdCluster
+from tests.lab.etcd import ClusterKeys
 from tests.lab.util import wait_until
 from yaim import config, dcs
 from yaim.daemon import fence_margin
@@ -89,12 +88,6 @@ LOAD_INTERVAL_MS = 300
 LOAD_ROUNDS = 10
 
 
-@pytest.fixture(scope="module")
-def etcd():
-    with EtcdCluster(size=1) as cluster:
-        yield cluster
-
-
 class Node:
     """One node's DCS threads wired as the daemon wires them; no checker, no actuator:
     healthy throughout, and every address "removed from the interface" at once."""
@@ -117,21 +110,13 @@ class Node:
 
 @pytest.mark.parametrize("dcs_type", BACKENDS)
 @pytest.mark.parametrize("m", [6, 24])
-def test_dcs_requests_per_node_per_interval(etcd, tmp_path, monkeypatch, dcs_type, m):
+def test_dcs_requests_per_node_per_interval(etcd, tmp_path, requests_made, dcs_type, m):
     n = 3
     cluster = f"load{dcs_type}{m}"
     keys = ClusterKeys(etcd, dcs_type, root="/service/" + cluster)
     addresses = [ipaddress.ip_address(f"198.51.100.{i}") for i in range(1, m + 1)]
     for address in addresses:
         keys.add(address)
-    count = [0]
-    urlopen = urllib3.connectionpool.HTTPConnectionPool.urlopen
-
-    def counting(pool, *args, **kwargs):
-        count[0] += 1
-        return urlopen(pool, *args, **kwargs)
-
-    monkeypatch.setattr(urllib3.connectionpool.HTTPConnectionPool, "urlopen", counting)
     stop, crashed = threading.Event(), []
     nodes = []
     for i in range(1, n + 1):
@@ -158,9 +143,9 @@ def test_dcs_requests_per_node_per_interval(etcd, tmp_path, monkeypatch, dcs_typ
             what="every node to hold its share",
         )
         wait_until(lambda: set(keys.holders()) == set(map(str, addresses)), 5, what="marks")
-        before, started = count[0], time.monotonic()
+        before, started = requests_made(), time.monotonic()
         time.sleep(LOAD_ROUNDS * LOAD_INTERVAL_MS / 1000)  # the measuring window itself
-        made, took = count[0] - before, time.monotonic() - started
+        made, took = requests_made() - before, time.monotonic() - started
     finally:
         stop.set()
         for node in nodes:
