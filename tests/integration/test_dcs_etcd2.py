@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from urllib.parse import urlsplit
+
+import etcd as etcd_client
+import pytest
 
 from tests.lab.util import wait_until
 from yaim.view import Mark
@@ -72,3 +76,66 @@ def test_node_key_refresh_keeps_it_and_delete_removes_it(make):
     n1.delete_node()
     n1.delete_node()
     assert n1.read().nodes == frozenset()
+
+
+# A late copy of a request: etcd v2 fixes a TTL's expiration when a member receives the
+# request, and a request that timed out at a hung member (SIGSTOP in the chaos run) was
+# still applied seconds later, after its retry had succeeded. Its expiration was the
+# older one: every node key went back ~3 s and expired, every node released all its
+# addresses ("not healthy"), and a mark could expire under its holder. A copy of the
+# request, replayed with a shorter TTL (an expiration a second earlier), stands in for it.
+
+
+def recording(monkeypatch):
+    """Record the keyword arguments of every python-etcd write and delete."""
+    sent = []
+    for name in ("write", "delete"):
+        real = getattr(etcd_client.Client, name)
+
+        def spy(self, key, *args, _real=real, _name=name, **kwargs):
+            sent.append((_name, key, args, dict(kwargs)))
+            return _real(self, key, *args, **kwargs)
+
+        monkeypatch.setattr(etcd_client.Client, name, spy)
+    return sent
+
+
+def replay(etcd, request, **changes):
+    """Send a recorded request again, as the hung member would have."""
+    name, key, args, kwargs = request
+    url = urlsplit(etcd.endpoints[0])
+    client = etcd_client.Client(host=url.hostname, port=url.port)
+    return getattr(client, name)(key, *args, **{**kwargs, **changes})
+
+
+def test_a_late_copy_of_a_refresh_cannot_shorten_a_mark_or_a_node_key(make, etcd, monkeypatch):
+    n1 = make("n1")
+    make.add_pool(A)
+    sent = recording(monkeypatch)
+    assert n1.create_mark(A)
+    n1.touch_node()
+    n1.touch_node()
+    assert n1.refresh_mark(A)
+    first = {}
+    for request in sent:
+        if request[3].get("refresh"):
+            first.setdefault(request[1], request)
+    assert n1.refresh_mark(A)
+    n1.touch_node()
+    for key in (f"{make.root}/ips/{A}/marked", f"{make.root}/nodes/n1"):
+        with pytest.raises(etcd_client.EtcdCompareFailed):
+            replay(etcd, first[key], ttl=1)
+        assert etcd.get(key)["ttl"] == 2
+
+
+def test_a_late_copy_of_a_delete_cannot_delete_the_mark_made_since(make, etcd, monkeypatch):
+    n1 = make("n1")
+    make.add_pool(A)
+    sent = recording(monkeypatch)
+    assert n1.create_mark(A)
+    assert n1.delete_mark(A)
+    [delete] = [request for request in sent if request[0] == "delete"]
+    assert n1.create_mark(A)
+    with pytest.raises(etcd_client.EtcdCompareFailed):
+        replay(etcd, delete)
+    assert n1.read().marks[str(A)].holder == "n1"

@@ -13,6 +13,7 @@ import pytest
 from tests.integration.conftest import b64, key_of, v3
 from tests.lab.etcd import _free_port
 from tests.lab.util import wait_until
+from yaim.dcs import etcd3
 from yaim.errors import DCSError
 
 A = ipaddress.ip_address("198.51.100.100")
@@ -252,3 +253,27 @@ def test_a_v2_watch_behind_the_event_history_means_a_resync(make, etcd):
     assert watcher.wait_for_change(1.0)
     assert watcher.seen is None
     assert watcher.wait_for_change(1.0) and watcher.seen is not None
+
+
+def test_a_late_copy_of_a_delete_cannot_delete_the_mark_made_since(make, etcd, monkeypatch):
+    """Chaos: a request that timed out at a hung etcd member was applied seconds later,
+    after its retry. A delete compared on the holder's name alone would delete the mark
+    the node made since, under the address it holds."""
+    sent = []
+    call = etcd3._Gateway.call
+
+    def spy(gateway, path, body):
+        sent.append((path, body))
+        return call(gateway, path, body)
+
+    monkeypatch.setattr(etcd3._Gateway, "call", spy)
+    n1 = make("n1")
+    make.add_pool(A)
+    assert n1.create_mark(A)
+    assert n1.delete_mark(A)
+    [(path, delete)] = [
+        (p, b) for p, b in sent if p == "/v3/kv/txn" and "request_delete_range" in str(b)
+    ]
+    assert n1.create_mark(A)
+    assert v3(etcd, path, delete).get("succeeded") is not True
+    assert key_of(etcd, f"{make.root}/ips/{A}/marked")[0] == "n1"

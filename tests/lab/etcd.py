@@ -461,3 +461,17 @@ class ClusterKeys:
             return {key.rsplit("/", 1)[1] for key in self._range("/nodes/")}
         tree = self._v2("GET", "/nodes") or {"node": {}}
         return {n["key"].rsplit("/", 1)[1] for n in tree["node"].get("nodes", [])}
+
+    def clear_conflicts(self) -> Set[str]:
+        """Delete every `conflicts` note, as an operator who has looked; the addresses."""
+        if self.v3:
+            found = {key.rsplit("/", 1)[1] for key in self._range("/conflicts/")}
+            start = self.root + "/conflicts/"
+            end = start[:-1] + chr(ord(start[-1]) + 1)
+            self._v3("/v3/kv/deleterange", {"key": _b64(start), "range_end": _b64(end)})
+            return found
+        tree = self._v2("GET", "/conflicts") or {"node": {}}
+        found = {n["key"].rsplit("/", 1)[1] for n in tree["node"].get("nodes", [])}
+        if found:
+            self._v2("DELETE", "/conflicts", query="?recursive=true")
+        return found

@@ -51,6 +51,22 @@ def mac_text(mac: bytes) -> str:
     return ":".join(f"{byte:02x}" for byte in mac)
 
 
+def own_mac(ifname: str) -> str:
+    """The interface's MAC as the probe names answerers; raises OSError."""
+    return mac_text(hardware_address(ifname))
+
+
+def is_local(address: IPAddress) -> bool:
+    """Whether this host has the address (on any interface): binding to it works."""
+    family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.bind((str(address), 0))
+        except OSError:
+            return False
+    return True
+
+
 def arp_probe_frame(mac: bytes, address: ipaddress.IPv4Address) -> bytes:
     """An ARP probe for `address` from `mac`: who has it? (sender address 0.0.0.0)."""
     return arp_frame(mac, UNSPECIFIED, address.packed)

@@ -204,6 +204,10 @@ class DCS(abc.ABC):
         """Write the `conflicts` note of an address, TTL `conflict-backoff`: meanwhile no
         node takes it. Written before the mark is deleted, so nobody sees it free."""
 
+    @abc.abstractmethod
+    def clear_conflict(self, address: IPAddress, note: str) -> bool:
+        """Delete the `conflicts` note of an address if it is still `note`; True if deleted."""
+
     def conflict_ttl(self) -> int:
         """The note's TTL in whole seconds, as etcd keeps them."""
         return math.ceil(self.config.conflict_backoff_s)

@@ -5,6 +5,13 @@
 /<ns>/<cl>/nodes/<node>           present while the node is healthy, TTL
 /<ns>/<cl>/drain/<node>           set by an operator, no TTL
 /<ns>/<cl>/conflicts/<address>    a host outside yaim answered for it, TTL conflict-backoff
+
+Every write to a key of this node that exists already compares its version
+(prevIndex) with the one this node last wrote. etcd v2 fixes a TTL's expiration
+when a member receives the request; a request that timed out (at a hung member,
+or while etcd had no leader) can still be applied seconds later, after its retry
+succeeded, and set the expiration back to its own, older one: the mark would
+expire while its holder counts on it. With the compare, such a late copy fails.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import threading
 import time
 from typing import Callable, Dict, Optional, TypeVar
 from urllib.parse import urlsplit
@@ -60,6 +68,27 @@ def _client(url: str, config, timeout: float) -> etcd.Client:
     return client
 
 
+class _Versions:
+    """The modifiedIndex of this node's last successful write of each of its keys,
+    shared by the node's handles (one per thread)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._index: Dict[str, int] = {}
+
+    def get(self, key: str) -> Optional[int]:
+        with self._lock:
+            return self._index.get(key)
+
+    def wrote(self, key: str, result: etcd.EtcdResult) -> None:
+        with self._lock:
+            self._index[key] = result.modifiedIndex
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._index.pop(key, None)
+
+
 class Backend(DCS):
     """The v2 backend: one client per endpoint, failover by the shared retry policy."""
 
@@ -67,6 +96,12 @@ class Backend(DCS):
         super().__init__(config, **kwargs)
         self._clients: Dict[str, etcd.Client] = {}
         self.etcd_ttl = math.ceil(self.ttl)
+        self.versions = _Versions()
+
+    def clone(self) -> DCS:
+        twin = super().clone()
+        twin.versions = self.versions
+        return twin
 
     def _call(self, what: str, operation: Callable[[etcd.Client], T]) -> T:
         """One operation under the retry policy; semantic answers are handled by `operation`."""
@@ -129,15 +164,58 @@ class Backend(DCS):
 
         return self._call("watch " + self.root, operation)
 
-    def touch_node(self) -> None:
-        def operation(client: etcd.Client) -> None:
-            try:
-                # A refresh does not wake watchers; only a missing key needs a full write.
-                client.write(self._node_key, None, ttl=self.etcd_ttl, refresh=True, prevExist=True)
-            except etcd.EtcdKeyNotFound:
-                client.write(self._node_key, "healthy", ttl=self.etcd_ttl)
+    def _version(self, client: etcd.Client, key: str, value: Optional[str]) -> Optional[int]:
+        """The current version of `key` (None if it is gone, or holds another value than
+        `value` when that is given), read through the quorum."""
+        try:
+            node = client.read(key, quorum=True)
+        except etcd.EtcdKeyNotFound:
+            node = None
+        if node is None or (value is not None and node.value != value):
+            self.versions.forget(key)
+            return None
+        return node.modifiedIndex
 
-        self._call("write " + self._node_key, operation)
+    def _renew(self, client: etcd.Client, key: str, value: Optional[str]) -> bool:
+        """Restart the TTL of this node's `key` (holding `value` when given), compared on
+        the version this node last wrote; False if the key is gone or not ours.
+
+        A version that moved on since (a late copy of one of our own writes was applied)
+        is read again, and the refresh compared on that one.
+        """
+        known = self.versions.get(key)
+        for _ in range(2):
+            if known is None:
+                known = self._version(client, key, value)
+                if known is None:
+                    return False
+            try:
+                # A refresh does not wake watchers.
+                result = client.write(key, None, ttl=self.etcd_ttl, refresh=True, prevIndex=known)
+            except etcd.EtcdKeyNotFound:
+                break
+            except etcd.EtcdCompareFailed:
+                known = None
+                continue
+            self.versions.wrote(key, result)
+            return True
+        self.versions.forget(key)
+        return False
+
+    def touch_node(self) -> None:
+        key = self._node_key
+
+        def operation(client: etcd.Client) -> None:
+            if self._renew(client, key, None):
+                return
+            try:
+                made = client.write(key, "healthy", ttl=self.etcd_ttl, prevExist=False)
+            except etcd.EtcdAlreadyExist:  # a late copy of an earlier write made it meanwhile
+                self._renew(client, key, None)
+                return
+            self.versions.wrote(key, made)
+
+        self._call("write " + key, operation)
 
     def delete_node(self) -> None:
         def operation(client: etcd.Client) -> None:
@@ -155,6 +233,7 @@ class Backend(DCS):
                 mark = client.write(key, self.node, ttl=self.etcd_ttl, prevExist=False)
             except (etcd.EtcdAlreadyExist, etcd.EtcdNotDir, etcd.EtcdNotFile):
                 return False
+            self.versions.wrote(key, mark)
             # Writing the mark re-creates a pool directory an operator just deleted:
             # if this write made the directory, undo it instead of resurrecting the address.
             try:
@@ -175,24 +254,31 @@ class Backend(DCS):
 
     def refresh_mark(self, address: IPAddress) -> bool:
         key = self._mark_key(address)
-
-        def operation(client: etcd.Client) -> bool:
-            try:
-                client.write(key, None, ttl=self.etcd_ttl, refresh=True, prevValue=self.node)
-            except NOT_OURS:
-                return False
-            return True
-
-        return self._call("refresh " + key, operation)
+        return self._call("refresh " + key, lambda client: self._renew(client, key, self.node))
 
     def delete_mark(self, address: IPAddress) -> bool:
         key = self._mark_key(address)
 
         def operation(client: etcd.Client) -> bool:
+            known = self.versions.get(key)
             try:
-                client.delete(key, prevValue=self.node)
-            except NOT_OURS:
+                if known is None:
+                    client.delete(key, prevValue=self.node)
+                else:  # a late copy of this request must not delete a mark made since
+                    client.delete(key, prevIndex=known)
+            except etcd.EtcdCompareFailed:
+                known = self._version(client, key, self.node)
+                if known is None:
+                    return False
+                try:
+                    client.delete(key, prevIndex=known)
+                except NOT_OURS:
+                    self.versions.forget(key)
+                    return False
+            except etcd.EtcdKeyNotFound:
+                self.versions.forget(key)
                 return False
+            self.versions.forget(key)
             return True
 
         return self._call("delete " + key, operation)
@@ -201,6 +287,18 @@ class Backend(DCS):
         key = f"{self.root}/conflicts/{address}"
         ttl = self.conflict_ttl()
         self._call("write " + key, lambda client: client.write(key, note, ttl=ttl))
+
+    def clear_conflict(self, address: IPAddress, note: str) -> bool:
+        key = f"{self.root}/conflicts/{address}"
+
+        def operation(client: etcd.Client) -> bool:
+            try:
+                client.delete(key, prevValue=note)
+            except NOT_OURS:
+                return False
+            return True
+
+        return self._call("delete " + key, operation)
 
     def _pool_key(self, address: IPAddress) -> str:
         return f"{self.root}/ips/{address}"

@@ -259,6 +259,11 @@ class _Session:
         with self.lock:
             return key in self._known
 
+    def revision(self, key: str) -> Optional[int]:
+        """The revision of this node's last write of `key`, if it is known to be on the lease."""
+        with self.lock:
+            return self._known.get(key)
+
     def forget(self, key: str) -> None:
         with self.lock:
             self._known.pop(key, None)
@@ -459,10 +464,29 @@ class Backend(DCS):
         return self._call("refresh " + key, operation)
 
     def delete_mark(self, address: IPAddress) -> bool:
+        """Compared on the revision this node wrote when it is known, not on the name: a
+        late copy of this request (it timed out at a hung member and was applied after
+        its retry) must not delete the mark this node made since."""
         key = self._mark_key(address)
-        compare = [_compare(key, "VALUE", "value", _b64(self.node))]
         success = [{"request_delete_range": {"key": _b64(key)}}]
-        deleted = self._call("delete " + key, self._txn(compare, success))
+
+        def operation(gateway: _Gateway) -> bool:
+            known = self.session.revision(key)
+            if known is None:
+                compare = [_compare(key, "VALUE", "value", _b64(self.node))]
+            else:
+                compare = [_compare(key, "MOD", "mod_revision", str(known))]
+            if self._txn(compare, success)(gateway):
+                return True
+            kvs = gateway.call("/v3/kv/range", {"key": _b64(key)}).get("kvs", [])
+            kv = _KV.parse(kvs[0]) if kvs else None
+            if kv is None or kv.value != self.node:
+                return False
+            # Ours, written since (a late copy of one of our own writes): that revision.
+            moved = [_compare(key, "MOD", "mod_revision", str(kv.mod_revision))]
+            return self._txn(moved, success)(gateway)
+
+        deleted = self._call("delete " + key, operation)
         self.session.forget(key)
         return deleted
 
@@ -475,6 +499,12 @@ class Backend(DCS):
             gateway.call("/v3/kv/put", body)
 
         self._call("write " + key, operation)
+
+    def clear_conflict(self, address: IPAddress, note: str) -> bool:
+        key = f"{self.root}/conflicts/{address}"
+        compare = [_compare(key, "VALUE", "value", _b64(note))]
+        success = [{"request_delete_range": {"key": _b64(key)}}]
+        return self._call("delete " + key, self._txn(compare, success))
 
     # --- the operator's operations ---
 

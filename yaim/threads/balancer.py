@@ -18,7 +18,7 @@ import time
 from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 from yaim import balancer
-from yaim.actuator.probe import probe
+from yaim.actuator.probe import is_local, own_mac, probe
 from yaim.dcs import DCS
 from yaim.state import SharedState
 from yaim.threads.base import DCSWorker
@@ -55,8 +55,9 @@ class BalancerThread(DCSWorker):
         self.sync_actuator = sync_actuator
         self.rejected: Set[Rejected] = set()
         self.drained = False
-        # Conflicts this node saw: address -> (MAC, until when it skips the address), kept
-        # here too so that a failed note write cannot let it take the address next round.
+        # Conflicts this node saw and could not note in the DCS yet: address -> (MAC, until
+        # when it skips the address), so that a failed note write cannot let it take the
+        # address next round.
         self.conflicts: Dict[IPAddress, Tuple[str, float]] = {}
         self.reported: Dict[IPAddress, str] = {}  # conflicts logged: address -> MAC
         self.noted: Set[IPAddress] = set()  # other nodes' conflict notes already logged
@@ -137,6 +138,37 @@ class BalancerThread(DCSWorker):
             if sent_at is not None:
                 self._hold(address, sent_at, "resumed")
         self._take_free(plan.take)
+        self._clear_own_conflicts(view)
+
+    def _clear_own_conflicts(self, view: ClusterView) -> None:
+        """Delete the conflicts notes that name this node's own MAC for addresses it has not.
+
+        While this node was frozen (SIGSTOP, a paused VM) past its marks' TTL, its
+        kernel kept its addresses and answered the others' probes: they noted a conflict
+        with this node's MAC, and would skip those addresses for conflict-backoff after
+        this node dropped them. Once the actuator has removed them, the notes are wrong.
+        An address still on this host without yaim (a real conflict) keeps its note.
+        """
+        if not view.conflicts:
+            return
+        try:
+            mac = own_mac(self.config.interface)
+        except OSError:
+            return
+        held = self.state.held()
+        mine = [a for a, c in view.conflicts.items() if c.mac == mac and a not in held]
+        if not mine or not self.sync_actuator(self.config.interval_s):
+            return
+        for address in in_order(mine):
+            if is_local(address):
+                continue
+            if self.dcs.clear_conflict(address, view.conflicts[address].text()):
+                log.info(
+                    "cleared the conflicts note of %s on node %s: the host that answered was"
+                    " this node, frozen while its mark expired; the address is gone from here",
+                    address,
+                    self.me,
+                )
 
     def _mark(self, address: IPAddress, mark: Callable[[IPAddress], bool]) -> Optional[float]:
         """Get a live mark through `mark`; when its request was sent, None if not ours."""
@@ -204,6 +236,9 @@ class BalancerThread(DCSWorker):
         )
         try:
             self.dcs.note_conflict(address, Conflict(mac, self.me).text())
+            # Written: every node, this one too, goes by the note now, which the host that
+            # answered may delete if it was a yaim node that had been frozen.
+            del self.conflicts[address]
         finally:
             self.dcs.delete_mark(address)
 

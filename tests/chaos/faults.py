@@ -1,0 +1,456 @@
+"""The fault kinds: each injects one fault, lets it play, heals it, and returns its record.
+
+Every random choice comes from the run's seeded generator, so a seed replays the
+same schedule (the cluster's timing, and so who holds what, still varies a little).
+Faults that leave the DCS working may edit the pool in the middle of the fault.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import signal
+import time
+from typing import Callable, Dict, List, NamedTuple, Tuple
+
+from tests.chaos.model import CLEAN, HARD, UNHEALTHY, Fault
+from tests.chaos.world import MEMBERS, SIGTERM_EXIT, World
+from tests.lab.util import wait_until
+
+EDIT_CHANCE = 0.35
+
+
+def begin(world: World, kind: str, fault_class: str, detail: str = "") -> Fault:
+    fault = Fault(kind, fault_class, world.now(), detail)
+    world.timeline.faults.append(fault)
+    return fault
+
+
+def play(world: World, rng: random.Random, fault: Fault, seconds: float) -> None:
+    """Let the fault last `seconds`; maybe edit the pool somewhere in the middle."""
+    if rng.random() >= EDIT_CHANCE:
+        world.sleep(seconds)
+        return
+    first = rng.uniform(0, seconds)
+    world.sleep(first)
+    fault.detail += f" pool {world.edit_pool(rng)}"
+    world.sleep(seconds - first)
+
+
+def victims(world: World, rng: random.Random, most: int = 1) -> List[int]:
+    count = rng.randint(1, most)
+    return sorted(rng.sample(list(world.lab.node_indexes), count))
+
+
+def names(nodes: List[int]) -> str:
+    return ",".join(f"n{i}" for i in nodes)
+
+
+def sigkill(world: World, rng: random.Random) -> Fault:
+    """SIGKILL with the links up, then the service manager's post-stop `yaim --cleanup`
+    (as the packaged unit runs it), and a restart a little later."""
+    nodes = victims(world, rng, most=2)
+    down = rng.uniform(0.5, 4.0)
+    fault = begin(world, "sigkill", HARD, f"{names(nodes)} for {down:.1f}s")
+    for i in nodes:
+        world.stopped.add(i)
+        world.nodes[i].signal(signal.SIGKILL)
+    for i in nodes:
+        world.nodes[i].wait_exit(5)
+        ok = world.cleanup_hook(i)
+        world.ledger.check("yaim --cleanup exits 0", ok, f"n{i}: cleanup failed", world.now())
+        world.timeline.stopped.begin(i, world.now())
+    play(world, rng, fault, fault.start + down - world.now())
+    for i in nodes:
+        world.start(i)
+    return fault
+
+
+def crash(world: World, rng: random.Random) -> Fault:
+    """The machine dies: SIGKILL and both links down; it reboots later."""
+    (i,) = victims(world, rng)
+    down = rng.uniform(1.0, 8.0)
+    fault = begin(world, "crash", HARD, f"n{i} for {down:.1f}s")
+    world.cut.add(i)
+    world.stopped.add(i)
+    world.nodes[i].crash()
+    world.nodes[i].wait_exit(5)
+    play(world, rng, fault, down)
+    world.reboot(i)
+    return fault
+
+
+def sigterm(world: World, rng: random.Random) -> Fault:
+    """SIGTERM: everything released at once, exit 0 within about a second; restart later."""
+    (i,) = victims(world, rng)
+    fault = begin(world, "sigterm", CLEAN, f"n{i}")
+    world.stopped.add(i)
+    world.nodes[i].signal(signal.SIGTERM)
+    code = world.nodes[i].wait_exit(10)
+    took = world.now() - fault.start
+    world.timeline.stopped.begin(i, world.now())
+    world.ledger.note("SIGTERM exit", took, f"n{i}")
+    world.ledger.check(
+        f"SIGTERM: exit 0 within {SIGTERM_EXIT:.0f} s",
+        code == 0 and took <= SIGTERM_EXIT,
+        f"n{i} exited with {code} after {took:.2f} s",
+        world.now(),
+    )
+    play(world, rng, fault, rng.uniform(0.5, 3.0))
+    world.start(i)
+    return fault
+
+
+DROPPED = re.compile(r"(?:fenced|fencing|released) (\S+) on node ")
+LOG_TIME = "%Y-%m-%d %H:%M:%S"
+
+
+def log_since(node, wall: float) -> List[Tuple[float, str]]:
+    """(wall time, message) of the node's log lines from `wall` (time.time()) on."""
+    found = []
+    for line in node.log().splitlines():
+        stamp, _, rest = line[:23], line[23:24], line[24:]
+        try:
+            when = time.mktime(time.strptime(stamp[:19], LOG_TIME)) + int(stamp[20:23]) / 1000
+        except ValueError:
+            continue
+        if when >= wall - 0.001:
+            found.append((when, rest))
+    return found
+
+
+def pause(world: World, rng: random.Random) -> Fault:
+    """SIGSTOP for longer than the TTL, then SIGCONT: the paused node's addresses stay in
+    its kernel meanwhile; once continued it must drop every one of them (their fence
+    times have all passed) before it does anything else. How long that takes comes
+    from the node's own log: the observer may never see an address gone that the node
+    takes again a moment later."""
+    (i,) = victims(world, rng)
+    length = world.bounds.ttl + rng.uniform(0.5, 3.0)
+    fault = begin(world, "pause", HARD, f"n{i} for {length:.1f}s")
+    held = {str(a) for a in world.held_by(i)}
+    world.paused.add(i)
+    world.timeline.paused.begin(i, world.now())
+    world.nodes[i].signal(signal.SIGSTOP)
+    play(world, rng, fault, length)
+    world.nodes[i].signal(signal.SIGCONT)
+    resumed, wall = world.now(), time.time()
+    world.timeline.paused.end(i, resumed)
+    world.paused.discard(i)
+
+    def dropped() -> Dict[str, float]:
+        times: Dict[str, float] = {}
+        for when, message in log_since(world.nodes[i], wall):
+            found = DROPPED.search(message)
+            if found and found.group(1) in held:
+                times.setdefault(found.group(1), when)
+        return times if set(times) == held else {}
+
+    try:
+        times = wait_until(dropped, 5.0, what=f"n{i} to drop {sorted(held)}") if held else {}
+    except TimeoutError:
+        times = {}
+    last = max(times.values(), default=wall)
+    took_first = [m for when, m in log_since(world.nodes[i], wall) if when < last and " took " in m]
+    world.ledger.note("SIGCONT drop", last - wall, f"n{i}, {len(times)} of {len(held)} addresses")
+    world.ledger.check(
+        f"after SIGCONT every expired address dropped first, within {world.bounds.sigcont} s",
+        set(times) == held and last - wall <= world.bounds.sigcont and not took_first,
+        f"n{i} dropped {sorted(times)} of {sorted(held)} in {last - wall:.2f} s"
+        + (f", after: {took_first[0]}" if took_first else ""),
+        resumed,
+    )
+    return fault
+
+
+def flap(world: World, rng: random.Random) -> Fault:
+    """The health endpoint flaps; the last failing stretch outlasts the unhealthy bound,
+    and then the node must hold nothing and have no node key."""
+    (i,) = victims(world, rng)
+    flaps = rng.randint(2, 5)
+    fault = begin(world, "flap", UNHEALTHY, f"n{i} x{flaps}")
+    for n in range(flaps):
+        last = n == flaps - 1
+        world.set_health(i, False)
+        if last:
+            play(world, rng, fault, world.bounds.unhealthy + rng.uniform(0.3, 1.5))
+            nodes = world.keys().nodes()
+            world.ledger.check(
+                "no node key for an unhealthy node",
+                world.name(i) not in nodes,
+                f"n{i} unhealthy for {world.bounds.unhealthy:.1f}s+ but its node key is there",
+                world.now(),
+            )
+        else:
+            world.sleep(rng.uniform(0.2, 2.0))
+        world.set_health(i, True)
+        world.sleep(rng.uniform(0.2, 2.0))
+    return fault
+
+
+def dcs_cut(world: World, rng: random.Random) -> Fault:
+    """A node's link to etcd goes down and comes back."""
+    (i,) = victims(world, rng)
+    length = rng.uniform(0.5, 6.0)
+    fault = begin(world, "dcs-cut", HARD, f"n{i} for {length:.1f}s")
+    world.cut.add(i)
+    world.lab.link(i, "dcs0", up=False)
+    cut = world.now()
+    play(world, rng, fault, length)
+    restored = world.now()
+    world.lab.link(i, "dcs0", up=True)
+    world.cut.discard(i)
+    world.check_fenced([i], cut, restored, "its DCS link went down")
+    return fault
+
+
+def loss(world: World, rng: random.Random) -> Fault:
+    """Packet loss (and delay, with netem) on a node's links."""
+    (i,) = victims(world, rng)
+    length = rng.uniform(4.0, 12.0)
+    fault = begin(world, "loss", HARD, f"n{i} for {length:.1f}s")
+    world.cut.add(i)
+    world.lab.impair(i)
+    play(world, rng, fault, length)
+    world.lab.clear_impairment(i)
+    world.cut.discard(i)
+    return fault
+
+
+MEMBER_LOST = "one etcd member lost changes nothing"
+
+
+def unchanged(world: World, before, since: float, what: str) -> None:
+    """Check that the holders stayed `before` from `since` until now."""
+    changed = [s for s in world.observer.window(since, world.now()) if s.holders != before]
+    text = f"the holders changed {changed[0].time - since:.2f} s after {what}" if changed else ""
+    world.ledger.check(MEMBER_LOST, not changed, text, world.now())
+
+
+def etcd_member(world: World, rng: random.Random) -> Fault:
+    """A follower etcd member is killed and restarted: that changes nothing for the pool."""
+    leader = world.leader()
+    member = rng.choice([m for m in range(MEMBERS) if m != leader])
+    length = rng.uniform(1.0, 5.0)
+    fault = begin(world, "etcd-member", HARD, f"m{member} for {length:.1f}s")
+    before = world.holders()
+    world.etcd.stop_member(member, sig=signal.SIGKILL)
+    world.sleep(length)
+    world.etcd.start_member(member)
+    unchanged(world, before, fault.start, f"m{member} died")
+    return fault
+
+
+def etcd_freeze(world: World, rng: random.Random) -> Fault:
+    """An etcd member hangs (SIGSTOP: connections are accepted, nothing answers), then
+    goes on, with the requests it took meanwhile. A hung follower changes nothing for
+    the pool; a hung leader is as if killed until the others elect a new one, and once
+    the pool has settled again its return must change nothing either."""
+    leader = world.leader()
+    member = rng.randrange(MEMBERS)
+    others = [m for m in range(MEMBERS) if m != member]
+    length = rng.uniform(2.0, 6.0)
+    role = "leader" if member == leader else "follower"
+    fault = begin(world, "etcd-freeze", HARD, f"{role} m{member} for {length:.1f}s")
+    since, before = fault.start, world.holders()
+    proc = world.etcd.members[member].proc
+    if member == leader:
+        world.timeline.dcs_down.begin("etcd", world.now())
+    proc.send_signal(signal.SIGSTOP)
+    if member == leader:
+        world.timeline.dcs_down.end("etcd", world.wait_etcd(others))
+        world.settle(fault)
+    world.sleep(fault.start + length - world.now())
+    if member == leader:
+        since, before = world.now(), world.holders()
+    proc.send_signal(signal.SIGCONT)
+    world.wait_etcd(list(range(MEMBERS)))
+    world.sleep(2 * world.bounds.ttl)  # what it kept is applied now, if ever
+    unchanged(world, before, since, f"m{member} hung ({role})")
+    return fault
+
+
+def etcd_leader(world: World, rng: random.Random) -> Fault:
+    """The etcd leader is killed; the others elect a new one; it comes back later."""
+    leader = world.leader()
+    others = [m for m in range(MEMBERS) if m != leader]
+    fault = begin(world, "etcd-leader", HARD, f"m{leader}")
+    world.timeline.dcs_down.begin("etcd", world.now())
+    world.etcd.stop_member(leader, sig=signal.SIGKILL)
+    elected = world.wait_etcd(others)
+    world.timeline.dcs_down.end("etcd", elected)
+    world.ledger.note("etcd election", elected - fault.start, f"after m{leader} died")
+    world.sleep(rng.uniform(1.0, 3.0))
+    world.etcd.start_member(leader)
+    return fault
+
+
+def etcd_all(world: World, rng: random.Random) -> Fault:
+    """The whole etcd cluster stops for longer than the TTL and starts again."""
+    how = rng.choice([signal.SIGKILL, signal.SIGTERM])
+    length = world.bounds.ttl + rng.uniform(0.5, 4.0)
+    fault = begin(world, "etcd-all", HARD, f"{how.name} for {length:.1f}s")
+    world.timeline.dcs_down.begin("etcd", world.now())
+    for m in range(MEMBERS // 2 + 1):
+        world.etcd.stop_member(m, sig=how)
+    no_quorum = world.now()
+    for m in range(MEMBERS // 2 + 1, MEMBERS):
+        world.etcd.stop_member(m, sig=how)
+    world.sleep(fault.start + length - world.now())
+    back = world.now()
+    world.etcd.start_members(list(range(MEMBERS)))
+    up = world.now()
+    world.timeline.dcs_down.end("etcd", up)
+    world.ledger.note("etcd restart", up - back, "all members healthy")
+    world.check_fenced(list(world.lab.node_indexes), no_quorum, back, "etcd lost its quorum")
+    return fault
+
+
+def hand_removal(world: World, rng: random.Random) -> Fault:
+    """An operator removes a held address by hand (`ip addr del`): yaim puts it back."""
+    holders = world.holders()
+    candidates = sorted({n for nodes in holders.values() for n in nodes})
+    i = rng.choice(candidates)
+    address = rng.choice(world.held_by(i))
+    fault = begin(world, "hand-removal", CLEAN, f"{address} from n{i}")
+    prefix = 32 if address.version == 4 else 128
+    world.lab.ip(world.lab.node_ns(i), "addr", "del", f"{address}/{prefix}", "dev", "lan0")
+    try:
+        back = world.observer.wait_for(lambda h: h.get(address), 5.0, f"{address} back")
+        world.ledger.note("hand-removed address back", back.time - fault.start, str(address))
+    except TimeoutError:
+        pass  # the unheld check reports it
+    return fault
+
+
+def pool_edit(world: World, rng: random.Random) -> Fault:
+    """Addresses are added to and removed from the pool."""
+    fault = begin(world, "pool-edit", CLEAN)
+    for _ in range(rng.randint(1, 3)):
+        fault.detail += " " + world.edit_pool(rng)
+        world.sleep(rng.uniform(0.0, 1.0))
+    return fault
+
+
+def drain(world: World, rng: random.Random) -> Fault:
+    """`yaimctl drain NODE`, then `undrain`: meanwhile the node holds nothing."""
+    (i,) = victims(world, rng)
+    fault = begin(world, "drain", CLEAN, f"n{i}")
+    world.drained.add(i)
+    ok = world.yaimctl(i, "drain", world.name(i))
+    world.timeline.drained.begin(i, world.now())
+    play(world, rng, fault, rng.uniform(2.0, 5.0) + world.bounds.clean)
+    world.timeline.drained.end(i, world.now())
+    ok = world.yaimctl(i, "undrain", world.name(i)) and ok
+    world.drained.discard(i)
+    world.ledger.check("yaimctl drain and undrain exit 0", ok, f"n{i}", world.now())
+    return fault
+
+
+def _storm_crash(world: World, i: int) -> Callable[[], None]:
+    world.cut.add(i)
+    world.stopped.add(i)
+    world.nodes[i].crash()
+    world.nodes[i].wait_exit(5)
+    return lambda: world.reboot(i)
+
+
+def _storm_cut(world: World, i: int) -> Callable[[], None]:
+    world.cut.add(i)
+    world.lab.link(i, "dcs0", up=False)
+    cut = world.now()
+
+    def heal() -> None:
+        restored = world.now()
+        world.lab.link(i, "dcs0", up=True)
+        world.cut.discard(i)
+        world.check_fenced([i], cut, restored, "its DCS link went down")
+
+    return heal
+
+
+def _storm_sick(world: World, i: int) -> Callable[[], None]:
+    world.set_health(i, False)
+    return lambda: world.set_health(i, True)
+
+
+def _storm_term(world: World, i: int) -> Callable[[], None]:
+    world.stopped.add(i)
+    world.nodes[i].signal(signal.SIGTERM)
+    world.nodes[i].wait_exit(10)
+    world.timeline.stopped.begin(i, world.now())
+    return lambda: world.start(i)
+
+
+def _storm_drain(world: World, i: int) -> Callable[[], None]:
+    world.drained.add(i)
+    world.yaimctl(i, "drain", world.name(i))
+    world.timeline.drained.begin(i, world.now())
+
+    def heal() -> None:
+        world.timeline.drained.end(i, world.now())
+        world.yaimctl(i, "undrain", world.name(i))
+        world.drained.discard(i)
+
+    return heal
+
+
+STORM = {
+    "crash": _storm_crash,
+    "cut": _storm_cut,
+    "sick": _storm_sick,
+    "term": _storm_term,
+    "drain": _storm_drain,
+}
+
+
+def storm(world: World, rng: random.Random) -> Fault:
+    """Several faults at once on different nodes, a moment apart, maybe with the etcd
+    leader killed among them; healed in a random order."""
+    nodes = victims(world, rng, most=3)
+    what = [(i, rng.choice(sorted(STORM))) for i in nodes]
+    leader = world.leader() if rng.random() < 0.4 else None
+    detail = " ".join(f"{kind} n{i}" for i, kind in what)
+    if leader is not None:
+        detail += f" leader m{leader}"
+    fault = begin(world, "storm", HARD, detail)
+    heals = []
+    for i, kind in what:
+        heals.append(STORM[kind](world, i))
+        world.sleep(rng.uniform(0.0, 0.7))
+    if leader is not None:
+        world.timeline.dcs_down.begin("etcd", world.now())
+        world.etcd.stop_member(leader, sig=signal.SIGKILL)
+        heals.append(lambda: world.etcd.start_member(leader))
+        elected = world.wait_etcd([m for m in range(MEMBERS) if m != leader])
+        world.timeline.dcs_down.end("etcd", elected)
+    play(world, rng, fault, rng.uniform(1.0, 6.0))
+    rng.shuffle(heals)
+    for heal in heals:
+        heal()
+        world.sleep(rng.uniform(0.0, 0.7))
+    return fault
+
+
+class Kind(NamedTuple):
+    inject: Callable[[World, random.Random], Fault]
+    needs: str = ""  # a capability of the lab, empty: none
+
+
+KINDS: Dict[str, Kind] = {
+    "sigkill": Kind(sigkill),
+    "crash": Kind(crash),
+    "sigterm": Kind(sigterm),
+    "pause": Kind(pause),
+    "flap": Kind(flap),
+    "dcs-cut": Kind(dcs_cut),
+    "loss": Kind(loss, needs="impairment"),
+    "etcd-member": Kind(etcd_member),
+    "etcd-leader": Kind(etcd_leader),
+    "etcd-freeze": Kind(etcd_freeze),
+    "etcd-all": Kind(etcd_all),
+    "hand-removal": Kind(hand_removal),
+    "pool-edit": Kind(pool_edit),
+    "drain": Kind(drain),
+    "storm": Kind(storm),
+}
