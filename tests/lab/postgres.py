@@ -73,7 +73,29 @@ def service_dir(prefix: str) -> Path:
     return path
 
 
-class PostgresServer:
+class _Service:
+    """A context manager that brings a service up and always tears it down, also when
+    bringing it up fails half way."""
+
+    def bring_up(self) -> None:
+        raise NotImplementedError
+
+    def teardown(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        try:
+            self.bring_up()
+        except BaseException:
+            self.teardown()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.teardown()
+
+
+class PostgresServer(_Service):
     """One PostgreSQL cluster on 127.0.0.1:`port` (of `netns`, if given); a context manager."""
 
     def __init__(self, netns: Optional[str] = None, port: Optional[int] = None) -> None:
@@ -84,17 +106,9 @@ class PostgresServer:
         self.data = self.dir / "data"
         self.log_path = self.dir / "postgres.log"
 
-    def __enter__(self) -> PostgresServer:
-        try:
-            self.init()
-            self.start()
-        except BaseException:
-            self.teardown()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.teardown()
+    def bring_up(self) -> None:
+        self.init()
+        self.start()
 
     def _run(self, *argv: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
         full = netns_argv(self.netns, as_service_user([str(self.bin / argv[0]), *argv[1:]]))
@@ -151,7 +165,7 @@ class PostgresServer:
         shutil.rmtree(str(self.dir), ignore_errors=True)
 
 
-class PgBouncer:
+class PgBouncer(_Service):
     """A pgbouncer in front of `server` (in the root namespace) on a free port; a context
     manager. Transaction pooling with a pool of one server connection by default, so
     that every client shares one session: whatever a client leaves set in it is seen
@@ -176,16 +190,8 @@ class PgBouncer:
         }
         self.proc: Optional[subprocess.Popen] = None
 
-    def __enter__(self) -> PgBouncer:
-        try:
-            self.start()
-        except BaseException:
-            self.teardown()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.teardown()
+    def bring_up(self) -> None:
+        self.start()
 
     def start(self) -> None:
         """Write the config and run pgbouncer in the foreground; return once it listens."""
