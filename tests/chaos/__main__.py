@@ -22,9 +22,18 @@ from tests.chaos.runner import run, summary
 
 
 def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m tests.chaos", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m tests.chaos",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--seed", type=int, default=None, help="default: a random one")
-    parser.add_argument("--duration", type=float, default=600.0, help="seconds of faults")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=600.0,
+        help="seconds of faults (shared by the two APIs with --dcs both)",
+    )
     parser.add_argument("--rounds", type=int, default=None, help="rounds of every fault kind")
     parser.add_argument("--dcs", choices=("etcd", "etcd3", "both"), default="etcd")
     parser.add_argument("--kinds", default="", help="only these fault kinds, comma-separated")
