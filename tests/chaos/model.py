@@ -19,6 +19,8 @@ silent about the DCS itself being down; the bound applied then is explicit: whil
 etcd has no quorum nothing can be taken (a take is an atomic create), so an
 address unheld while etcd was down must be held within `crash` after etcd
 answers again (every member healthy), as if every node had crashed that moment.
+With etcd3 add etcd's election timeout (1 s): a new leader renews every lease,
+a dead node's too, for its TTL plus that much (etcd-io/etcd#9395).
 """
 
 from __future__ import annotations
@@ -38,13 +40,25 @@ class Bounds:
     ttl: float
     detection: float
     sigcont: float
+    renewal: float = 0.0  # what a new etcd leader adds to every lease beyond its TTL (v3)
 
     @classmethod
     def for_config(
-        cls, interval: float, ttl: float, check_interval: float, retries: int, retry_after: float
+        cls,
+        interval: float,
+        ttl: float,
+        check_interval: float,
+        retries: int,
+        retry_after: float,
+        renewal: float = 0.0,
     ) -> Bounds:
         detection = check_interval + (retries - 1) * retry_after
-        return cls(interval=interval, ttl=ttl, detection=detection, sigcont=interval)
+        return cls(interval, ttl, detection, sigcont=interval, renewal=renewal)
+
+    @property
+    def after_outage(self) -> float:
+        """From etcd answering again until every address is held."""
+        return self.crash + self.renewal
 
     @property
     def crash(self) -> float:
@@ -159,8 +173,8 @@ class Timeline:
             if down <= until and (up is None or up >= start - self.bounds.ttl):
                 if up is None:
                     return None, why + ", etcd down"
-                if up + self.bounds.crash > deadline:
-                    deadline, why = up + self.bounds.crash, why + ", etcd down until then"
+                if up + self.bounds.after_outage > deadline:
+                    deadline, why = up + self.bounds.after_outage, why + ", etcd down until then"
         return deadline, why
 
     def pause_exempt(self, node: int, t: float) -> bool:

@@ -27,9 +27,14 @@ from tests.chaos.world import (
 LOG_PROBLEMS = ("Traceback", "CRITICAL")
 
 
-def bounds() -> Bounds:
+# etcd's default election timeout: what a new leader adds to every lease beyond its TTL.
+ETCD_ELECTION_TIMEOUT = 1.0
+
+
+def bounds(dcs_type: str) -> Bounds:
+    renewal = ETCD_ELECTION_TIMEOUT if dcs_type == "etcd3" else 0.0
     return Bounds.for_config(
-        INTERVAL / 1000, TTL / 1000, INTERVAL / 1000, RETRY_NUM, RETRY_AFTER / 1000
+        INTERVAL / 1000, TTL / 1000, INTERVAL / 1000, RETRY_NUM, RETRY_AFTER / 1000, renewal
     )
 
 
@@ -73,7 +78,7 @@ def run(
     """Faults until `duration` seconds have passed, or `rounds` rounds of every kind
     (of the kinds in `only`, when given)."""
     rng = random.Random(f"{seed}/{dcs_type}")
-    timeline = Timeline(bounds())
+    timeline = Timeline(bounds(dcs_type))
     result = Result(seed, dcs_type, Ledger())
     with World(dcs_type, workdir, timeline, result.ledger, out) as world:
         if world.impairment_note:
@@ -104,6 +109,7 @@ def run(
         world.analyse()
         _scan_logs(world)
         result.notes += [f"operator, after a violation: {a}" for a in world.operator_actions]
+        result.notes += [f"{n} x {issue}" for issue, n in world.known_issues.items()]
         result.seconds = world.elapsed()
         result.samples = world.analyser.samples
         result.longest_gap = world.analyser.longest_gap
@@ -131,6 +137,9 @@ def _after(world: World, fault: Fault) -> None:
     world.analyse()
     fault.end = world.now()
     found = len(world.ledger.violations)
+    for violation in world.ledger.violations[world.reported :]:
+        world.out(f"VIOLATION {violation.check}: {violation.text}")
+    world.reported = found
     world.out(
         f"[{world.elapsed():7.1f}s] {fault.kind:<12} {fault.detail.strip():<40} "
         f"settled {settled - fault.start:5.1f}s after it began; violations so far: {found}"
@@ -156,7 +165,7 @@ def _figure(ledger: Ledger, name: str, what: str) -> str:
 
 def summary(result: Result) -> str:
     """The report printed at the end of a run."""
-    b = bounds()
+    b = bounds(result.dcs_type)
     ledger = result.ledger
     lines = [
         "",
@@ -166,7 +175,7 @@ def summary(result: Result) -> str:
         f"interval {INTERVAL} ms, ttl {TTL} ms",
         f"bounds: crash {b.crash:.1f} s, clean {b.clean:.1f} s, unhealthy {b.unhealthy:.1f} s "
         f"(from the endpoint failing), SIGCONT drop {b.sigcont:.1f} s; "
-        f"while etcd is down: crash bound from when it answers again",
+        f"while etcd is down: {b.after_outage:.1f} s from when it answers again",
         "faults injected ({}): {}".format(
             sum(result.faults.values()),
             ", ".join(f"{k} {n}" for k, n in sorted(result.faults.items())) or "none",

@@ -110,3 +110,15 @@ def test_an_unhealthy_node_must_hold_nothing_after_the_unhealthy_bound():
     assert failed(ledger) == []
     analyser.feed(samples(3.9, 4.2, {A: [1], B: [2]}))
     assert failed(ledger) == [UNHEALTHY]
+
+
+def test_with_etcd3_a_new_leader_s_lease_renewal_is_added_after_an_outage():
+    timeline, ledger, analyser = setup()
+    timeline.bounds = Bounds(0.5, 2.0, 1.0, 0.5, renewal=1.0)
+    analyser.bounds = timeline.bounds
+    timeline.faults.append(Fault("storm", HARD, 1.0))
+    timeline.dcs_down.begin("etcd", 1.2)
+    timeline.dcs_down.end("etcd", 2.0)
+    analyser.feed(samples(0, 1, {A: [1], B: [2]}) + samples(1, 6.8, {B: [2]}))
+    analyser.feed(samples(6.8, 7.2, {A: [3], B: [2]}))
+    assert failed(ledger) == [], "etcd back at 2: crash bound 4 s + 1 s of lease renewal"

@@ -116,3 +116,26 @@ def test_the_node_that_noted_a_conflict_goes_by_the_note_once_written(monkeypatc
     monkeypatch.setattr(balancer_thread, "probe", lambda ifname, addresses, duration: {})
     thread.step([])
     assert state.held() == {V4, V6}
+
+
+# etcd3, its leader hung: the keep-alive of a node's lease kept failing, its addresses
+# were fenced, and every round the balancer "resumed" them (a mark on the lease counts
+# as refreshed by the keep-alive, which had not got through) with a fence time already
+# past: took, fenced, took, fenced, a `fence` notification each time, until a keep-alive
+# worked again. An address whose fence time has passed is not held at all now.
+
+
+class StaleLeaseDCS(ClearableDCS):
+    def ttl_start(self, sent_at: float) -> float:
+        return sent_at - 10.0  # the lease's last renewal: long ago
+
+
+def test_a_mark_whose_lease_was_not_renewed_in_time_is_not_held(monkeypatch, caplog):
+    caplog.set_level(logging.INFO)
+    monkeypatch.setattr(test_announce_safety, "FakeDCS", StaleLeaseDCS)
+    thread, store, state, _ = balancer_round_setup(monkeypatch, {})
+    store.marks.update({str(V4): "n1", str(V6): "n1"})  # ours, on the lease
+    for _ in range(3):
+        thread.step([])
+    assert state.held() == set()
+    assert not [r for r in caplog.records if r.getMessage().startswith("took")]

@@ -17,7 +17,7 @@ from tests.chaos.model import Fault, Ledger, Timeline
 from tests.lab.daemon import YaimNode
 from tests.lab.etcd import ClusterKeys, EtcdCluster, EtcdError, EtcdUnreachable
 from tests.lab.netns import ETCD_HOSTS, Lab, LabError, lan_address6
-from tests.lab.observer import Holders, Observer, format_holders
+from tests.lab.observer import Holders, Observer, Sample, format_holders
 from tests.lab.rtnl import IPAddress
 from tests.lab.util import wait_until
 from yaim.view import in_order
@@ -37,6 +37,7 @@ SPARE = [ipaddress.ip_address(f"198.51.100.{110 + i}") for i in range(30)] + [
 SETTLE_EXTRA = 6.0  # beyond the crash bound: a restarted daemon's start-up and first rounds
 RECOVER_TIMEOUT = 30.0  # after a failed settle, how long to wait before giving up the run
 SIGTERM_EXIT = 2.0  # "within about one second"
+STABLE = 0.5  # how long a settled state must last to count as settled
 
 SETTLES = "settles, every address on one node, spread <= 1"
 MARKS_MATCH = "marks and node keys match the interfaces"
@@ -78,6 +79,8 @@ class World:
         self.impairment: Optional[str] = None  # what `impair` applies, None: unavailable
         self.impairment_note = ""
         self.operator_actions: List[str] = []  # what the run did by hand to recover
+        self.known_issues: Counter = Counter()  # other software's bugs met: text -> times
+        self.reported = 0  # violations printed so far
 
     # building ------------------------------------------------------------
 
@@ -291,14 +294,27 @@ class World:
             return f"not balanced: {spread}"
         return None
 
+    def _wait_settled(self, timeout: float, what: str) -> Sample:
+        """The first sample of a settled state that then lasts STABLE seconds: a moment
+        in the middle of addresses coming and going does not count."""
+        deadline = self.now() + timeout
+
+        def settled(holders: Holders) -> bool:
+            return self.settled_problem(holders) is None
+
+        while True:
+            sample = self.observer.wait_for(settled, max(0.0, deadline - self.now()), what)
+            try:
+                self.observer.wait_for(lambda h: not settled(h), STABLE, "a change")
+            except TimeoutError:
+                return sample
+
     def settle(self, fault: Fault) -> float:
         """Wait for the settled state; its time. A violation, then a longer wait, if late."""
         timeout = self.bounds.crash + SETTLE_EXTRA
         begun = self.now()
         try:
-            sample = self.observer.wait_for(
-                lambda h: self.settled_problem(h) is None, timeout, "the cluster to settle"
-            )
+            sample = self._wait_settled(timeout, "the cluster to settle")
             self.ledger.check(SETTLES, True, t=sample.time)
             return sample.time
         except TimeoutError:
@@ -311,9 +327,7 @@ class World:
             )
         self._operator_looks()
         try:
-            sample = self.observer.wait_for(
-                lambda h: self.settled_problem(h) is None, RECOVER_TIMEOUT, "recovery"
-            )
+            sample = self._wait_settled(RECOVER_TIMEOUT, "recovery")
         except TimeoutError as exc:
             raise ChaosAbort(
                 f"no recovery {self.now() - begun:.0f} s after {fault.kind} {fault.detail}: "

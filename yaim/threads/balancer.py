@@ -243,8 +243,20 @@ class BalancerThread(DCSWorker):
             self.dcs.delete_mark(address)
 
     def _hold(self, address: IPAddress, sent_at: float, reason: str) -> None:
-        """Hold a freshly marked address (its mark's request sent at `sent_at`) and add it."""
-        if not self.state.hold(address, self.state.fence_time(self.dcs.ttl_start(sent_at))):
+        """Hold a freshly marked address (its mark's request sent at `sent_at`) and add it.
+
+        Not when its fence time has passed already: with v3 the mark lives as long as
+        the lease, and a keep-alive that keeps failing leaves the lease's last renewal
+        too old to count on. Holding it would add and fence it in the same breath,
+        every round until a keep-alive gets through again.
+        """
+        fence_time = self.state.fence_time(self.dcs.ttl_start(sent_at))
+        if fence_time <= time.monotonic():
+            log.debug(
+                "not holding %s on node %s: its lease was not renewed in time", address, self.me
+            )
+            return
+        if not self.state.hold(address, fence_time):
             self.dcs.delete_mark(address)
             return
         # Add it now, not at the actuator's next round, and notify `take` once it is on.
