@@ -390,12 +390,19 @@ def remove_addresses(config, tools=None, marked: Iterable[IPAddress] = ()) -> Li
 
 
 def release_in_dcs(config, held=()) -> bool:
-    """Delete this node's marks and node key, one quick try each; False if the DCS failed."""
+    """Delete this node's marks and node key, one quick try each; False if the DCS failed.
+
+    A mark whose address is off the interface (listed with `ip`) goes with a
+    `released` note, so that the next holder need not probe for it.
+    """
     store = dcs.connect(config, tries=1, timeout=SHUTDOWN_DCS_TIMEOUT)
-    mine = set(held) | marked_here(store)
+    marks = marked_here(store)
+    marks.update((address, marks.get(address)) for address in held)
+    present = addresses_present(config)
     try:
-        for address in in_order(mine):
-            if store.delete_mark(address):
+        for address in in_order(marks):
+            mark = marks[address] if present is not None and address not in present else None
+            if store.release_mark(address, mark):
                 log.info("released %s on node %s: stopping", address, store.node)
         store.delete_node()
     except DCSError as exc:
@@ -404,14 +411,29 @@ def release_in_dcs(config, held=()) -> bool:
     return True
 
 
-def marked_here(store: dcs.DCS) -> Set[IPAddress]:
-    """The pool addresses this node has marks for, one quick read; none if the DCS fails."""
+def marked_here(store: dcs.DCS) -> Dict[IPAddress, Optional[int]]:
+    """The pool addresses this node has marks for, with the marks' numbers where known;
+    one quick read, none if the DCS fails."""
     try:
         view, _ = parse_snapshot(store.read())
     except DCSError as exc:
         log.warning("cannot read the DCS for the marks of node %s: %s", store.node, exc)
-        return set()
-    return {address for address, holder in view.holders.items() if holder == store.node}
+        return {}
+    return {
+        address: view.marks.get(address)
+        for address, holder in view.holders.items()
+        if holder == store.node
+    }
+
+
+def addresses_present(config) -> Optional[Set[IPAddress]]:
+    """Every address on the interface, listed with `ip` (no netlink socket in this
+    thread); None if it cannot be listed."""
+    try:
+        return make_actuator(config, [IpCommand()]).scan()[0]
+    except ActuatorError as exc:
+        log.error("cannot list the addresses of %s: %s", config.interface, exc)
+        return None
 
 
 def interface_exists(name: str) -> bool:

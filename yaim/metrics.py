@@ -17,7 +17,7 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 # The label values, known up front so that every series exists (at 0) from the start.
 CHECK_RESULTS = ("healthy", "unhealthy")
-TAKE_REASONS = ("free", "resumed")
+TAKE_REASONS = ("free", "handover", "resumed")
 RELEASE_REASONS = ("removed", "unhealthy", "drained", "rebalance")
 FENCE_CAUSES = ("deadline", "mark-lost")
 NOTIFY_EVENTS = ("take", "release", "fence", "health")

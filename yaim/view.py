@@ -26,10 +26,13 @@ def in_order(addresses: Iterable[IPAddress]) -> List[IPAddress]:
 
 
 class Mark(NamedTuple):
-    """A `marked` key: who holds an address, and the seconds it has left (None: unknown)."""
+    """A `marked` key: who holds an address, the seconds it has left (None: unknown), and
+    the DCS's index of the key's creation, which names this one mark among all the
+    marks the address ever had (v2 createdIndex, v3 create_revision; None: unknown)."""
 
     holder: str
     ttl: Optional[float] = None
+    created: Optional[int] = None
 
 
 class Snapshot(NamedTuple):
@@ -38,6 +41,7 @@ class Snapshot(NamedTuple):
     malformed: pool entries the backend could not use at all (name -> reason),
     e.g. a plain key where the layout wants a directory.
     conflicts: the `conflicts` notes, address name -> the note's text.
+    released: the `released` notes, address name -> the note's text.
     """
 
     pool: FrozenSet[str]
@@ -46,6 +50,7 @@ class Snapshot(NamedTuple):
     drained: FrozenSet[str] = frozenset()
     malformed: Mapping[str, str] = {}
     conflicts: Mapping[str, str] = {}
+    released: Mapping[str, str] = {}
 
 
 class Conflict(NamedTuple):
@@ -68,6 +73,28 @@ class Conflict(NamedTuple):
             return cls("?", "?")
 
 
+class Release(NamedTuple):
+    """A `released` note: `node` took the address off its interface, then deleted its
+    mark number `mark` (`Mark.created`). Whoever takes the address next knows that no
+    yaim node has it, and need not ask the link first."""
+
+    node: str
+    mark: int
+
+    def text(self) -> str:
+        """The note's value in the DCS."""
+        return json.dumps({"mark": self.mark, "node": self.node}, sort_keys=True)
+
+    @classmethod
+    def parse(cls, text: str) -> Optional[Release]:
+        """A note's value; None for one that cannot be read (it vouches for nothing)."""
+        try:
+            note = json.loads(text)
+            return cls(str(note["node"]), int(note["mark"]))
+        except (ValueError, TypeError, KeyError):
+            return None
+
+
 class Rejected(NamedTuple):
     """A pool entry that is skipped, and why."""
 
@@ -83,12 +110,16 @@ class ClusterView(NamedTuple):
     holders: address -> node named in its `marked` key (only pool addresses).
     conflicts: unmarked pool addresses that a host outside yaim answered for
     (a `conflicts` note, until its TTL ends): nobody takes them meanwhile.
+    marks: address -> `Mark.created` of its mark, where the backend tells it.
+    released: pool addresses with a readable `released` note.
     """
 
     nodes: FrozenSet[str]
     pool: FrozenSet[IPAddress]
     holders: Mapping[IPAddress, str]
     conflicts: Mapping[IPAddress, Conflict] = {}
+    marks: Mapping[IPAddress, int] = {}
+    released: Mapping[IPAddress, Release] = {}
 
 
 def is_allowed(address: IPAddress, allowed: Iterable[IPNetwork]) -> bool:
@@ -123,20 +154,54 @@ def parse_snapshot(
             rejected.append(Rejected(name, reason))
         else:
             pool.add(address)
-    holders = {}
+    holders, marks = {}, {}
     for name, mark in snapshot.marks.items():
         address, _ = parse_address(name, allowed)
         if address in pool:
             holders[address] = mark.holder
+            if mark.created is not None:
+                marks[address] = mark.created
     conflicts = {}
-    for name, text in snapshot.conflicts.items():
-        address, _ = parse_address(name, allowed)
-        if address in pool and address not in holders:
+    for address, text in _notes(snapshot.conflicts, pool):
+        if address not in holders:
             conflicts[address] = Conflict.parse(text)
+    released = {}
+    for address, text in _notes(snapshot.released, pool):
+        release = Release.parse(text)
+        if release is not None:
+            released[address] = release
     view = ClusterView(
         nodes=frozenset(snapshot.nodes - snapshot.drained),
         pool=frozenset(pool.difference(conflicts)),
         holders=holders,
         conflicts=conflicts,
+        marks=marks,
+        released=released,
     )
     return view, tuple(rejected)
+
+
+def _notes(notes: Mapping[str, str], pool: Iterable[IPAddress]) -> Iterable[Tuple[IPAddress, str]]:
+    """The notes about pool addresses: (address, text)."""
+    for name, text in notes.items():
+        address, _ = parse_address(name)
+        if address in pool:
+            yield address, text
+
+
+def handed_over(
+    seen: Mapping[IPAddress, Tuple[str, int]], now: ClusterView
+) -> FrozenSet[IPAddress]:
+    """The free addresses whose mark last seen (`seen`: address -> holder, `Mark.created`)
+    its holder has released since: off its interface first, then the mark deleted,
+    with a `released` note naming that very mark.
+
+    No yaim node has them, provided that mark was seen recently enough that no mark
+    made after it can have come and expired unseen (the caller's part: see
+    BalancerThread). An expired mark leaves no note, so its address is still probed.
+    """
+    return frozenset(
+        address
+        for address, release in now.released.items()
+        if address not in now.holders and seen.get(address) == tuple(release)
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 import requests
@@ -91,3 +92,20 @@ def requests_made(monkeypatch):
 
     monkeypatch.setattr(urllib3.connectionpool.HTTPConnectionPool, "urlopen", counting)
     return lambda: count[0]
+
+
+STATUS = "http://127.0.0.1:9720"  # a lab node's status endpoint, in its namespace
+
+
+def request(lab, i, path, method="GET"):
+    """(status code, body) of one request to node i's endpoint."""
+    argv = ["curl", "-s", "--max-time", "2", "-X", method, "-w", "\n%{http_code}", STATUS + path]
+    out = lab.lab.run(lab.lab.node_ns(i), argv).stdout
+    body, _, code = out.rpartition("\n")
+    return int(code), body
+
+
+def status(lab, i):
+    code, body = request(lab, i, "/status")
+    assert code == 200, body
+    return json.loads(body)

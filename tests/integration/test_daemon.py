@@ -18,6 +18,7 @@ from collections import Counter
 
 import pytest
 
+from tests.integration.conftest import status
 from tests.lab.etcd import EtcdCluster
 from tests.lab.netns import HUB_DCS
 from tests.lab.observer import format_holders
@@ -87,6 +88,29 @@ def node_keys(lab):
     return lab.keys().nodes()
 
 
+def seen_by_all(lab, nodes):
+    """Wait until every node's own view (its /status) shows the holders the interfaces show:
+    each has read the settled cluster, so each knows the marks a handover names."""
+    expected = {str(a): f"n{h[0]}" for a, h in lab.observer.holders().items()}
+
+    def agree():
+        return all(
+            {e["address"]: e["holder"] for e in status(lab, n.i)["cluster"]["pool"]} == expected
+            for n in nodes
+        )
+
+    wait_until(agree, 5, what="every node to read the settled cluster")
+
+
+def handed_over(nodes, addresses):
+    """Whether one of `nodes` logged taking each of `addresses` as handed over (no probe)."""
+    logs = "".join(node.log() for node in nodes)
+    return all(f"took {a} on node n" in logs for a in addresses) and all(
+        any(f"took {a} on node {n.name}: its holder had released it" in logs for n in nodes)
+        for a in addresses
+    )
+
+
 def test_three_nodes_settle_two_each_and_marks_match_interfaces(lab):
     start_cluster(lab)
     holders = lab.observer.holders()
@@ -112,6 +136,8 @@ def test_crash_is_repaired_within_ttl_plus_two_intervals(lab):
 
 def test_sigterm_releases_at_once_and_exits_zero(lab):
     nodes = start_cluster(lab)
+    seen_by_all(lab, nodes)
+    lost = {a for a, h in lab.observer.holders().items() if h == [1]}
     stopped_at = time.monotonic()
     nodes[0].signal(signal.SIGTERM)
     assert nodes[0].wait_exit(3) == 0
@@ -124,21 +150,24 @@ def test_sigterm_releases_at_once_and_exits_zero(lab):
     assert lab.lab.addresses(1) == set()
     assert "n1" not in node_keys(lab)
     assert "n1" not in mark_holders(lab).values()
+    assert handed_over(nodes[1:], lost), "released at exit: taken without a probe"
 
 
 def test_unhealthy_node_drops_everything_and_comes_back(lab):
     urls = {i: lab.lab.start_health(i, 8008) for i in (1, 2, 3)}
     for address in POOL:
         put_address(lab, address)
-    for i in (1, 2, 3):
-        lab.node(i, interval=INTERVAL, ttl=TTL, health_url=urls[i]).start()
+    nodes = [lab.node(i, interval=INTERVAL, ttl=TTL, health_url=urls[i]).start() for i in urls]
     lab.observer.wait_for(settled([1, 2, 3]), 15, "the pool to settle")
+    seen_by_all(lab, nodes)
+    lost = {a for a, h in lab.observer.holders().items() if h == [1]}
     failed_at = time.monotonic()
     lab.lab.set_health(1, False)
     sample = lab.observer.wait_for(settled([2, 3]), CLEAN_BOUND + 5, "takeover")
     took = sample.time - failed_at
     print(f"unhealthy failover: {took:.2f} s")
     assert took <= CLEAN_BOUND + INTERVAL / 1000, lab.logs()  # + one check interval
+    assert handed_over(nodes[1:], lost), "released when unhealthy: taken without a probe"
     assert lab.lab.addresses(1) == set()
     wait_until(lambda: "n1" not in node_keys(lab), 2, what="n1's node key to go")
     lab.lab.set_health(1, True)

@@ -15,6 +15,7 @@ from tests.lab.etcd import _free_port
 from tests.lab.util import wait_until
 from yaim.dcs import etcd3
 from yaim.errors import DCSError
+from yaim.view import Release
 
 A = ipaddress.ip_address("198.51.100.100")
 B = ipaddress.ip_address("198.51.100.101")
@@ -277,3 +278,31 @@ def test_a_late_copy_of_a_delete_cannot_delete_the_mark_made_since(make, etcd, m
     assert n1.create_mark(A)
     assert v3(etcd, path, delete).get("succeeded") is not True
     assert key_of(etcd, f"{make.root}/ips/{A}/marked")[0] == "n1"
+
+
+@both
+def test_a_release_leaves_a_note_naming_the_mark_and_a_new_mark_has_a_new_number(make):
+    n1, n2 = make("n1"), make("n2")
+    make.add_pool(A)
+    assert n1.create_mark(A)
+    first = n1.read().marks[str(A)].created
+    assert first is not None and n1.read().released == {}
+    assert n1.release_mark(A, first)
+    snapshot = n2.read()
+    assert str(A) not in snapshot.marks
+    assert Release.parse(snapshot.released[str(A)]) == Release("n1", first)
+    assert n2.create_mark(A)
+    assert n2.read().marks[str(A)].created not in (None, first)
+    assert not n1.clear_note("released", A, Release("n1", first + 1).text())
+    assert n1.clear_note("released", A, Release("n1", first).text())
+    assert n2.read().released == {}
+
+
+@both
+def test_a_release_without_the_mark_s_number_leaves_no_note(make):
+    n1 = make("n1")
+    make.add_pool(A)
+    assert n1.create_mark(A)
+    assert n1.release_mark(A, None)
+    snapshot = n1.read()
+    assert str(A) not in snapshot.marks and snapshot.released == {}

@@ -6,13 +6,13 @@ Every request is made from inside the node's namespace (the endpoint listens on
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.integration.conftest import request, status
 from tests.integration.test_ctl import holding, start
 from tests.integration.test_daemon import (
     CLEAN_BOUND,
@@ -26,8 +26,6 @@ from tests.lab.util import wait_until
 
 pytestmark = pytest.mark.netns
 
-STATUS = "http://127.0.0.1:9720"
-
 
 @pytest.fixture(autouse=True)
 def checked(lab):
@@ -35,20 +33,6 @@ def checked(lab):
     yield lab
     print(lab.logs())  # pytest shows it when the test fails
     assert lab.observer.violations == [], f"two holders: {lab.observer.violations[:5]}"
-
-
-def request(lab, i, path, method="GET"):
-    """(status code, body) of one request to node i's endpoint."""
-    argv = ["curl", "-s", "--max-time", "2", "-X", method, "-w", "\n%{http_code}", STATUS + path]
-    out = lab.lab.run(lab.lab.node_ns(i), argv).stdout
-    body, _, code = out.rpartition("\n")
-    return int(code), body
-
-
-def status(lab, i):
-    code, body = request(lab, i, "/status")
-    assert code == 200, body
-    return json.loads(body)
 
 
 def metrics(lab, i):

@@ -250,6 +250,9 @@ class FakeDCS:
         self.calls.append(f"delete {address}")
         return self.marks.pop(str(address), None) is not None
 
+    def release_mark(self, address, mark) -> bool:
+        return self.delete_mark(address)
+
     def note_conflict(self, address, note: str) -> None:
         self.calls.append(f"note {address}")
         if self.fail_notes:
@@ -282,6 +285,7 @@ def balancer_round_setup(monkeypatch, answers):
         interface="lan0",
         probe_timeout_s=0.25,
         conflict_backoff_s=300.0,
+        ttl_s=3.0,
     )
     thread = balancer_thread.BalancerThread(
         store,

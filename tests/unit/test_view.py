@@ -6,7 +6,16 @@ import ipaddress
 
 import pytest
 
-from yaim.view import Mark, Rejected, Snapshot, in_order, parse_address, parse_snapshot
+from yaim.view import (
+    Mark,
+    Rejected,
+    Release,
+    Snapshot,
+    handed_over,
+    in_order,
+    parse_address,
+    parse_snapshot,
+)
 
 V4 = ipaddress.ip_network("198.51.100.0/24")
 V6 = ipaddress.ip_network("2001:db8::/32")
@@ -118,3 +127,50 @@ def test_marks_on_addresses_outside_the_pool_are_dropped():
 def test_in_order_sorts_both_families_ipv4_first():
     mixed = [ipaddress.ip_address(a) for a in ("2001:db8::1", "198.51.100.2", "198.51.100.10")]
     assert [str(a) for a in in_order(mixed)] == ["198.51.100.2", "198.51.100.10", "2001:db8::1"]
+
+
+# --- handovers: released by its holder, so the next one need not probe ---
+
+
+def view_of(marks=None, released=None):
+    """A view of the pool A1, A2: marks name -> (holder, number), released name -> Release."""
+    raw = Snapshot(
+        pool=frozenset({str(A1), str(A2)}),
+        marks={a: Mark(h, 2.0, n) for a, (h, n) in (marks or {}).items()},
+        nodes=frozenset({"n1", "n2"}),
+        released={a: r.text() for a, r in (released or {}).items()},
+    )
+    return parse_snapshot(raw)[0]
+
+
+def test_the_view_carries_the_marks_numbers_and_readable_released_notes():
+    raw = Snapshot(
+        pool=frozenset({str(A1), str(A2)}),
+        marks={str(A1): Mark("n1", 2.0, 7)},
+        nodes=frozenset(),
+        released={str(A1): Release("n1", 5).text(), str(A2): "garbage", "2001:db8::9": "{}"},
+    )
+    view = parse_snapshot(raw)[0]
+    assert view.marks == {A1: 7}
+    assert view.released == {A1: Release("n1", 5)}
+
+
+def test_an_address_released_by_the_holder_of_the_mark_seen_before_is_handed_over():
+    seen = {A1: ("n1", 7), A2: ("n2", 8)}
+    now = view_of(marks={str(A2): ("n2", 8)}, released={str(A1): Release("n1", 7)})
+    assert handed_over(seen, now) == {A1}
+
+
+@pytest.mark.parametrize(
+    "seen, now_marks, note, why",
+    [
+        ({A1: ("n1", 7)}, {}, None, "expired: no note"),
+        ({A1: ("n1", 7)}, {}, Release("n1", 6), "a note of an earlier mark"),
+        ({A1: ("n1", 7)}, {}, Release("n2", 7), "a note by another node"),
+        ({}, {}, Release("n1", 7), "not seen marked before"),
+        ({A1: ("n1", 7)}, {str(A1): ("n2", 9)}, Release("n1", 7), "marked again"),
+    ],
+)
+def test_nothing_else_counts_as_handed_over(seen, now_marks, note, why):
+    now = view_of(marks=now_marks, released={str(A1): note} if note else None)
+    assert handed_over(seen, now) == frozenset(), why

@@ -17,10 +17,10 @@ import random
 import ssl
 import threading
 import time
-from typing import Callable, Iterable, List, NamedTuple, Optional, TypeVar
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, TypeVar
 
 from yaim.errors import DCSError
-from yaim.view import IPAddress, Mark, Snapshot
+from yaim.view import IPAddress, Mark, Release, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -199,18 +199,45 @@ class DCS(abc.ABC):
     def delete_mark(self, address: IPAddress) -> bool:
         """Delete this node's mark; False if it was not (or no longer) ours."""
 
-    @abc.abstractmethod
+    def release_mark(self, address: IPAddress, mark: Optional[int]) -> bool:
+        """Delete this node's mark of an address that is off the interface already.
+
+        With the mark's number (`Mark.created`) a `released` note goes first, so that
+        the next holder knows no yaim node has the address and need not probe the link
+        for it. Only ever called once the address is gone from this node's interface.
+        """
+        if mark is not None:
+            self.write_note("released", address, Release(self.node, mark).text(), self.etcd_ttl)
+        return self.delete_mark(address)
+
     def note_conflict(self, address: IPAddress, note: str) -> None:
         """Write the `conflicts` note of an address, TTL `conflict-backoff`: meanwhile no
         node takes it. Written before the mark is deleted, so nobody sees it free."""
+        self.write_note("conflicts", address, note, self.conflict_ttl())
 
-    @abc.abstractmethod
     def clear_conflict(self, address: IPAddress, note: str) -> bool:
         """Delete the `conflicts` note of an address if it is still `note`; True if deleted."""
+        return self.clear_note("conflicts", address, note)
 
     def conflict_ttl(self) -> int:
         """The note's TTL in whole seconds, as etcd keeps them."""
         return math.ceil(self.config.conflict_backoff_s)
+
+    @property
+    def etcd_ttl(self) -> int:
+        """`ttl` in whole seconds, as etcd keeps TTLs."""
+        return math.ceil(self.ttl)
+
+    def _note_key(self, kind: str, address: IPAddress) -> str:
+        return f"{self.root}/{kind}/{address}"
+
+    @abc.abstractmethod
+    def write_note(self, kind: str, address: IPAddress, note: str, ttl: int) -> None:
+        """Write the note `<kind>/<address>` with a TTL of `ttl` seconds."""
+
+    @abc.abstractmethod
+    def clear_note(self, kind: str, address: IPAddress, note: str) -> bool:
+        """Delete the note `<kind>/<address>` if it is still `note`; True if deleted."""
 
     @abc.abstractmethod
     def _wait(self, timeout: float) -> bool:
@@ -248,6 +275,7 @@ class Entry(NamedTuple):
     value: str
     is_dir: bool = False
     ttl: Optional[float] = None
+    created: Optional[int] = None  # the key's creation index or revision
 
 
 def snapshot_of(root: str, entries: Iterable[Entry], pool_dirs: bool) -> Snapshot:
@@ -255,7 +283,8 @@ def snapshot_of(root: str, entries: Iterable[Entry], pool_dirs: bool) -> Snapsho
 
     pool_dirs: pool entries are directories (v2), so a plain key there is malformed.
     """
-    pool, malformed, marks, nodes, drained, conflicts = set(), {}, {}, set(), set(), {}
+    pool, malformed, marks, nodes, drained = set(), {}, {}, set(), set()
+    notes: Dict[str, Dict[str, str]] = {"conflicts": {}, "released": {}}
     for entry in entries:
         parts = entry.key[len(root) :].strip("/").split("/")
         kind, name = parts[0], parts[1] if len(parts) > 1 else ""
@@ -265,18 +294,19 @@ def snapshot_of(root: str, entries: Iterable[Entry], pool_dirs: bool) -> Snapsho
             else:
                 malformed[name] = "a plain key, not a directory"
         elif len(parts) == 3 and kind == "ips" and parts[2] == "marked" and not entry.is_dir:
-            marks[name] = Mark(entry.value, entry.ttl)
+            marks[name] = Mark(entry.value, entry.ttl, entry.created)
         elif len(parts) == 2 and kind == "nodes":
             nodes.add(name)
         elif len(parts) == 2 and kind == "drain":
             drained.add(name)
-        elif len(parts) == 2 and kind == "conflicts" and not entry.is_dir:
-            conflicts[name] = entry.value
+        elif len(parts) == 2 and kind in notes and not entry.is_dir:
+            notes[kind][name] = entry.value
     return Snapshot(
         pool=frozenset(pool),
         marks=marks,
         nodes=frozenset(nodes),
         drained=frozenset(drained),
         malformed=malformed,
-        conflicts=conflicts,
+        conflicts=notes["conflicts"],
+        released=notes["released"],
     )

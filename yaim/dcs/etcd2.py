@@ -5,6 +5,7 @@
 /<ns>/<cl>/nodes/<node>           present while the node is healthy, TTL
 /<ns>/<cl>/drain/<node>           set by an operator, no TTL
 /<ns>/<cl>/conflicts/<address>    a host outside yaim answered for it, TTL conflict-backoff
+/<ns>/<cl>/released/<address>     its last holder took it off and deleted its mark, TTL
 
 Every write to a key of this node that exists already compares its version
 (prevIndex) with the one this node last wrote. etcd v2 fixes a TTL's expiration
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import threading
 import time
 from typing import Callable, Dict, Optional, TypeVar
@@ -95,7 +95,6 @@ class Backend(DCS):
     def __init__(self, config, **kwargs) -> None:
         super().__init__(config, **kwargs)
         self._clients: Dict[str, etcd.Client] = {}
-        self.etcd_ttl = math.ceil(self.ttl)
         self.versions = _Versions()
 
     def clone(self) -> DCS:
@@ -283,13 +282,12 @@ class Backend(DCS):
 
         return self._call("delete " + key, operation)
 
-    def note_conflict(self, address: IPAddress, note: str) -> None:
-        key = f"{self.root}/conflicts/{address}"
-        ttl = self.conflict_ttl()
+    def write_note(self, kind: str, address: IPAddress, note: str, ttl: int) -> None:
+        key = self._note_key(kind, address)
         self._call("write " + key, lambda client: client.write(key, note, ttl=ttl))
 
-    def clear_conflict(self, address: IPAddress, note: str) -> bool:
-        key = f"{self.root}/conflicts/{address}"
+    def clear_note(self, kind: str, address: IPAddress, note: str) -> bool:
+        key = self._note_key(kind, address)
 
         def operation(client: etcd.Client) -> bool:
             try:
@@ -344,5 +342,7 @@ class Backend(DCS):
 def _snapshot(root: str, result: Optional[etcd.EtcdResult]) -> Snapshot:
     """Sort the recursive read of the cluster directory into the layout's parts."""
     nodes = result.get_subtree() if result is not None else ()
-    entries = (Entry(node.key, node.value, bool(node.dir), node.ttl) for node in nodes)
+    entries = (
+        Entry(node.key, node.value, bool(node.dir), node.ttl, node.createdIndex) for node in nodes
+    )
     return snapshot_of(root, entries, pool_dirs=True)

@@ -6,6 +6,8 @@
 /<ns>/<cl>/drain/<node>           set by an operator, no lease
 /<ns>/<cl>/conflicts/<address>    a host outside yaim answered for it, on a lease of its own
                                   (TTL conflict-backoff), so it outlives its writer
+/<ns>/<cl>/released/<address>     its last holder took it off and deleted its mark, on a
+                                  lease of its own (TTL ttl)
 
 One lease per node (TTL = ttl): one keep-alive per interval renews the node key
 and every mark, and they all vanish together when the node dies. A mark is made
@@ -25,7 +27,6 @@ import base64
 import contextlib
 import json
 import logging
-import math
 import threading
 import time
 from typing import (
@@ -102,6 +103,7 @@ class _KV(NamedTuple):
     value: str
     lease: int
     mod_revision: int
+    create_revision: int
 
     @classmethod
     def parse(cls, kv: Dict[str, Any]) -> _KV:
@@ -110,6 +112,7 @@ class _KV(NamedTuple):
             _text(kv.get("value", "")),
             int(kv.get("lease", 0)),
             int(kv.get("mod_revision", 0)),
+            int(kv.get("create_revision", 0)),
         )
 
 
@@ -286,7 +289,6 @@ class Backend(DCS):
         super().__init__(config, **kwargs)
         self._gateways: Dict[str, _Gateway] = {}
         self.session = _Session()
-        self.etcd_ttl = math.ceil(self.ttl)
         self._watch: Optional[_Watch] = None
 
     def clone(self) -> DCS:
@@ -490,18 +492,18 @@ class Backend(DCS):
         self.session.forget(key)
         return deleted
 
-    def note_conflict(self, address: IPAddress, note: str) -> None:
-        key = f"{self.root}/conflicts/{address}"
+    def write_note(self, kind: str, address: IPAddress, note: str, ttl: int) -> None:
+        key = self._note_key(kind, address)
 
         def operation(gateway: _Gateway) -> None:
-            lease = gateway.call("/v3/lease/grant", {"TTL": str(self.conflict_ttl())})["ID"]
+            lease = gateway.call("/v3/lease/grant", {"TTL": str(ttl)})["ID"]
             body = {"key": _b64(key), "value": _b64(note), "lease": str(lease)}
             gateway.call("/v3/kv/put", body)
 
         self._call("write " + key, operation)
 
-    def clear_conflict(self, address: IPAddress, note: str) -> bool:
-        key = f"{self.root}/conflicts/{address}"
+    def clear_note(self, kind: str, address: IPAddress, note: str) -> bool:
+        key = self._note_key(kind, address)
         compare = [_compare(key, "VALUE", "value", _b64(note))]
         success = [{"request_delete_range": {"key": _b64(key)}}]
         return self._call("delete " + key, self._txn(compare, success))
@@ -621,4 +623,5 @@ def _created(key: str, result: str) -> dict:
 
 def _snapshot(root: str, kvs: List[_KV]) -> Snapshot:
     """Sort the keys below the cluster directory into the layout's parts."""
-    return snapshot_of(root, (Entry(kv.key, kv.value) for kv in kvs), pool_dirs=False)
+    entries = (Entry(kv.key, kv.value, created=kv.create_revision or None) for kv in kvs)
+    return snapshot_of(root, entries, pool_dirs=False)

@@ -9,26 +9,46 @@ Before a free address is held, the link is asked whether a host already has it
 ours meanwhile, so no yaim node can be the one answering. If a host answers,
 the address is refused: a `conflicts` note goes into the DCS first, then the
 mark is deleted, and every node skips the address until the note's TTL ends.
+
+An address handed over needs no probe: its holder took it off its interface, then
+wrote a `released` note naming its mark and deleted the mark. The note vouches only
+for that mark, which a read sent less than HANDOVER_WINDOW x ttl ago must have shown;
+every node holds an address only while its mark is sure to live that long, so a mark
+made after that read cannot have come and expired unseen.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Optional, Set, Tuple
 
 from yaim import balancer
 from yaim.actuator.probe import is_local, own_mac, probe
 from yaim.dcs import DCS
 from yaim.state import SharedState
 from yaim.threads.base import DCSWorker
-from yaim.view import ClusterView, Conflict, IPAddress, Rejected, in_order, parse_snapshot
+from yaim.view import (
+    ClusterView,
+    Conflict,
+    IPAddress,
+    Rejected,
+    Release,
+    handed_over,
+    in_order,
+    parse_snapshot,
+)
 
 log = logging.getLogger(__name__)
+
+# Share of the ttl: the previous read may be this old for a handover to skip the
+# probe, and a node holds an address only while its mark has at least this long left.
+HANDOVER_WINDOW = 0.5
 
 # Why an address is taken or released: the metrics' label, then the log's words.
 REASONS = {
     "free": "it was free",
+    "handover": "its holder had released it",
     "resumed": "its mark was still ours",
     "removed": "removed from the pool",
     "unhealthy": "not healthy",
@@ -62,13 +82,18 @@ class BalancerThread(DCSWorker):
         self.reported: Dict[IPAddress, str] = {}  # conflicts logged: address -> MAC
         self.noted: Set[IPAddress] = set()  # other nodes' conflict notes already logged
         self.probe_failing = False
+        # address -> (holder, mark number, send time of the last read that showed it)
+        self.seen_marks: Dict[IPAddress, Tuple[str, int, float]] = {}
+        self.handovers: FrozenSet[IPAddress] = frozenset()
 
     def dcs_round(self, messages: List[Any]) -> None:
         self._act(self._read_view())
 
     def _read_view(self) -> ClusterView:
+        sent_at = time.monotonic()
         snapshot = self.dcs.read()
         view, rejected = parse_snapshot(snapshot, self.config.allowed_networks)
+        self._note_handovers(view, sent_at)
         for entry in sorted(set(rejected) - self.rejected):
             log.warning("refused pool entry %r on node %s: %s", entry.name, self.me, entry.reason)
         self.rejected = set(rejected)
@@ -78,6 +103,16 @@ class BalancerThread(DCSWorker):
         if not self.state.healthy:
             view = view._replace(nodes=view.nodes - {self.me})
         return view
+
+    def _note_handovers(self, view: ClusterView, sent_at: float) -> None:
+        """The addresses released since their marks were last seen, if recently enough;
+        then remember the marks of this read."""
+        now, window = time.monotonic(), HANDOVER_WINDOW * self.config.ttl_s
+        self.seen_marks = {a: s for a, s in self.seen_marks.items() if now - s[2] < window}
+        self.handovers = handed_over({a: s[:2] for a, s in self.seen_marks.items()}, view)
+        for address, holder in view.holders.items():
+            if address in view.marks:
+                self.seen_marks[address] = (holder, view.marks[address], sent_at)
 
     def _skip_conflicts(self, view: ClusterView) -> ClusterView:
         """Log other nodes' new conflict notes once; leave out the conflicts this node saw."""
@@ -134,9 +169,7 @@ class BalancerThread(DCSWorker):
         for address in in_order(plan.release):
             self._release(address, reason)
         for address in in_order(plan.keep - self.state.held()):
-            sent_at = self._mark(address, self.dcs.refresh_mark)
-            if sent_at is not None:
-                self._hold(address, sent_at, "resumed")
+            self._resume(address, view)
         self._take_free(plan.take)
         self._clear_own_conflicts(view)
 
@@ -178,19 +211,30 @@ class BalancerThread(DCSWorker):
             return None
         return sent_at
 
+    def _resume(self, address: IPAddress, view: ClusterView) -> None:
+        """Hold again an address whose mark is still ours. A `released` note of this
+        very mark goes first: it would vouch for an address that is back on."""
+        note = view.released.get(address)
+        if note is not None and note == Release(self.me, view.marks.get(address)):
+            self.dcs.clear_note("released", address, note.text())
+        sent_at = self._mark(address, self.dcs.refresh_mark)
+        if sent_at is not None:
+            self._hold(address, sent_at, "resumed")
+
     def _take_free(self, addresses: Iterable[IPAddress]) -> None:
-        """Mark each address, probe the marked ones all at once, hold those nobody has."""
+        """Mark each address, probe the marked ones all at once (not those handed over by
+        their holder), hold those nobody has."""
         marked = {}
         for address in in_order(addresses):
             sent_at = self._mark(address, self.dcs.create_mark)
             if sent_at is not None:
                 marked[address] = sent_at
-        answered = self._probe(marked)
+        answered = self._probe(set(marked) - self.handovers)
         for address, sent_at in marked.items():
             if address in answered:
                 self._refuse(address, answered[address])
             else:
-                self._hold(address, sent_at, "free")
+                self._hold(address, sent_at, "handover" if address in self.handovers else "free")
 
     def _probe(self, addresses: Iterable[IPAddress]) -> Dict[IPAddress, str]:
         """Who answers for the addresses on the link (address -> MAC); {} when probing is off.
@@ -245,13 +289,14 @@ class BalancerThread(DCSWorker):
     def _hold(self, address: IPAddress, sent_at: float, reason: str) -> None:
         """Hold a freshly marked address (its mark's request sent at `sent_at`) and add it.
 
-        Not when its fence time has passed already: with v3 the mark lives as long as
-        the lease, and a keep-alive that keeps failing leaves the lease's last renewal
-        too old to count on. Holding it would add and fence it in the same breath,
-        every round until a keep-alive gets through again.
+        Not unless its fence time is HANDOVER_WINDOW x ttl away at least: with v3 the mark
+        lives as long as the lease, and a keep-alive that keeps failing leaves the
+        lease's last renewal too old to count on. Holding it would add and fence it in
+        the same breath, every round until a keep-alive gets through again; and the
+        other nodes count on every held mark living that long (see the module's text).
         """
         fence_time = self.state.fence_time(self.dcs.ttl_start(sent_at))
-        if fence_time <= time.monotonic():
+        if fence_time - time.monotonic() < HANDOVER_WINDOW * self.config.ttl_s:
             log.debug(
                 "not holding %s on node %s: its lease was not renewed in time", address, self.me
             )
@@ -264,6 +309,11 @@ class BalancerThread(DCSWorker):
         self.metrics.takeovers.labels(reason).inc()
         log.info("took %s on node %s: %s", address, self.me, REASONS[reason])
 
+    def _mark_of(self, address: IPAddress) -> Optional[int]:
+        """The number of this node's mark of `address`, if a recent read showed it."""
+        seen = self.seen_marks.get(address)
+        return seen[1] if seen is not None and seen[0] == self.me else None
+
     def _release(self, address: IPAddress, reason: str) -> None:
         """Remove the address from the interface first, then delete its mark."""
         fence_time = self.state.drop(address)
@@ -272,7 +322,7 @@ class BalancerThread(DCSWorker):
                 self.state.hold(address, fence_time)
             log.error("keeping %s on node %s: it could not be removed yet", address, self.me)
             return
-        self.dcs.delete_mark(address)
+        self.dcs.release_mark(address, self._mark_of(address))
         self.metrics.releases.labels(reason).inc()
         log.info("released %s on node %s: %s", address, self.me, REASONS[reason])
         self.notify("release", address, reason)
