@@ -11,6 +11,7 @@ import pytest
 
 from tests.unit import test_announce_safety
 from tests.unit.test_announce_safety import V4, V6, FakeDCS, balancer_round_setup
+from yaim.dcs import wakes_balancer
 from yaim.view import Mark, Release, Snapshot
 
 
@@ -121,3 +122,19 @@ def test_resuming_a_mark_clears_its_own_released_note_first(n1):
     thread.step([])
     assert f"clear released {V4}" in store.calls and str(V4) not in store.released
     assert V4 in state.held()
+
+
+@pytest.mark.parametrize(
+    "key, deleted, wakes",
+    [
+        ("/ips/198.51.100.7/marked", True, True),
+        ("/ips/198.51.100.7/marked", False, False),
+        ("/released/198.51.100.7", False, False),
+        ("/released/198.51.100.7", True, False),
+        ("/conflicts/198.51.100.7", False, True),
+        ("/nodes/n2", True, True),
+    ],
+)
+def test_released_notes_never_wake_the_balancer(key, deleted, wakes):
+    """The note comes with a mark's deletion, which wakes it; its expiry changes nothing."""
+    assert wakes_balancer(key, deleted) is wakes

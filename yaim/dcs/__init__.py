@@ -69,9 +69,12 @@ def describe(exc: BaseException) -> str:
 def wakes_balancer(relative_key: str, deleted: bool) -> bool:
     """Whether a change below the cluster directory needs the balancer now.
 
-    Writing a mark only confirms what its writer already knows; everything else (a
-    mark going, the pool, node keys, drain keys) may change the plan.
+    Writing a mark only confirms what its writer already knows, and a `released` note
+    comes and goes beside the deletion of a mark, which wakes it; everything else (a
+    mark going, the pool, node keys, drain keys, conflicts) may change the plan.
     """
+    if relative_key.startswith("/released/"):
+        return False
     return deleted or not relative_key.endswith("/marked")
 
 
