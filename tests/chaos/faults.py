@@ -133,8 +133,9 @@ def pause(world: World, rng: random.Random) -> Fault:
     world.timeline.paused.begin(i, world.now())
     world.nodes[i].signal(signal.SIGSTOP)
     play(world, rng, fault, length)
-    world.nodes[i].signal(signal.SIGCONT)
+    # Before the signal: the node may drop its addresses before this process runs again.
     resumed, wall = world.now(), time.time()
+    world.nodes[i].signal(signal.SIGCONT)
     world.timeline.paused.end(i, resumed)
     world.paused.discard(i)
 
