@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import secrets
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -41,8 +42,15 @@ def parse_args(argv: Optional[List[str]]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
+    # SIGTERM, or SIGINT also where a background start ignored it: tear the lab down.
+    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)
     seed = args.seed if args.seed is not None else secrets.randbelow(10**6)
     types = ["etcd", "etcd3"] if args.dcs == "both" else [args.dcs]
     print(f"yaim chaos: seed {seed}, dcs-type {', '.join(types)}", flush=True)
