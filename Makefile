@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: test demo lint unit integration chaos deps pkg-deps deb rpm venv clean
+.PHONY: test demo lint unit integration chaos bench deps bench-deps pkg-deps deb rpm venv clean
 
 test: deps venv lint
 	$(PY) -m pytest -q tests
@@ -17,8 +17,8 @@ integration: deps venv
 	$(PY) -m pytest -q tests/integration
 
 lint: venv
-	$(VENV)/bin/ruff check yaim tests
-	$(VENV)/bin/ruff format --check yaim tests
+	$(VENV)/bin/ruff check yaim tests bench
+	$(VENV)/bin/ruff format --check yaim tests bench
 	$(VENV)/bin/vermin --no-tips --violations --eval-annotations -t=3.7- yaim
 
 demo: deps venv
@@ -31,6 +31,14 @@ DURATION ?= 600
 DCS      ?= etcd
 chaos: deps venv
 	$(PY) -m tests.chaos --duration $(DURATION) --dcs $(DCS) $(if $(SEED),--seed $(SEED))
+
+# Benchmarks (bench/): failover against keepalived and vip-manager, scale, profile;
+# PARTS= picks some (failover scale profile), BENCH_ARGS= passes options
+# (`.venv/bin/python -m bench --help`). Writes bench/results/*.json and bench/RESULTS.md.
+PARTS      ?=
+BENCH_ARGS ?=
+bench: bench-deps venv
+	$(PY) -m bench $(PARTS) $(BENCH_ARGS)
 
 # Debian packages the lab needs, installed only when a command is missing.
 deps: pkg-deps
@@ -48,6 +56,24 @@ deps: pkg-deps
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+# What the failover benchmark compares yaim with, installed only when missing. Without
+# systemd neither starts anything: keepalived's init script needs
+# /etc/keepalived/keepalived.conf, which the package does not ship, and vip-manager has no
+# init script. Under systemd keepalived's unit has the same condition, while vip-manager's
+# starts and fails on its empty /etc/default/vip-manager (touching no interface): the
+# units of what was just installed are stopped.
+bench-deps: deps
+	@missing=""; \
+	command -v keepalived >/dev/null || missing="$$missing keepalived"; \
+	command -v vip-manager >/dev/null || missing="$$missing vip-manager"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  if [ -d /run/systemd/system ]; then \
+	    for pkg in $$missing; do systemctl stop "$$pkg.service" 2>/dev/null || true; done; \
+	  fi; \
 	fi
 
 # What `make deb` and `make rpm` need: the Build-Depends of packaging/debian/control,
@@ -77,7 +103,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,bench]'
 	touch $@
 
 clean:

@@ -39,6 +39,7 @@ HEALTH_SCRIPT = Path(__file__).with_name("health.py")
 PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{1,7}$")
 PREFIX_TRIES = 5
 STOP_TIMEOUT = 3.0
+MAX_NODES = 244  # node i's addresses .(10+i) stay below the /24's broadcast address
 NFT_TABLE = "ytimpair"
 
 
@@ -77,8 +78,8 @@ class Lab:
     def __init__(
         self, nodes: int = 3, prefix: Optional[str] = None, base_dir: Optional[Path] = None
     ) -> None:
-        if not 1 <= nodes <= 99:
-            raise ValueError(f"nodes must be 1..99, got {nodes}")
+        if not 1 <= nodes <= MAX_NODES:
+            raise ValueError(f"nodes must be 1..{MAX_NODES}, got {nodes}")
         if prefix is not None and not PREFIX_RE.match(prefix):
             raise ValueError(f"prefix must match {PREFIX_RE.pattern}, got {prefix!r}")
         self.nodes = nodes

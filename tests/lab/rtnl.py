@@ -49,16 +49,22 @@ def _setns(fd: int) -> None:
         raise OSError(err, "setns: " + os.strerror(err))
 
 
-def netlink_socket(netns: str) -> socket.socket:
-    """A NETLINK_ROUTE socket inside the named namespace `netns`."""
+def socket_in(netns: str, family: int, kind: int, proto: int = 0) -> socket.socket:
+    """A socket inside the named namespace `netns` (timeout TIMEOUT), e.g. a TCP socket
+    that connects to a service listening on the namespace's loopback."""
     with open("/run/netns/" + netns) as target, open("/proc/thread-self/ns/net") as home:
         _setns(target.fileno())
         try:
-            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
+            sock = socket.socket(family, kind, proto)
         finally:
             _setns(home.fileno())
     sock.settimeout(TIMEOUT)
     return sock
+
+
+def netlink_socket(netns: str) -> socket.socket:
+    """A NETLINK_ROUTE socket inside the named namespace `netns`."""
+    return socket_in(netns, socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
 
 
 def _attrs(data: bytes) -> Dict[int, bytes]:
