@@ -7,9 +7,10 @@ Neither touches the network; both are immutable so they can be shared freely.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
-from typing import FrozenSet, Iterable, List, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import Dict, FrozenSet, Iterable, List, Mapping, NamedTuple, Optional, Tuple, Union
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
@@ -130,6 +131,12 @@ def is_allowed(address: IPAddress, allowed: Iterable[IPNetwork]) -> bool:
 
 def parse_address(name: str, allowed: Iterable[IPNetwork] = ()) -> Tuple[Optional[IPAddress], str]:
     """Parse one pool key name; return (address, "") or (None, reason)."""
+    return _parse_address(name, tuple(allowed))
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_address(name: str, allowed: Tuple[IPNetwork, ...]) -> Tuple[Optional[IPAddress], str]:
+    """parse_address, remembered: every node parses the same pool every interval."""
     try:
         address = ipaddress.ip_address(name)
     except ValueError:
@@ -146,27 +153,28 @@ def parse_snapshot(
 ) -> Tuple[ClusterView, Tuple[Rejected, ...]]:
     """Turn raw key names into a view; entries that are not usable come back as rejected."""
     allowed = tuple(allowed)
-    pool = set()
+    named: Dict[str, IPAddress] = {}  # pool key name -> address; marks and notes use the name
     rejected = [Rejected(name, reason) for name, reason in sorted(snapshot.malformed.items())]
     for name in sorted(snapshot.pool):
         address, reason = parse_address(name, allowed)
         if address is None:
             rejected.append(Rejected(name, reason))
         else:
-            pool.add(address)
+            named[name] = address
+    pool = set(named.values())
     holders, marks = {}, {}
     for name, mark in snapshot.marks.items():
-        address, _ = parse_address(name, allowed)
-        if address in pool:
+        address = named.get(name)
+        if address is not None:
             holders[address] = mark.holder
             if mark.created is not None:
                 marks[address] = mark.created
     conflicts = {}
-    for address, text in _notes(snapshot.conflicts, pool):
+    for address, text in _notes(snapshot.conflicts, named):
         if address not in holders:
             conflicts[address] = Conflict.parse(text)
     released = {}
-    for address, text in _notes(snapshot.released, pool):
+    for address, text in _notes(snapshot.released, named):
         release = Release.parse(text)
         if release is not None:
             released[address] = release
@@ -181,12 +189,13 @@ def parse_snapshot(
     return view, tuple(rejected)
 
 
-def _notes(notes: Mapping[str, str], pool: Iterable[IPAddress]) -> Iterable[Tuple[IPAddress, str]]:
-    """The notes about pool addresses: (address, text)."""
+def _notes(
+    notes: Mapping[str, str], named: Mapping[str, IPAddress]
+) -> Iterable[Tuple[IPAddress, str]]:
+    """The notes about pool addresses (`named`: pool key name -> address): (address, text)."""
     for name, text in notes.items():
-        address, _ = parse_address(name)
-        if address in pool:
-            yield address, text
+        if name in named:
+            yield named[name], text
 
 
 def handed_over(

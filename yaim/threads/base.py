@@ -72,6 +72,7 @@ class Worker(threading.Thread):
                 return [item for item in items if item is not None]
 
     def run(self) -> None:
+        self.last_success = time.monotonic()  # the clock of `stuck_for` starts now
         try:
             messages: List[Any] = []
             while not self.stop.is_set():
