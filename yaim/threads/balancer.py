@@ -147,27 +147,14 @@ class BalancerThread(DCSWorker):
 
     def _act(self, view: ClusterView) -> None:
         held = self.state.held()
-        for address in in_order(held - view.pool):
-            self._release(address, "removed")
-        for address in in_order(held & view.pool):
-            holder = view.holders.get(address)
-            if holder != self.me and self.state.drop(address) is not None:
-                self.metrics.fencing.labels("mark-lost").inc()
-                log.warning(
-                    "fencing %s on node %s: its mark is %s",
-                    address,
-                    self.me,
-                    "held by " + holder if holder else "gone",
-                )
-                self.sync_actuator(self.config.interval_s)
-                self.notify("fence", address, "mark-lost")
+        self._release(held - view.pool, "removed")
+        self._fence_lost({a for a in held & view.pool if view.holders.get(a) != self.me}, view)
         plan = balancer.plan(view, self.me)
         if self.drained:
             reason = "drained"
         else:
             reason = "unhealthy" if self.me not in view.nodes else "rebalance"
-        for address in in_order(plan.release):
-            self._release(address, reason)
+        self._release(plan.release, reason)
         for address in in_order(plan.keep - self.state.held()):
             self._resume(address, view)
         self._take_free(plan.take)
@@ -314,15 +301,41 @@ class BalancerThread(DCSWorker):
         seen = self.seen_marks.get(address)
         return seen[1] if seen is not None and seen[0] == self.me else None
 
-    def _release(self, address: IPAddress, reason: str) -> None:
-        """Remove the address from the interface first, then delete its mark."""
-        fence_time = self.state.drop(address)
-        if not self.sync_actuator(self.config.interval_s):
-            if fence_time is not None:
-                self.state.hold(address, fence_time)
-            log.error("keeping %s on node %s: it could not be removed yet", address, self.me)
+    def _fence_lost(self, addresses: Iterable[IPAddress], view: ClusterView) -> None:
+        """Drop the held addresses whose mark is gone or someone else's: one actuator round."""
+        dropped = [a for a in in_order(addresses) if self.state.drop(a) is not None]
+        for address in dropped:
+            holder = view.holders.get(address)
+            self.metrics.fencing.labels("mark-lost").inc()
+            log.warning(
+                "fencing %s on node %s: its mark is %s",
+                address,
+                self.me,
+                "held by " + holder if holder else "gone",
+            )
+        if dropped:
+            self.sync_actuator(self.config.interval_s)
+        for address in dropped:
+            self.notify("fence", address, "mark-lost")
+
+    def _release(self, addresses: Iterable[IPAddress], reason: str) -> None:
+        """Remove the addresses from the interface first, in one actuator round for them
+        all, then delete their marks."""
+        dropped = {a: self.state.drop(a) for a in in_order(addresses)}
+        if not dropped:
             return
-        self.dcs.release_mark(address, self._mark_of(address))
-        self.metrics.releases.labels(reason).inc()
-        log.info("released %s on node %s: %s", address, self.me, REASONS[reason])
-        self.notify("release", address, reason)
+        if not self.sync_actuator(self.config.interval_s):
+            for address, fence_time in dropped.items():
+                if fence_time is not None:
+                    self.state.hold(address, fence_time)
+            log.error(
+                "keeping %s on node %s: could not be removed yet",
+                ", ".join(map(str, dropped)),
+                self.me,
+            )
+            return
+        for address in dropped:
+            self.dcs.release_mark(address, self._mark_of(address))
+            self.metrics.releases.labels(reason).inc()
+            log.info("released %s on node %s: %s", address, self.me, REASONS[reason])
+            self.notify("release", address, reason)
