@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 from bench import profile
 
-SITE = "/work/main/.venv/lib/python3.11/site-packages"
+ROOT = str(Path(__file__).resolve().parents[2])  # the checkout, wherever it is
+SITE = ROOT + "/.venv/lib/python3.11/site-packages"
 RAW = f"""
-_bootstrap (threading.py:1002);run (/work/main/yaim/threads/base.py:70);scan (/work/main/yaim/actuator/__init__.py:130);list ({SITE}/pyroute2/netlink/core.py:12) 30
-_bootstrap (threading.py:1002);run (/work/main/yaim/threads/base.py:71);scan (/work/main/yaim/actuator/__init__.py:131) 10
-_bootstrap (threading.py:1002);run (/work/main/yaim/threads/base.py:75);parse_snapshot (/work/main/yaim/view.py:120);ip_address (/usr/lib/python3.11/ipaddress.py:28) 60
+_bootstrap (threading.py:1002);run ({ROOT}/yaim/threads/base.py:70);scan ({ROOT}/yaim/actuator/__init__.py:130);list ({SITE}/pyroute2/netlink/core.py:12) 30
+_bootstrap (threading.py:1002);run ({ROOT}/yaim/threads/base.py:71);scan ({ROOT}/yaim/actuator/__init__.py:131) 10
+_bootstrap (threading.py:1002);run ({ROOT}/yaim/threads/base.py:75);parse_snapshot ({ROOT}/yaim/view.py:120);ip_address (/usr/lib/python3.11/ipaddress.py:28) 60
 """  # noqa: E501
 
 

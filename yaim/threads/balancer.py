@@ -282,8 +282,13 @@ class BalancerThread(DCSWorker):
         the same breath, every round until a keep-alive gets through again; and the
         other nodes count on every held mark living that long (see the module's text).
         """
+        least = HANDOVER_WINDOW * self.config.ttl_s
         fence_time = self.state.fence_time(self.dcs.ttl_start(sent_at))
-        if fence_time - time.monotonic() < HANDOVER_WINDOW * self.config.ttl_s:
+        if fence_time - time.monotonic() < least:  # marked a while ago (the probe): renew it
+            renewed = time.monotonic()
+            if self.dcs.refresh_mark(address):
+                fence_time = self.state.fence_time(self.dcs.ttl_start(renewed))
+        if fence_time - time.monotonic() < least:
             log.debug(
                 "not holding %s on node %s: its lease was not renewed in time", address, self.me
             )
@@ -334,8 +339,11 @@ class BalancerThread(DCSWorker):
                 self.me,
             )
             return
-        for address in dropped:
+        for address, fence_time in dropped.items():
             self.dcs.release_mark(address, self._mark_of(address))
+            if fence_time is None:  # marked but never held here: nothing was removed
+                log.debug("unmarked %s on node %s: %s", address, self.me, REASONS[reason])
+                continue
             self.metrics.releases.labels(reason).inc()
             log.info("released %s on node %s: %s", address, self.me, REASONS[reason])
             self.notify("release", address, reason)
