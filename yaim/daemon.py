@@ -93,16 +93,12 @@ class Daemon:
         self.notifier = Notifier(
             config, lambda: self.state.healthy, on_crash=self._on_crash, metrics=self.metrics
         )
-        common = {
-            "stop": self.stop,
-            "on_crash": self._on_crash,
-            "metrics": self.metrics,
-            "notify": self.notifier.submit,
-        }
+        common = {"stop": self.stop, "on_crash": self._on_crash, "metrics": self.metrics}
         self.actuator = ActuatorThread(
             lambda: make_actuator(config),
             self.state,
             config.node_name,
+            self.notifier.submit,
             announce_count=config.announce_count,
             announce_interval=config.announce_interval_s,
             period=config.interval_s,
@@ -281,17 +277,22 @@ class Daemon:
         self.actuator.join(SHUTDOWN_ACTUATOR_TIMEOUT)
         if self.actuator.is_alive() or "actuator" in self.crashed:
             log.error("actuator thread did not finish: removing addresses with the ip command")
-            remove_addresses(self.config, tools=[IpCommand()])
+            failed = remove_addresses(self.config, tools=[IpCommand()])
+            self._notify_last(set(self.actuator.notified) - set(failed))
         release_in_dcs(self.config, held)
-        self._notify_last(held)
+        self._close_notifier()
         if self.status_server is not None:
             self.status_server.stop()
         log.info("node %s stopped", self.config.node_name)
 
-    def _notify_last(self, released) -> None:
-        """The releases of the shutdown, then a bounded wait for the queued notifications."""
+    def _notify_last(self, released: Set[IPAddress]) -> None:
+        """The releases of the shutdown that the actuator thread could not notify: it
+        did not finish, and these addresses went with the ip command."""
         for address in in_order(released):
             self.notifier.submit("release", address, "stopping")
+
+    def _close_notifier(self) -> None:
+        """A bounded wait for the queued notifications."""
         if not self.notifier.is_alive():
             return
         self.notifier.close()

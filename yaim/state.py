@@ -6,6 +6,11 @@ monotonic time by which its mark must have been refreshed again, the fence
 time (the moment the request that last set its TTL was sent, plus the TTL,
 minus a safety margin). The actuator thread removes an address as soon as its
 fence time passes, whatever the other threads are doing.
+
+Whoever holds or drops an address also says why (the take's reason; release or
+fence and its reason). The actuator thread, the only one that puts addresses on
+and takes them off, notifies those events when it does, so that each address's
+events come in order and in pairs, whichever thread dropped it and when.
 """
 
 from __future__ import annotations
@@ -24,6 +29,11 @@ class SharedState:
         self.lifetime = ttl - margin
         self._lock = threading.Lock()
         self._held: Dict[IPAddress, float] = {}
+        # Why each address was last taken, and what last ended it: (release|fence, reason).
+        # Kept after use (one entry an address, as small as the pool): the actuator may
+        # ask about an address another thread has held or dropped again since.
+        self._taken_for: Dict[IPAddress, str] = {}
+        self._ended: Dict[IPAddress, Tuple[str, str]] = {}
         self._closed = False
         self.healthy = False
         self.health_reason = "not checked yet"
@@ -44,12 +54,14 @@ class SharedState:
         """When a mark whose TTL was set by a request sent at `sent_at` must be given up."""
         return sent_at + self.lifetime
 
-    def hold(self, address: IPAddress, fence_time: float) -> bool:
-        """Hold an address until `fence_time` unless refreshed; refused once closed."""
+    def hold(self, address: IPAddress, fence_time: float, reason: str) -> bool:
+        """Hold an address until `fence_time` unless refreshed, taken for `reason`;
+        refused once closed."""
         with self._lock:
             if self._closed:
                 return False
             self._held[address] = fence_time
+            self._taken_for[address] = reason
             return True
 
     def extend(self, address: IPAddress, sent_at: float) -> None:
@@ -58,10 +70,28 @@ class SharedState:
             if address in self._held:
                 self._held[address] = max(self._held[address], self.fence_time(sent_at))
 
-    def drop(self, address: IPAddress) -> Optional[float]:
-        """Stop holding an address; returns its fence time, None if it was not held."""
+    def drop(self, address: IPAddress, event: str, reason: str) -> Optional[float]:
+        """Stop holding an address, ended by `event` (release or fence) for `reason`;
+        returns its fence time, None if it was not held."""
         with self._lock:
-            return self._held.pop(address, None)
+            return self._end(address, event, reason)
+
+    def _end(self, address: IPAddress, event: str, reason: str) -> Optional[float]:
+        """drop() with the lock held."""
+        fence_time = self._held.pop(address, None)
+        if fence_time is not None:
+            self._ended[address] = (event, reason)
+        return fence_time
+
+    def taken_for(self, address: IPAddress) -> str:
+        """Why an address that has been held was last taken."""
+        with self._lock:
+            return self._taken_for[address]
+
+    def ended_by(self, address: IPAddress) -> Tuple[str, str]:
+        """(release|fence, reason): what last ended an address that has been dropped."""
+        with self._lock:
+            return self._ended[address]
 
     def held(self) -> Set[IPAddress]:
         with self._lock:
@@ -73,7 +103,7 @@ class SharedState:
         with self._lock:
             expired = [(a, now - t) for a, t in self._held.items() if t <= now]
             for address, _ in expired:
-                del self._held[address]
+                self._end(address, "fence", "deadline")
             return expired
 
     def next_fence_time(self) -> Optional[float]:
@@ -84,5 +114,7 @@ class SharedState:
         """Shutdown: hold nothing from now on; returns what was held."""
         with self._lock:
             self._closed = True
-            held, self._held = set(self._held), {}
+            held = set(self._held)
+            for address in held:
+                self._end(address, "release", "stopping")
             return held

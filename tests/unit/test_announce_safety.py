@@ -143,6 +143,7 @@ def make_actuator_thread(act: Actuator, count: int, interval: float):
         lambda: recorder,
         state,
         "n1",
+        lambda *_: None,
         announce_count=count,
         announce_interval=interval,
         period=1.0,
@@ -156,7 +157,7 @@ def make_actuator_thread(act: Actuator, count: int, interval: float):
 def test_a_taken_address_is_announced_count_times_interval_apart(monkeypatch):
     monkeypatch.setattr(actuator_thread.time, "monotonic", clock)
     thread, recorder, state = make_actuator_thread(actuator(FakeTool()), 4, 0.2)
-    state.hold(V6, FAR)
+    state.hold(V6, FAR, "free")
     start = clock.now
     for _ in range(10):
         thread.step([])
@@ -172,7 +173,7 @@ def test_a_taken_address_is_announced_count_times_interval_apart(monkeypatch):
 def test_announce_count_0_sends_none(monkeypatch):
     monkeypatch.setattr(actuator_thread.time, "monotonic", clock)
     thread, recorder, state = make_actuator_thread(actuator(FakeTool()), 0, 0.2)
-    state.hold(V4, FAR)
+    state.hold(V4, FAR, "free")
     thread.step([])
     assert recorder.announced == [] and V4 in recorder.act.owned()
 
@@ -181,10 +182,10 @@ def test_a_held_address_someone_else_put_there_is_left_alone_and_never_removed(c
     tool = FakeTool()
     tool.put(V4, label="lan0:other")
     thread, recorder, state = make_actuator_thread(actuator(tool), 3, 0.5)
-    state.hold(V4, FAR)
+    state.hold(V4, FAR, "free")
     assert thread.reconcile() and thread.reconcile()
     assert tool.adds == [] and recorder.announced == []
-    state.drop(V4)
+    state.drop(V4, "release", "rebalance")
     assert thread.reconcile()
     assert V4 in tool.entries
     notes = [r for r in caplog.records if r.getMessage().startswith("leaving 198.51.100.7")]
@@ -194,8 +195,8 @@ def test_a_held_address_someone_else_put_there_is_left_alone_and_never_removed(c
 def test_a_refused_address_is_not_a_failed_reconcile():
     tool = FakeTool()
     thread, _, state = make_actuator_thread(actuator(tool, [ipaddress.ip_network(V4)]), 3, 0.5)
-    state.hold(OUTSIDE, FAR)
-    state.hold(V4, FAR)
+    state.hold(OUTSIDE, FAR, "free")
+    state.hold(V4, FAR, "free")
     assert thread.reconcile()
     assert OUTSIDE not in tool.entries and V4 in tool.entries
 

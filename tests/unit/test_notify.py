@@ -1,7 +1,8 @@
 """The notifier against real commands: order, environment, timeouts, a full queue, shutdown.
 
 And the actuator thread's side: `take` is notified once the address is on the
-interface, `fence` once a fenced address is off it.
+interface, and the release or fence of whoever dropped it once it is off, so
+that an address's events always come in pairs.
 """
 
 from __future__ import annotations
@@ -238,13 +239,15 @@ def test_at_shutdown_the_queue_gets_notify_timeout_in_all(make, tmp_path, caplog
 
 
 class FakeActuator:
-    """The interface as a set; adds of the addresses in `refuse` fail."""
+    """The interface as a set; adds of the addresses in `refuse` fail, and removes of
+    those in `stuck`."""
 
     interface = "lan0"
 
     def __init__(self) -> None:
         self.on: Set = set()
         self.refuse: Set = set()
+        self.stuck: Set = set()
 
     def scan(self):
         return set(self.on), set(self.on)
@@ -258,6 +261,8 @@ class FakeActuator:
         self.on.add(address)
 
     def remove(self, address) -> None:
+        if address in self.stuck:
+            raise ActuatorError(f"cannot remove {address}")
         self.on.discard(address)
 
     def announce(self, address) -> None:
@@ -275,30 +280,32 @@ def actuator_thread(events: list):
         lambda: fake,
         state,
         "n1",
+        notify,
         period=1.0,
         stop=threading.Event(),
         on_crash=print,
-        notify=notify,
     )
     return thread, fake, state
+
+
+FAR = time.monotonic() + 3600
 
 
 def test_take_is_notified_once_the_address_is_on_the_interface():
     events: list = []
     thread, fake, state = actuator_thread(events)
-    far = time.monotonic() + 60
-    state.hold(A, far)
-    thread.step([Sync((A, "free"))])
+    state.hold(A, FAR, "free")
+    thread.step([Sync()])
     assert events == [("take", A, "free", True)]
     fake.on.discard(A)  # removed by hand: put back, but no new take
     thread.step([])
     assert A in fake.on and len(events) == 1
     fake.refuse = {B, C}
-    state.hold(B, far)
-    state.hold(C, far)
-    thread.step([Sync((B, "resumed")), Sync((C, "free"))])
+    state.hold(B, FAR, "resumed")
+    state.hold(C, FAR, "free")
+    thread.step([Sync(), Sync()])
     assert len(events) == 1  # neither is on the interface yet
-    state.drop(C)  # released before it ever got on: never notified
+    state.drop(C, "release", "rebalance")  # released before it ever got on: never notified
     fake.refuse = set()
     thread.step([])
     assert events[1:] == [("take", B, "resumed", True)]
@@ -306,13 +313,63 @@ def test_take_is_notified_once_the_address_is_on_the_interface():
     assert len(events) == 2
 
 
+def test_an_address_dropped_before_the_actuator_added_it_has_neither_take_nor_release():
+    """The balancer took it and released it over its share before the actuator's next
+    round (a cold start): the operator's commands hear of neither."""
+    events: list = []
+    thread, _, state = actuator_thread(events)
+    state.hold(A, FAR, "free")
+    state.hold(B, FAR, "free")
+    state.drop(B, "release", "rebalance")
+    thread.step([Sync(), Sync()])
+    assert events == [("take", A, "free", True)]
+
+
+def test_the_end_is_the_droppers_event_notified_once_the_address_is_off():
+    events: list = []
+    thread, fake, state = actuator_thread(events)
+    state.hold(A, FAR, "handover")
+    state.hold(B, FAR, "free")
+    thread.step([])
+    state.drop(A, "release", "unhealthy")
+    state.drop(B, "fence", "mark-lost")
+    fake.stuck = {A}
+    thread.step([Sync()])
+    assert events[2:] == [("fence", B, "mark-lost", False)]  # A is still on
+    fake.stuck = set()
+    thread.step([])
+    assert events[3:] == [("release", A, "unhealthy", False)]
+    assert events[:2] == [("take", A, "handover", True), ("take", B, "free", True)]
+
+
+def test_an_address_dropped_and_held_again_before_the_actuator_ran_keeps_its_take():
+    events: list = []
+    thread, fake, state = actuator_thread(events)
+    state.hold(A, FAR, "free")
+    thread.step([])
+    state.drop(A, "release", "rebalance")
+    state.hold(A, FAR, "resumed")  # the removal timed out: the balancer holds it again
+    thread.step([])
+    assert events == [("take", A, "free", True)] and A in fake.on
+
+
 def test_a_fence_at_the_deadline_is_notified_once_the_address_is_off():
     events: list = []
     thread, fake, state = actuator_thread(events)
-    state.hold(D, time.monotonic() + 60)
-    thread.step([Sync((D, "free"))])
-    state.drop(D)
-    state.hold(D, time.monotonic() - 0.01)  # its fence time has passed
+    state.hold(D, time.monotonic() + 60, "free")
+    thread.step([Sync()])
+    state.drop(D, "release", "rebalance")
+    state.hold(D, time.monotonic() - 0.01, "resumed")  # its fence time has passed
     thread.step([])
     assert events == [("take", D, "free", True), ("fence", D, "deadline", False)]
     assert fake.on == set()
+
+
+def test_the_shutdown_releases_every_address_with_its_reason():
+    events: list = []
+    thread, _, state = actuator_thread(events)
+    state.hold(A, FAR, "free")
+    thread.step([])
+    assert state.close() == {A}
+    thread.finish([])
+    assert events[1:] == [("release", A, "stopping", False)]

@@ -22,32 +22,45 @@ def test_fence_time_is_send_time_plus_ttl_minus_margin():
 
 def test_expired_addresses_are_dropped_and_only_those():
     state = SharedState(ttl=3.0, margin=0.3)
-    state.hold(A, state.fence_time(100.0))
-    state.hold(B, state.fence_time(101.0))
+    state.hold(A, state.fence_time(100.0), "free")
+    state.hold(B, state.fence_time(101.0), "free")
     assert state.next_fence_time() == 102.7
     assert state.fence_expired(now=102.69) == []
     assert state.fence_expired(now=103.0) == [(A, 103.0 - 102.7)]
     assert state.held() == {B}
+    assert state.ended_by(A) == ("fence", "deadline")
 
 
 def test_extend_never_moves_the_fence_back_and_ignores_dropped():
     state = SharedState(ttl=3.0, margin=0.3)
-    state.hold(A, state.fence_time(100.0))
+    state.hold(A, state.fence_time(100.0), "free")
     state.extend(A, 99.0)
     assert state.next_fence_time() == 102.7
     state.extend(A, 101.0)
     assert state.next_fence_time() == 103.7
-    assert state.drop(A) == 103.7
+    assert state.drop(A, "release", "rebalance") == 103.7
     state.extend(A, 105.0)
     assert state.held() == set()
 
 
+def test_each_address_keeps_why_it_was_last_taken_and_what_last_ended_it():
+    state = SharedState(ttl=3.0, margin=0.3)
+    state.hold(A, 10.0, "free")
+    assert state.drop(B, "release", "rebalance") is None  # not held: nothing ended
+    state.drop(A, "release", "unhealthy")
+    state.hold(A, 10.0, "handover")
+    assert state.drop(A, "fence", "mark-lost") == 10.0
+    assert state.drop(A, "release", "removed") is None  # dropped already: the fence stands
+    assert (state.taken_for(A), state.ended_by(A)) == ("handover", ("fence", "mark-lost"))
+
+
 def test_closed_state_holds_nothing_more():
     state = SharedState(ttl=3.0, margin=0.3)
-    state.hold(A, 10.0)
+    state.hold(A, 10.0, "free")
     assert state.close() == {A}
-    assert not state.hold(B, 10.0)
+    assert not state.hold(B, 10.0, "free")
     assert state.held() == set()
+    assert state.ended_by(A) == ("release", "stopping")
 
 
 class Scripted(BaseChecker):

@@ -6,6 +6,11 @@ DCS keeps the other threads waiting. Its reconcile is harmless to repeat; it
 also puts back an address that someone removed by hand while it is held, and
 at start it removes marked leftovers of an earlier run. After adding an
 address it announces it `announce-count` times, `announce-interval` apart.
+
+It also notifies what it did: `take` once a held address is on the interface,
+and once one is off again the event of whoever dropped it (release or fence,
+see yaim.state). Only this thread sees both, so the events of an address come
+in order and in pairs: an address dropped before it ever got on has neither.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 from yaim.actuator import Actuator, AddressRefused
 from yaim.errors import ActuatorError
@@ -24,17 +29,17 @@ from yaim.view import IPAddress, in_order
 log = logging.getLogger(__name__)
 
 
+# How the actuator reports an event: (event, address or None, the reason); the
+# notifier's `submit`, which only queues it, so it never blocks this thread.
+Notify = Callable[[str, Optional[IPAddress], str], None]
+
+
 class Sync:
-    """A request to reconcile now; `ok` tells whether the kernel matches the held set.
+    """A request to reconcile now; `ok` tells whether the kernel matches the held set."""
 
-    `took` = (address, reason): the sender has just taken that address, and its
-    `take` event is to be notified once the address is on the interface.
-    """
-
-    def __init__(self, took: Optional[Tuple[IPAddress, str]] = None) -> None:
+    def __init__(self) -> None:
         self.done = threading.Event()
         self.ok = False
-        self.took = took
 
 
 class ActuatorThread(Worker):
@@ -45,11 +50,13 @@ class ActuatorThread(Worker):
         make_actuator,
         state: SharedState,
         node: str,
+        notify: Notify,
         announce_count: int = 3,
         announce_interval: float = 0.5,
         **kwargs,
     ) -> None:
         super().__init__("actuator", **kwargs)
+        self.notify = notify
         self.make_actuator = make_actuator
         self.actuator: Optional[Actuator] = None
         self.state = state
@@ -59,11 +66,11 @@ class ActuatorThread(Worker):
         self._on_interface: Set[IPAddress] = set()
         self._foreign: Set[IPAddress] = set()
         self._announce: Dict[IPAddress, Tuple[float, int]] = {}
-        self._taking: Dict[IPAddress, str] = {}  # taken, `take` not notified yet: the reason
+        self.notified: Set[IPAddress] = set()  # `take` notified, its end not yet
 
-    def sync(self, timeout: float, took: Optional[Tuple[IPAddress, str]] = None) -> bool:
+    def sync(self, timeout: float) -> bool:
         """Ask for a reconcile and wait for it; False if it failed or took too long."""
-        request = Sync(took)
+        request = Sync()
         self.poke(request)
         return request.done.wait(timeout) and request.ok
 
@@ -77,7 +84,6 @@ class ActuatorThread(Worker):
     def step(self, messages: List[Any]) -> None:
         if self.actuator is None:
             self.actuator = self.make_actuator()
-        self._taking.update(request.took for request in messages if request.took is not None)
         fenced = self.state.fence_expired()
         for address, late in fenced:
             self.metrics.fencing.labels("deadline").inc()
@@ -88,9 +94,7 @@ class ActuatorThread(Worker):
                 late,
             )
         ok = self.reconcile()
-        for address, _ in fenced:
-            self.notify("fence", address, "deadline")
-        self._notify_takes()
+        self._notify_changes()
         self._send_announcements()
         for request in messages:
             request.ok = ok
@@ -114,6 +118,7 @@ class ActuatorThread(Worker):
         self._note_foreign(wanted & present - owned)
         failed = set()
         added = set()
+        removed = set()
         for address in in_order(wanted - present):
             if address in self._on_interface:
                 log.warning(
@@ -145,7 +150,9 @@ class ActuatorThread(Worker):
             except ActuatorError as exc:
                 log.error("could not remove %s: %s", address, exc)
                 failed.add(address)
-        self._on_interface = (wanted & owned) | added
+                continue
+            removed.add(address)
+        self._on_interface = (owned - removed) | added
         return not failed
 
     def _note_foreign(self, foreign: Set[IPAddress]) -> None:
@@ -160,15 +167,17 @@ class ActuatorThread(Worker):
             )
         self._foreign = foreign
 
-    def _notify_takes(self) -> None:
-        """Notify `take` for each address taken, once it is on the interface."""
+    def _notify_changes(self) -> None:
+        """The end (release or fence) of each notified address now off the interface and
+        no longer held, then `take` for each held address now on it."""
         held = self.state.held()
-        for address, reason in list(self._taking.items()):
-            if address in self._on_interface:
-                self.notify("take", address, reason)
-            elif address in held:
-                continue  # its add failed: notified when a later round adds it
-            del self._taking[address]
+        for address in in_order(self.notified - self._on_interface - held):
+            event, reason = self.state.ended_by(address)
+            self.notify(event, address, reason)
+            self.notified.discard(address)
+        for address in in_order(self._on_interface & held - self.notified):
+            self.notify("take", address, self.state.taken_for(address))
+            self.notified.add(address)
 
     def _send_announcements(self) -> None:
         now = time.monotonic()

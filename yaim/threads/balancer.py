@@ -293,11 +293,10 @@ class BalancerThread(DCSWorker):
                 "not holding %s on node %s: its lease was not renewed in time", address, self.me
             )
             return
-        if not self.state.hold(address, fence_time):
+        if not self.state.hold(address, fence_time, reason):
             self.dcs.delete_mark(address)
             return
-        # Add it now, not at the actuator's next round, and notify `take` once it is on.
-        self.sync_actuator(0.0, took=(address, reason))
+        self.sync_actuator(0.0)  # add it now, not at the actuator's next round
         self.metrics.takeovers.labels(reason).inc()
         log.info("took %s on node %s: %s", address, self.me, REASONS[reason])
 
@@ -308,7 +307,9 @@ class BalancerThread(DCSWorker):
 
     def _fence_lost(self, addresses: Iterable[IPAddress], view: ClusterView) -> None:
         """Drop the held addresses whose mark is gone or someone else's: one actuator round."""
-        dropped = [a for a in in_order(addresses) if self.state.drop(a) is not None]
+        dropped = [
+            a for a in in_order(addresses) if self.state.drop(a, "fence", "mark-lost") is not None
+        ]
         for address in dropped:
             holder = view.holders.get(address)
             self.metrics.fencing.labels("mark-lost").inc()
@@ -320,19 +321,17 @@ class BalancerThread(DCSWorker):
             )
         if dropped:
             self.sync_actuator(self.config.interval_s)
-        for address in dropped:
-            self.notify("fence", address, "mark-lost")
 
     def _release(self, addresses: Iterable[IPAddress], reason: str) -> None:
         """Remove the addresses from the interface first, in one actuator round for them
         all, then delete their marks."""
-        dropped = {a: self.state.drop(a) for a in in_order(addresses)}
+        dropped = {a: self.state.drop(a, "release", reason) for a in in_order(addresses)}
         if not dropped:
             return
         if not self.sync_actuator(self.config.interval_s):
             for address, fence_time in dropped.items():
                 if fence_time is not None:
-                    self.state.hold(address, fence_time)
+                    self.state.hold(address, fence_time, "resumed")
             log.error(
                 "keeping %s on node %s: could not be removed yet",
                 ", ".join(map(str, dropped)),
@@ -346,4 +345,3 @@ class BalancerThread(DCSWorker):
                 continue
             self.metrics.releases.labels(reason).inc()
             log.info("released %s on node %s: %s", address, self.me, REASONS[reason])
-            self.notify("release", address, reason)

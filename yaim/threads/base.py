@@ -10,16 +10,8 @@ from typing import Any, Callable, List, Optional
 
 from yaim.errors import DCSError
 from yaim.metrics import Metrics
-from yaim.view import IPAddress
 
 log = logging.getLogger(__name__)
-
-# What a thread reports an event with: (event, address or None, the decision's reason).
-Notify = Callable[[str, Optional[IPAddress], str], None]
-
-
-def no_notify(event: str, address: Optional[IPAddress], reason: str) -> None:
-    """The `notify` of a worker built without a notifier."""
 
 
 class Worker(threading.Thread):
@@ -28,8 +20,6 @@ class Worker(threading.Thread):
     `queue.get(timeout=...)` is both the sleep and the "act now" trigger. An
     exception escaping `step()` is a bug: it is logged and reported through
     `on_crash`, and the daemon shuts down instead of running half alive.
-    `notify` hands take, release, fence and health events to the notifier; it
-    only queues them, so it never blocks the caller.
     """
 
     def __init__(
@@ -39,14 +29,12 @@ class Worker(threading.Thread):
         stop: threading.Event,
         on_crash: Callable[[str], None],
         metrics: Optional[Metrics] = None,
-        notify: Notify = no_notify,
     ) -> None:
         super().__init__(name=name, daemon=True)
         self.period = period
         self.stop = stop
         self.on_crash = on_crash
         self.metrics = Metrics() if metrics is None else metrics
-        self.notify = notify
         self._loop_duration = self.metrics.loop_duration.labels(name)
         self.inbox: queue.Queue = queue.Queue()
         self.last_success = time.monotonic()

@@ -60,14 +60,13 @@ class HeartbeatThread(DCSWorker):
             sent_at = time.monotonic()
             if self.dcs.refresh_mark(address):
                 self.state.extend(address, self.dcs.ttl_start(sent_at))
-            elif self.state.drop(address) is not None:
+            elif self.state.drop(address, "fence", "mark-lost") is not None:
                 self.metrics.fencing.labels("mark-lost").inc()
                 log.warning(
                     "fencing %s on node %s: its mark is gone or someone else's",
                     address,
                     self.dcs.node,
                 )
-                self.notify("fence", address, "mark-lost")
                 lost = True
         if lost:
             self.on_change()
