@@ -379,11 +379,10 @@ def remove_addresses(config, tools=None, marked: Iterable[IPAddress] = ()) -> Li
     can carry no mark of their own, those marks are what tells yaim's apart.
     """
     actuator = make_actuator(config, tools)
-    try:
-        present, owned = actuator.scan()
-    except ActuatorError as exc:
-        log.error("cannot list the addresses of %s: %s", config.interface, exc)
+    scanned = listed(actuator)
+    if scanned is None:
         return []
+    present, owned = scanned
     owned |= {address for address in present.intersection(marked) if actuator.adopt(address)}
     for address in in_order(owned):
         log.info("removing %s from %s", address, config.interface)
@@ -399,7 +398,7 @@ def release_in_dcs(config, held=()) -> bool:
     store = dcs.connect(config, tries=1, timeout=SHUTDOWN_DCS_TIMEOUT)
     marks = marked_here(store)
     marks.update((address, marks.get(address)) for address in held)
-    present = addresses_present(config)
+    present = addresses_present(config) if marks else None
     try:
         for address in in_order(marks):
             mark = marks[address] if present is not None and address not in present else None
@@ -430,10 +429,17 @@ def marked_here(store: dcs.DCS) -> Dict[IPAddress, Optional[int]]:
 def addresses_present(config) -> Optional[Set[IPAddress]]:
     """Every address on the interface, listed with `ip` (no netlink socket in this
     thread); None if it cannot be listed."""
+    scanned = listed(make_actuator(config, [IpCommand()]))
+    return None if scanned is None else scanned[0]
+
+
+def listed(actuator: Actuator) -> Optional[Tuple[Set[IPAddress], Set[IPAddress]]]:
+    """The actuator's scan: (every address on the interface, yaim's); None, logged,
+    if the interface cannot be listed."""
     try:
-        return make_actuator(config, [IpCommand()]).scan()[0]
+        return actuator.scan()
     except ActuatorError as exc:
-        log.error("cannot list the addresses of %s: %s", config.interface, exc)
+        log.error("cannot list the addresses of %s: %s", actuator.interface, exc)
         return None
 
 
