@@ -118,6 +118,7 @@ class Daemon:
             store.clone(),
             self.state,
             self.balancer.poke,
+            self.actuator.sync,
             period=config.interval_s,
             **common,
         )

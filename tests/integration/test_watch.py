@@ -102,7 +102,7 @@ class Node:
             store, self.state, cfg, lambda *_, **__: True, period=period, **common
         )
         self.heartbeat = HeartbeatThread(
-            store.clone(), self.state, self.balancer.poke, period=period, **common
+            store.clone(), self.state, self.balancer.poke, lambda _: True, period=period, **common
         )
         self.watch = WatchThread(store.clone(), self.balancer.poke, period, **common)
         self.threads = [self.heartbeat, self.balancer, self.watch]

@@ -1,8 +1,10 @@
 """The heartbeat thread: keeps the node key and this node's marks alive in the DCS.
 
 Every refresh that succeeds moves the address's fence time; one that finds the
-mark gone or someone else's drops the address at once. When the DCS cannot be
-reached nothing moves, and the actuator thread fences when the time comes.
+mark gone or someone else's drops the address at once, and has the actuator
+thread remove it now rather than at its next round: another node may be taking
+it over. When the DCS cannot be reached nothing moves, and the actuator thread
+fences when the time comes.
 
 A round starts with the session's keep-alive (v3: the one lease every key of the
 node hangs on). The fence time moves to when the request that restarted the TTL
@@ -27,15 +29,22 @@ class HeartbeatThread(DCSWorker):
     """Advertises the node while it is healthy and refreshes every held mark.
 
     `on_change` is called when the node key appears or a mark is lost, so the
-    balancer acts at once instead of at its next interval.
+    balancer acts at once instead of at its next interval; `sync_actuator(0.0)`
+    asks the actuator thread for a round without waiting for it.
     """
 
     def __init__(
-        self, dcs: DCS, state: SharedState, on_change: Callable[[], None], **kwargs
+        self,
+        dcs: DCS,
+        state: SharedState,
+        on_change: Callable[[], None],
+        sync_actuator: Callable[[float], bool],
+        **kwargs,
     ) -> None:
         super().__init__("heartbeat", dcs, "heartbeat failed", **kwargs)
         self.state = state
         self.on_change = on_change
+        self.sync_actuator = sync_actuator
         self.advertised = False
 
     def dcs_round(self, messages: List[Any]) -> None:
@@ -69,4 +78,5 @@ class HeartbeatThread(DCSWorker):
                 )
                 lost = True
         if lost:
+            self.sync_actuator(0.0)
             self.on_change()
