@@ -5,7 +5,8 @@ every interface every 40 ms while a seeded random schedule kills, stops, pauses,
 cuts off and sickens nodes, kills etcd members (the leader too) or the whole
 cluster, removes held addresses by hand and edits the pool. After every fault
 the contract's invariants are checked with their time bounds (tests/chaos/model.py
-says which bound applies when), and a summary is printed.
+says which bound applies when), and every running node's notify events must add
+up to the addresses on its interface; a summary is printed.
 
     python -m tests.chaos --seed S --duration SECONDS [--dcs etcd|etcd3|both]
 

@@ -134,11 +134,13 @@ def _after(world: World, fault: Fault) -> None:
     settled = world.settle(fault)
     world.check_running()
     world.check_marks()
+    world.check_notify()
     world.analyse()
     fault.end = world.now()
     found = len(world.ledger.violations)
     for violation in world.ledger.violations[world.reported :]:
-        world.out(f"VIOLATION {violation.check}: {violation.text}")
+        at = f" at {violation.time - world.started:.2f}s" if violation.time else ""
+        world.out(f"VIOLATION{at} {violation.check}: {violation.text}")
     world.reported = found
     world.out(
         f"[{world.elapsed():7.1f}s] {fault.kind:<12} {fault.detail.strip():<40} "

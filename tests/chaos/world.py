@@ -22,6 +22,12 @@ from tests.lab.rtnl import IPAddress
 from tests.lab.util import wait_until
 from yaim.view import in_order
 
+
+def format_addresses(addresses: Set[IPAddress]) -> str:
+    """The addresses in order, for a violation's text."""
+    return ", ".join(map(str, in_order(addresses))) or "nothing"
+
+
 NODES = 5
 MEMBERS = 3
 INTERVAL, TTL = 500, 2000  # ms, as the integration tests
@@ -41,6 +47,7 @@ STABLE = 0.5  # how long a settled state must last to count as settled
 
 SETTLES = "settles, every address on one node, spread <= 1"
 MARKS_MATCH = "marks and node keys match the interfaces"
+NOTIFY_MATCH = "each node's notify events, in order, add up to the addresses on it"
 RUNNING = "daemons do not exit by themselves"
 
 
@@ -81,6 +88,7 @@ class World:
         self.operator_actions: List[str] = []  # what the run did by hand to recover
         self.known_issues: Counter = Counter()  # other software's bugs met: text -> times
         self.reported = 0  # violations printed so far
+        self.notify_from: Dict[int, int] = {}  # node -> its first notify line of this run
 
     # building ------------------------------------------------------------
 
@@ -112,6 +120,7 @@ class World:
         for i in self.lab.node_indexes:
             url = self.lab.start_health(i, HEALTH_PORT)
             self.healthy[i] = True
+            line = ["sh", "-c", f'echo "$YAIM_EVENT $YAIM_ADDRESS" >> {self.notify_path(i)}']
             self.nodes[i] = YaimNode(
                 self.lab,
                 i,
@@ -122,12 +131,15 @@ class World:
                 dcs_type=self.dcs_type,
                 retry_num=RETRY_NUM,
                 retry_after=RETRY_AFTER,
+                notify_take=line,
+                notify_release=line,
+                notify_fence=line,
             )
 
     def start_daemons(self, timeout: float = 30.0) -> None:
         """Start every daemon; return once each has its node key."""
-        for node in self.nodes.values():
-            node.start()
+        for i in self.nodes:
+            self._launch(i)
         expected = {node.name for node in self.nodes.values()}
         wait_until(
             lambda: self.keys().nodes() == expected,
@@ -208,8 +220,13 @@ class World:
 
     # daemons ------------------------------------------------------------------
 
-    def start(self, i: int) -> None:
+    def _launch(self, i: int) -> None:
+        """Start node i's daemon; the notify events of this run are the lines from here."""
+        self.notify_from[i] = len(self.notify_events(i))
         self.nodes[i].start()
+
+    def start(self, i: int) -> None:
+        self._launch(i)
         self.timeline.stopped.end(i, self.now())
         self.stopped.discard(i)
 
@@ -369,6 +386,45 @@ class World:
             self.ledger.check(MARKS_MATCH, True)
         except TimeoutError:
             self.ledger.check(MARKS_MATCH, False, str(self.marks_problem()), self.now())
+
+    def notify_path(self, i: int) -> Path:
+        return self.base_dir / f"notify-n{i}"
+
+    def notify_events(self, i: int) -> List[List[str]]:
+        """Node i's notify lines so far, each [event, address]."""
+        try:
+            return [line.split(" ", 1) for line in self.notify_path(i).read_text().splitlines()]
+        except FileNotFoundError:
+            return []
+
+    def notify_problem(self) -> Optional[str]:
+        """Why a running node's notify events since it started do not replay, take by
+        release or fence, to the addresses on its interface; None if they all do."""
+        for i, node in self.nodes.items():
+            if not node.running or i in self.paused:
+                continue
+            held: Set[IPAddress] = set()
+            for event, text in self.notify_events(i)[self.notify_from[i] :]:
+                address = ipaddress.ip_address(text)
+                if event == "take" and address in held:
+                    return f"n{i}: take {address} while it held it"
+                if event != "take" and address not in held:
+                    return f"n{i}: {event} {address} while it did not hold it"
+                held.symmetric_difference_update({address})  # a take adds, the rest remove
+            on = set(self.held_by(i))
+            if held != on:
+                return (
+                    f"n{i}: its events add up to {format_addresses(held)}, "
+                    f"it has {format_addresses(on)}"
+                )
+        return None
+
+    def check_notify(self) -> None:
+        try:
+            wait_until(lambda: self.notify_problem() is None, 5.0, what="notify events")
+            self.ledger.check(NOTIFY_MATCH, True)
+        except TimeoutError:
+            self.ledger.check(NOTIFY_MATCH, False, str(self.notify_problem()), self.now())
 
     def check_running(self) -> None:
         """Every daemon that should run runs; one that exited is reported and restarted."""

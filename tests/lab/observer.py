@@ -3,8 +3,10 @@ address is ever held by two nodes at once.
 
 Each sample reads, for every node, whether its lan0 is up and the addresses on it
 (`Lab.lan_state`, rtnetlink, well under a millisecond per node, so a sample is
-close to a snapshot). A node whose lan0 is down is off the LAN (as after
-`YaimNode.crash()`): its addresses are not counted as held.
+close to a snapshot; an address seen on two nodes is checked once more, so that a
+handover between two reads is not taken for two holders). A node whose lan0 is
+down is off the LAN (as after `YaimNode.crash()`): its addresses are not counted
+as held.
 """
 
 from __future__ import annotations
@@ -82,13 +84,28 @@ class Observer:
                 self._new_sample.notify_all()
 
     def _sample(self) -> Sample:
+        """One read of every node, in index order. An address found on two nodes must
+        still be on the one read first when it is read again, after the other: else the
+        first let it go before the other took it, between the two reads (a handover
+        takes about 10 ms, and a busy machine can hold up this thread between reads)."""
+        holders = self._holders(self.lab.node_indexes)
+        earlier = {i for nodes in holders.values() for i in nodes[:-1]}
+        if earlier:
+            again = self._holders(sorted(earlier))
+            for address, nodes in holders.items():
+                holders[address] = [i for i in nodes[:-1] if i in again.get(address, ())]
+                holders[address].append(nodes[-1])
+        return Sample(time.monotonic(), holders)
+
+    def _holders(self, indexes) -> Holders:
+        """address -> the nodes of `indexes` with lan0 up that have it, in index order."""
         holders: Holders = {}
-        for i in self.lab.node_indexes:
+        for i in indexes:
             state = self.lab.lan_state(i)
             if state.up:
                 for addr in state.addresses:
                     holders.setdefault(addr, []).append(i)
-        return Sample(time.monotonic(), holders)
+        return holders
 
     def _record(self, sample: Sample) -> None:
         for addr, nodes in sample.holders.items():
