@@ -209,7 +209,7 @@ Output = Tuple[str, Any]
 def cmd_ips(store: dcs.DCS, cfg: config.Config, args: argparse.Namespace) -> Output:
     action = getattr(args, "action", None)
     if action is None:
-        cluster = summarize(store.read(), cfg.allowed_networks)
+        cluster = summarize(store.read_with_ttls(), cfg.allowed_networks)
         return ips_table(cluster), [e.as_json() for e in cluster.entries]
     addresses = parse_addresses(args.addresses, cfg.allowed_networks)
     change = store.add_address if action == "add" else store.remove_address
@@ -245,7 +245,7 @@ def cmd_drain(store: dcs.DCS, cfg: config.Config, args: argparse.Namespace) -> O
 
 
 def cmd_status(store: dcs.DCS, cfg: config.Config, args: argparse.Namespace) -> Output:
-    cluster = summarize(store.read(), cfg.allowed_networks)
+    cluster = summarize(store.read_with_ttls(), cfg.allowed_networks)
     value = {
         "cluster": store.root,
         "endpoint": store.endpoint,

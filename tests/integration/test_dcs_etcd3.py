@@ -42,6 +42,16 @@ def test_read_sorts_the_v3_layout(make, etcd):
     assert key_of(etcd, make.root + "/nodes/n1")[1] == lease
 
 
+def test_the_operator_s_read_tells_each_mark_s_ttl_from_its_holder_s_lease(make):
+    n1, n2 = make("n1"), make("n2")
+    make.add_pool(A)
+    make.add_pool(B)
+    assert n1.create_mark(A) and n2.create_mark(B)
+    assert n1.read().marks[str(A)].ttl is None  # the daemon's read does without
+    marks = make("n3").read_with_ttls().marks
+    assert all(0 <= marks[str(a)].ttl <= n1.etcd_ttl for a in (A, B)), marks
+
+
 def test_marks_are_atomic_and_only_the_holder_refreshes_or_deletes(make):
     n1, n2 = make("n1"), make("n2")
     make.add_pool(A)

@@ -42,6 +42,8 @@ class Memory:
             frozenset(self.pool), dict(self.marks), frozenset(self.nodes), frozenset(self.drained)
         )
 
+    read_with_ttls = read  # the marks here carry their TTLs
+
     def add_address(self, address) -> bool:
         self._check()
         new = str(address) not in self.pool

@@ -399,6 +399,16 @@ class Backend(DCS):
     # --- the DCS operations ---
 
     def read(self) -> Snapshot:
+        return _snapshot(self.root, self._range())
+
+    def read_with_ttls(self) -> Snapshot:
+        """A mark lives as long as its lease: one TimeToLive request per holder's lease."""
+        kvs = self._range()
+        leases = {kv.lease for kv in kvs if kv.lease and kv.key.endswith("/marked")}
+        return _snapshot(self.root, kvs, {lease: self._time_to_live(lease) for lease in leases})
+
+    def _range(self) -> List[_KV]:
+        """Every key below the cluster directory (one range request)."""
         prefix = self.root + "/"
         body = {"key": _b64(prefix), "range_end": _b64(_range_end(prefix))}
         answer = self._call("read " + self.root, lambda gateway: gateway.call("/v3/kv/range", body))
@@ -406,7 +416,17 @@ class Backend(DCS):
         kvs = [_KV.parse(kv) for kv in answer.get("kvs", [])]
         self.session.check(revision, {kv.key: kv.lease for kv in kvs if self._mine(kv)})
         self.seen = revision
-        return _snapshot(self.root, kvs)
+        return kvs
+
+    def _time_to_live(self, lease: int) -> Optional[float]:
+        """The seconds `lease` has left; None once it is gone."""
+        body = {"ID": str(lease)}
+        answer = self._call(
+            f"time to live of lease {lease:x}",
+            lambda gateway: gateway.call("/v3/lease/timetolive", body),
+        )
+        ttl = int(answer.get("TTL", -1))
+        return float(ttl) if ttl >= 0 else None
 
     def keep_alive(self) -> None:
         lease = self.session.lease
@@ -621,7 +641,14 @@ def _created(key: str, result: str) -> dict:
     return _compare(key, "CREATE", "create_revision", "0", result)
 
 
-def _snapshot(root: str, kvs: List[_KV]) -> Snapshot:
-    """Sort the keys below the cluster directory into the layout's parts."""
-    entries = (Entry(kv.key, kv.value, created=kv.create_revision or None) for kv in kvs)
+def _snapshot(
+    root: str, kvs: List[_KV], ttls: Optional[Dict[int, Optional[float]]] = None
+) -> Snapshot:
+    """Sort the keys below the cluster directory into the layout's parts; `ttls`: the
+    seconds left of the leases, where known."""
+    ttls = ttls or {}
+    entries = (
+        Entry(kv.key, kv.value, ttl=ttls.get(kv.lease), created=kv.create_revision or None)
+        for kv in kvs
+    )
     return snapshot_of(root, entries, pool_dirs=False)
