@@ -21,6 +21,7 @@ from tests.lab.daemon import YaimNode, dump_logs
 from tests.lab.etcd import ClusterKeys, EtcdCluster
 from tests.lab.netns import HUB_DCS, Lab
 from tests.lab.observer import Observer
+from tests.needs import skip_or_fail
 
 
 @functools.lru_cache(maxsize=None)
@@ -41,12 +42,7 @@ def _netns_problem() -> Optional[str]:
 
 def require_netns() -> None:
     """Skip the current test if namespaces are unavailable; fail instead under CI=true."""
-    problem = _netns_problem()
-    if problem is None:
-        return
-    if os.environ.get("CI") == "true":
-        pytest.fail("netns test cannot run under CI=true: " + problem, pytrace=False)
-    pytest.skip(problem)
+    skip_or_fail(_netns_problem())
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -12,6 +12,7 @@ import yaml
 
 from yaim import __version__, config
 from yaim.errors import ConfigError, YaimError
+from yaim.redact import Secrets
 
 log = logging.getLogger("yaim")
 
@@ -95,11 +96,43 @@ def _not_chatty(record: logging.LogRecord) -> bool:
     return record.levelno >= logging.WARNING or not quiet
 
 
-def setup_logging(level: str, handlers: Optional[List[logging.Handler]] = None) -> None:
+class ScrubbingFormatter(logging.Formatter):
+    """Another formatter's text with the config's secrets masked.
+
+    It scrubs the finished line, not the record's message: the arguments, a
+    traceback and whatever a library's exception says are all in it by then.
+    """
+
+    def __init__(self, inner: logging.Formatter, secrets: Secrets) -> None:
+        super().__init__()
+        self.inner = inner
+        self.secrets: Tuple[Secrets, ...] = (secrets,)
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = self.inner.format(record)
+        for secrets in self.secrets:
+            text = secrets.scrub(text)
+        return text
+
+
+def setup_logging(cfg, handlers: Optional[List[logging.Handler]] = None) -> None:
+    """Log at the config's level to `handlers` (default stderr), its secrets masked."""
     handlers = handlers or [logging.StreamHandler(sys.stderr)]
+    secrets = Secrets.of(cfg)
     for handler in handlers:
         handler.addFilter(_not_chatty)
-    logging.basicConfig(level=level, handlers=handlers, format=LOG_FORMAT)
+        inner = handler.formatter or logging.Formatter(LOG_FORMAT)
+        handler.setFormatter(ScrubbingFormatter(inner, secrets))
+    logging.basicConfig(level=cfg.log_level, handlers=handlers, format=LOG_FORMAT)
+
+
+def mask_in_logs(cfg) -> None:
+    """Mask the secrets of `cfg` (a reloaded file) in every handler that masks; those of
+    the file before it stay masked too, as a late line may still quote them."""
+    secrets = Secrets.of(cfg)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler.formatter, ScrubbingFormatter):
+            handler.formatter.secrets = (handler.formatter.secrets[-1], secrets)
 
 
 def load_or_report(path: str) -> Optional[config.Config]:
@@ -120,14 +153,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_CONFIG
     try:
         # --check-config answers the operator at the terminal, whatever the file names.
-        setup_logging(cfg.log_level, None if args.check_config else log_handlers(cfg))
+        setup_logging(cfg, None if args.check_config else log_handlers(cfg))
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return EXIT_CONFIG
     for warning in cfg.warnings:
         log.warning("%s", warning)
     if args.check_config:
-        yaml.safe_dump(cfg.as_dict(), sys.stdout, default_flow_style=False, sort_keys=False)
+        shown = Secrets.of(cfg).scrub_value(cfg.as_dict())  # a last wall behind as_dict's masks
+        yaml.safe_dump(shown, sys.stdout, default_flow_style=False, sort_keys=False)
         return EXIT_OK
 
     from yaim import daemon

@@ -5,6 +5,13 @@ and default, so adding a key is one line (plus a rule below if it depends on oth
 keys). `load` reports every problem of a file at once, one line each, because an
 operator fixing a config should not have to restart yaim once per typo.
 
+The file may be hostile or broken, so everything is bounded before it costs anything:
+its size, its nesting and its alias expansion (counted while PyYAML composes, as the
+library offers no such limit), every number (a wait of 10^13 ms overflows the thread
+waits), every string (no control characters), every name that becomes a DCS key
+component (yaim.names), and every value a problem line repeats (cut short, secrets
+masked).
+
 Pure module: it reads one file and the environment, nothing else.
 """
 
@@ -14,6 +21,7 @@ import difflib
 import ipaddress
 import os
 import re
+import reprlib
 import shlex
 import socket
 from dataclasses import dataclass, field, fields
@@ -24,31 +32,89 @@ from urllib.parse import urlsplit
 import yaml
 
 from yaim.errors import ConfigError
+from yaim.names import BadName, check_name, shown
+from yaim.redact import mask_dsn, mask_url, url_password
 
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 Parser = Callable[[Any], Any]
 
 IFNAMSIZ = 15  # Linux interface names and address labels, without the trailing NUL
 ENV_PREFIX = "YAIM_"
+# No time needs more than a day, and a day keeps every wait far below the limits of
+# threading, select and etcd's TTLs.
+DAY_MS = 86_400_000
+COUNT_LIMIT = 100  # tries and consecutive results: more is a typo, not a policy
+FILE_LIMIT = 1 << 20  # bytes; the sample with every key and comment is under 10 KiB
+NODE_LIMIT = 10_000  # YAML values, each alias counted as all it repeats
+DEPTH_LIMIT = 32  # nesting of YAML collections; PyYAML's composer recurses per level
+LISTED = 3  # problems of one list, or items of one warning, spelled out
+CIDR_LIMIT = 49  # the longest network in CIDR form: a full IPv6 address with /128
 
 _REQUIRED = object()
+
+
+# --- showing values in problems ---
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 2, 60, 60, 40
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxdict = _REPR.maxset = 4
+
+
+def _shown(raw: Any) -> str:
+    """A value as a problem line repeats it: its repr (control characters escaped), cut
+    short, so that a 1 MB string or a deep structure costs one short line."""
+    return _REPR.repr(raw)
+
+
+def _some(items: List[str], separator: str = "; ") -> str:
+    """The first few items joined, and how many more there are."""
+    more = f" (and {len(items) - LISTED} more)" if len(items) > LISTED else ""
+    return separator.join(items[:LISTED]) + more
+
+
+_KINDS = {
+    bool: "true or false",
+    int: "a number",
+    float: "a number",
+    list: "a list",
+    dict: "a mapping",
+}
+
+
+def _kind(raw: Any) -> str:
+    """What a YAML value is, in words: shown instead of a value that is not even a string,
+    which may be a secret (`etcd-password: 12345`)."""
+    return _KINDS.get(type(raw), f"a {type(raw).__name__}")
 
 
 # --- parsers: raw YAML or environment value -> parsed value, or ValueError(problem) ---
 
 
-def _string(raw: Any) -> str:
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_LINES = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # tab and newline pass
+
+
+def _string(raw: Any, lines: bool = False) -> str:
+    """A string without control characters (NUL never reaches a syscall, ESC never a
+    terminal); tab and newline only where `lines` (a query, a script)."""
     if not isinstance(raw, str):
         hint = " (quote it in YAML)" if isinstance(raw, (int, float)) else ""
-        raise ValueError(f"must be a string, got {raw!r}{hint}")
+        raise ValueError(f"must be a string, got {_kind(raw)}{hint}")
+    control = (_CONTROL_BUT_LINES if lines else _CONTROL).search(raw)
+    if control:
+        raise ValueError(
+            f"must not hold control characters, found {control.group()!r}"
+            f" at character {control.start() + 1}"
+        )
     return raw
 
 
-def _text(*checks: Callable[[str], None], optional: bool = False) -> Parser:
+def _text(*checks: Callable[[str], None], optional: bool = False, lines: bool = False) -> Parser:
     """A string; empty means unset for optional keys, so YAIM_X= can clear a file's value."""
 
     def parse(raw: Any) -> Optional[str]:
-        value = _string(raw)
+        value = _string(raw, lines)
         if not value:
             if optional:
                 return None
@@ -60,21 +126,19 @@ def _text(*checks: Callable[[str], None], optional: bool = False) -> Parser:
     return parse
 
 
-def _integer(low: int, high: Optional[int] = None) -> Parser:
+def _integer(low: int, high: int) -> Parser:
     """An int within bounds; digit strings count too, as environment values are strings."""
 
     def parse(raw: Any) -> int:
         # bool is a subclass of int: YAML `true` must not become an interval of 1
         if isinstance(raw, bool) or not isinstance(raw, (int, str)):
-            raise ValueError(f"must be an integer, got {raw!r}")
+            raise ValueError(f"must be an integer, got {_shown(raw)}")
         try:
             value = int(raw)
         except ValueError:
-            raise ValueError(f"must be an integer, got {raw!r}") from None
-        if high is None and value < low:
-            raise ValueError(f"must be at least {low}, got {value}")
-        if high is not None and not low <= value <= high:
-            raise ValueError(f"must be between {low} and {high}, got {value}")
+            raise ValueError(f"must be an integer, got {_shown(raw)}") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low} and {high}, got {_shown(value)}")
         return value
 
     return parse
@@ -87,9 +151,11 @@ def _choice(*supported: str, planned: Tuple[str, ...] = ()) -> Parser:
     def parse(raw: Any) -> str:
         value = _string(raw).lower()
         if value in planned:
-            raise ValueError(f"{raw!r} is not supported yet (supported: {', '.join(supported)})")
+            raise ValueError(
+                f"{_shown(raw)} is not supported yet (supported: {', '.join(supported)})"
+            )
         if value not in canonical:
-            raise ValueError(f"must be one of {', '.join(supported)}, got {raw!r}")
+            raise ValueError(f"must be one of {', '.join(supported)}, got {_shown(raw)}")
         return canonical[value]
 
     return parse
@@ -102,7 +168,7 @@ def _list(item: Parser, nonempty: bool = False) -> Parser:
         if isinstance(raw, str):
             raw = [part.strip() for part in raw.split(",") if part.strip()]
         if not isinstance(raw, list):
-            raise ValueError(f"must be a list (or a comma-separated string), got {raw!r}")
+            raise ValueError(f"must be a list (or a comma-separated string), got {_shown(raw)}")
         if nonempty and not raw:
             raise ValueError("must list at least one entry")
         values, errors = [], []
@@ -112,7 +178,7 @@ def _list(item: Parser, nonempty: bool = False) -> Parser:
             except ValueError as exc:
                 errors.append(str(exc))
         if errors:
-            raise ValueError("; ".join(errors))
+            raise ValueError(_some(errors))
         return tuple(values)
 
     return parse
@@ -121,7 +187,8 @@ def _list(item: Parser, nonempty: bool = False) -> Parser:
 def _command(raw: Any) -> Optional[Tuple[str, ...]]:
     """An argv: a YAML list of strings, or one string split as a shell would (no shell runs).
 
-    An empty string means unset, as for the other optional keys.
+    An empty string means unset, as for the other optional keys. A word may hold tab
+    and newline (a script for `sh -c`), no other control character.
     """
     if isinstance(raw, str):
         if not raw.strip():
@@ -129,16 +196,22 @@ def _command(raw: Any) -> Optional[Tuple[str, ...]]:
         try:
             raw = shlex.split(raw)
         except ValueError as exc:
-            raise ValueError(f"cannot split {raw!r} into words: {exc}") from None
+            raise ValueError(f"cannot split {_shown(raw)} into words: {exc}") from None
     if not isinstance(raw, list) or not all(isinstance(word, str) for word in raw):
-        raise ValueError(f"must be a command line or a list of strings, got {raw!r}")
+        raise ValueError(f"must be a command line or a list of strings, got {_shown(raw)}")
     if not raw or not raw[0]:
         raise ValueError("must name a program to run")
-    return tuple(raw)
+    return tuple(_string(word, lines=True) for word in raw)
 
 
 def _network(raw: Any) -> IPNetwork:
+    """A network in CIDR form without a zone: yaim's addresses are global, and Python 3.9
+    on would parse `fe80::%eth0/64` as a network of its own."""
     value = _string(raw)
+    if "%" in value:
+        raise ValueError(f"must not carry a scope (%zone), got {_shown(value)}")
+    if len(value) > CIDR_LIMIT:  # ipaddress would repeat all of it
+        raise ValueError(f"not a network in CIDR form, got {_shown(value)}")
     try:
         return ipaddress.ip_network(value)
     except ValueError as exc:
@@ -155,13 +228,27 @@ def _url(value: str) -> None:
     except ValueError:
         parts = None
     if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"must be an http:// or https:// URL with a host, got {value!r}")
+        raise ValueError(
+            f"must be an http:// or https:// URL with a host, got {_shown(mask_url(value))}"
+        )
 
 
-def _path_part(value: str) -> None:
-    """Names that become one DCS path component (or an address label) hold no '/' or space."""
-    if "/" in value or any(char.isspace() for char in value):
-        raise ValueError(f"must not contain '/' or whitespace, got {value!r}")
+def _no_credentials(value: str) -> None:
+    """etcd's credentials have keys of their own, which are masked and sent as the API
+    wants; a user:password@ in an endpoint would be printed and logged with the URL."""
+    if "@" in urlsplit(value).netloc:
+        raise ValueError(
+            "credentials go in etcd-user and etcd-password, not in the URL"
+            f" {_shown(mask_url(value))}"
+        )
+
+
+def _name(value: str) -> None:
+    """Names that become one DCS key component (or an address label): yaim.names' rule."""
+    try:
+        check_name(value)
+    except BadName as exc:
+        raise ValueError(f"{exc}, got {_shown(value)}") from None
 
 
 def _interface_name(value: str) -> None:
@@ -170,7 +257,7 @@ def _interface_name(value: str) -> None:
     if len(value.encode()) > IFNAMSIZ or value in (".", "..") or bad_char:
         raise ValueError(
             f"must be a Linux interface name (at most {IFNAMSIZ} characters,"
-            f" no '/', ':' or whitespace), got {value!r}"
+            f" no '/', ':' or whitespace), got {_shown(value)}"
         )
 
 
@@ -179,14 +266,14 @@ def _host_port(value: str) -> None:
         listen_address(value)
     except ValueError:
         raise ValueError(
-            f"must be HOST:PORT, e.g. 127.0.0.1:9720 or [::1]:9720, got {value!r}"
+            f"must be HOST:PORT, e.g. 127.0.0.1:9720 or [::1]:9720, got {_shown(value)}"
         ) from None
 
 
 def _facility(value: str) -> None:
     if value.lower() not in SysLogHandler.facility_names:
         known = ", ".join(sorted(SysLogHandler.facility_names))
-        raise ValueError(f"must be a syslog facility ({known}), got {value!r}")
+        raise ValueError(f"must be a syslog facility ({known}), got {_shown(value)}")
 
 
 def listen_address(value: str) -> Tuple[str, int]:
@@ -196,25 +283,6 @@ def listen_address(value: str) -> Tuple[str, int]:
     if not host or not port or parts.path or parts.query or parts.fragment:
         raise ValueError(value)
     return host, port
-
-
-# --- masks for secrets shown by --check-config ---
-
-
-_KEYWORD_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)")
-_URI_PASSWORD = (
-    re.compile(r"^(\s*postgres(?:ql)?://[^:/@?#]*:)([^@/?#]*)(?=@)"),  # user:password@host
-    re.compile(r"([?&]password=)([^&#]*)"),  # ?password=...
-)
-
-
-def mask_dsn(dsn: str) -> str:
-    """A libpq connection string (key=value or URI) with its password replaced by ***."""
-    if not re.match(r"\s*postgres(?:ql)?://", dsn):
-        return _KEYWORD_PASSWORD.sub(r"\1***", dsn)
-    for pattern in _URI_PASSWORD:
-        dsn = pattern.sub(r"\1***", dsn)
-    return dsn
 
 
 # --- the schema ---
@@ -242,8 +310,20 @@ def _seconds(name: str) -> property:
 
 
 _OPTIONAL_TEXT = _text(optional=True)
-_COUNT = _integer(1)
-_MILLISECONDS = _integer(1)
+
+
+def _hostname(_values: Mapping[str, Any]) -> str:
+    """The default node-name: the OS hostname, if it can be a key component."""
+    name = socket.gethostname()
+    try:
+        return check_name(name)
+    except BadName as exc:
+        raise ValueError(f"not set, and the hostname {_shown(name)} {exc}: set node-name") from None
+
+
+_NAME = _text(_name)
+_COUNT = _integer(1, COUNT_LIMIT)
+_MILLISECONDS = _integer(1, DAY_MS)
 
 
 @dataclass(frozen=True)
@@ -252,10 +332,10 @@ class Config:
 
     dcs_type: str = _key(_choice("etcd", "etcd3"), "etcd")
     dcs_endpoints: Tuple[str, ...] = _key(
-        _list(_text(_url), nonempty=True), ("http://127.0.0.1:2379",)
+        _list(_text(_url, _no_credentials), nonempty=True), ("http://127.0.0.1:2379",)
     )
-    dcs_namespace: str = _key(_text(_path_part), "service")
-    dcs_clustername: str = _key(_text(_path_part), "yaim")
+    dcs_namespace: str = _key(_NAME, "service")
+    dcs_clustername: str = _key(_NAME, "yaim")
     etcd_user: Optional[str] = _key(_OPTIONAL_TEXT, None)
     etcd_password: Optional[str] = _key(_OPTIONAL_TEXT, None, secret=True)
     etcd_ca_file: Optional[str] = _key(_OPTIONAL_TEXT, None)
@@ -264,33 +344,37 @@ class Config:
     interval: int = _key(_MILLISECONDS, 1000)
     ttl: int = _key(_MILLISECONDS, 3000)
     retry_num: int = _key(_COUNT, 3)
-    retry_after: int = _key(_integer(0), 250)
-    node_name: str = _key(_text(_path_part), lambda _values: socket.gethostname())
+    retry_after: int = _key(_integer(0, DAY_MS), 250)
+    node_name: str = _key(_NAME, _hostname)
     interface: str = _key(_text(_interface_name))
     netmask: int = _key(_integer(0, 32), 32)
     netmask6: int = _key(_integer(0, 128), 128)
-    label: str = _key(_text(_path_part), "yaim")
+    label: str = _key(_NAME, "yaim")
     allowed_networks: Tuple[IPNetwork, ...] = _key(_list(_network), ())
     announce_count: int = _key(_integer(0, 100), 3)
     announce_interval: int = _key(_MILLISECONDS, 500)
-    probe_timeout: int = _key(_integer(0), lambda values: min(250, values.get("interval", 0) // 2))
-    conflict_backoff: int = _key(_integer(1000), 300000)
+    probe_timeout: int = _key(
+        _integer(0, DAY_MS), lambda values: min(250, values.get("interval", 0) // 2)
+    )
+    conflict_backoff: int = _key(_integer(1000, DAY_MS), 300000)
     checker_type: str = _key(_choice("http", "postgres", "shell", "none"), "http")
     check_interval: int = _key(_MILLISECONDS, lambda values: values.get("interval"))
     check_timeout: int = _key(_MILLISECONDS, 2000)
     check_rise: int = _key(_COUNT, 1)
     check_fall: int = _key(_COUNT, 1)
-    http_url: Optional[str] = _key(_text(_url, optional=True), None)
+    http_url: Optional[str] = _key(_text(_url, optional=True), None, secret=mask_url)
     http_expected_code: int = _key(_integer(100, 599), 200)
-    http_expected_response_contains: Optional[str] = _key(_OPTIONAL_TEXT, None)
+    http_expected_response_contains: Optional[str] = _key(_text(optional=True, lines=True), None)
     postgres_dsn: Optional[str] = _key(_OPTIONAL_TEXT, None, secret=mask_dsn)
-    postgres_query: str = _key(_text(), "SELECT 1")
+    postgres_query: str = _key(_text(lines=True), "SELECT 1")
     shell_command: Optional[Tuple[str, ...]] = _key(_command, None)
     notify_take: Optional[Tuple[str, ...]] = _key(_command, None)
     notify_release: Optional[Tuple[str, ...]] = _key(_command, None)
     notify_fence: Optional[Tuple[str, ...]] = _key(_command, None)
     notify_health: Optional[Tuple[str, ...]] = _key(_command, None)
     notify_timeout: int = _key(_MILLISECONDS, 5000)
+    command_environment: Tuple[str, ...] = _key(_list(_text()), ())
+    command_capabilities: str = _key(_choice("none", "inherit"), "none")
     status_listen: Optional[str] = _key(_text(_host_port, optional=True), "127.0.0.1:9720")
     log_level: str = _key(_choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), "INFO")
     log_file: Optional[str] = _key(_OPTIONAL_TEXT, None)
@@ -358,7 +442,7 @@ def _password_with_user(password: Optional[str], user: Optional[str]) -> Optiona
 def _label_fits(label: str, interface: str) -> Optional[str]:
     full = f"{interface}:{label}"
     if len(full.encode()) > IFNAMSIZ:
-        return f"{full!r} is longer than {IFNAMSIZ} characters; shorten label (or interface)"
+        return f"{_shown(full)} is longer than {IFNAMSIZ} characters; shorten label (or interface)"
     return None
 
 
@@ -390,11 +474,111 @@ _RULES = (
 )
 
 
+# --- risks: settings that work, but put something at risk; warned about at start ---
+
+
+# The ranges behind ipaddress's is_unspecified, is_loopback, ... (what yaim.view refuses
+# as pool addresses unless allowed-networks names them), as networks: those predicates
+# say whether a whole network is special, not whether it holds a special address.
+_SPECIAL = tuple(
+    (kind, ipaddress.ip_network(cidr))
+    for kind, cidrs in (
+        ("unspecified", "0.0.0.0/8 ::/128"),
+        ("loopback", "127.0.0.0/8 ::1/128"),
+        ("IPv4-mapped", "::ffff:0:0/96"),
+        ("link-local", "169.254.0.0/16 fe80::/10"),
+        ("multicast", "224.0.0.0/4 ff00::/8"),
+        (
+            "reserved",
+            "240.0.0.0/4 ::/8 100::/8 200::/7 400::/6 800::/5 1000::/4 4000::/3 6000::/3"
+            " 8000::/3 a000::/3 c000::/3 e000::/4 f000::/5 f800::/6 fe00::/9",
+        ),
+    )
+    for cidr in cidrs.split()
+)
+
+
+def special_kinds(network: IPNetwork) -> List[str]:
+    """The kinds of special address (loopback, multicast, ...) a network holds any of."""
+    found = (
+        kind
+        for kind, special in _SPECIAL
+        if special.version == network.version and network.overlaps(special)
+    )
+    return list(dict.fromkeys(found))
+
+
+def _and(words: List[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    return " and ".join(filter(None, (", ".join(words[:-1]), words[-1])))
+
+
+def _risks(values: Mapping[str, Any]) -> List[Tuple[str, str]]:
+    """(field name, warning): special addresses allowed, credentials sent in clear."""
+    risks = []
+    for network in values["allowed_networks"]:
+        kinds = special_kinds(network)
+        if kinds:
+            risk = f"{network} holds {_and(kinds)} addresses: yaim will put them on the interface"
+            risks.append(("allowed_networks", risk))
+    plain = [shown(url) for url in values["dcs_endpoints"] if urlsplit(url).scheme == "http"]
+    if values["etcd_user"] is not None and plain:
+        risk = f"etcd-password is sent in clear to {_some(plain, ', ')}; use https:// endpoints"
+        risks.append(("etcd_user", risk))
+    url = values["http_url"] if values["checker_type"] == "http" else None
+    if url and url_password(url) and urlsplit(url).scheme == "http":
+        risk = f"its password is sent in clear to {shown(mask_url(url))}; use https://"
+        risks.append(("http_url", risk))
+    return risks
+
+
 # --- loading ---
 
 
+class _TooLarge(yaml.YAMLError):
+    """A document beyond the limits: refused whole, before anything walks it."""
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys; PyYAML would silently keep the last one."""
+    """SafeLoader that refuses duplicate keys (PyYAML would silently keep the last one),
+    deep nesting, and documents whose aliases expand to more than NODE_LIMIT values.
+
+    PyYAML has no limit of its own ("billion laughs": 9 levels of 9 aliases are a few
+    hundred bytes that expand to 9^9 values). The count is kept while composing, where every
+    node's expanded size is known from its children's as soon as it is complete, and an
+    alias is worth the size of the node it names; a node that names itself through an
+    alias (`&a [*a]`) expands without end.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._sizes: Dict[int, int] = {}  # id(node) -> its expanded size, once complete
+        self._open: List[int] = []  # the expanded size of each open node's children so far
+
+    def compose_node(self, parent: Optional[yaml.Node], index: Any) -> yaml.Node:
+        mark = self.peek_event().start_mark
+        alias = self.check_event(yaml.AliasEvent)
+        if len(self._open) >= DEPTH_LIMIT:
+            raise _TooLarge(f"nested deeper than {DEPTH_LIMIT} levels (line {mark.line + 1})")
+        self._open.append(0)
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            children = self._open.pop()
+        if not alias:
+            size = self._sizes[id(node)] = 1 + children
+        elif id(node) in self._sizes:
+            size = self._sizes[id(node)]
+        else:  # the node it names is still open: it holds its own alias
+            raise _TooLarge(f"the alias on line {mark.line + 1} repeats a node that holds it")
+        if self._open:
+            self._open[-1] += size
+        if size > NODE_LIMIT:
+            raise _TooLarge(
+                f"more than {NODE_LIMIT} values (line {mark.line + 1}), counting each YAML"
+                " alias as all it repeats; a yaim.yml needs a few hundred"
+            )
+        return node
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> Dict[Any, Any]:
         seen = set()
@@ -402,25 +586,38 @@ class _Loader(yaml.SafeLoader):
             if isinstance(key_node, yaml.ScalarNode):
                 if key_node.value in seen:
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"duplicate key {key_node.value!r}", key_node.start_mark
+                        None, None, f"duplicate key {_shown(key_node.value)}", key_node.start_mark
                     )
                 seen.add(key_node.value)
         return super().construct_mapping(node, deep=deep)
 
 
 def _read_yaml(path: str) -> Dict[Any, Any]:
-    """The file's top-level mapping; a ConfigError with one clear line if there is none."""
+    """The file's top-level mapping; a ConfigError with one clear line if there is none.
+
+    At most FILE_LIMIT bytes are read, so a huge file (or /dev/zero) is refused at once.
+    """
     try:
-        with open(path, encoding="utf-8") as stream:
-            data = yaml.load(stream, Loader=_Loader)
+        with open(path, "rb") as stream:
+            content = stream.read(FILE_LIMIT + 1)
     except FileNotFoundError:
         raise ConfigError([f"{path}: file not found"]) from None
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read the file: {exc.strerror}"]) from None
+    if len(content) > FILE_LIMIT:
+        raise ConfigError(
+            [f"{path}: larger than {FILE_LIMIT} bytes (1 MiB); a yaim.yml needs a few KiB"]
+        )
+    try:
+        data = yaml.load(content.decode("utf-8"), Loader=_Loader)
     except UnicodeDecodeError:
         raise ConfigError([f"{path}: not UTF-8 text"]) from None
+    except _TooLarge as exc:
+        raise ConfigError([f"{path}: YAML refused: {exc}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: YAML syntax error: {_one_line(exc)}"]) from None
+    except (ValueError, OverflowError) as exc:  # PyYAML's constructors: 5000 digits, month 13
+        raise ConfigError([f"{path}: YAML value error: {shown(str(exc), 200)}"]) from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -434,7 +631,7 @@ def _one_line(exc: yaml.YAMLError) -> str:
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
     where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-    return " ".join(f"{where}{problem}".split())
+    return shown(" ".join(f"{where}{problem}".split()), 200)
 
 
 class _Given(NamedTuple):
@@ -456,7 +653,8 @@ def _collect(
         if name not in _BY_NAME:
             hint = difflib.get_close_matches(name, list(_BY_NAME), n=1)
             problems.append(
-                f"{path}: {key}: unknown key" + (f" (did you mean {hint[0]}?)" if hint else "")
+                f"{path}: {shown(key)}: unknown key"
+                + (f" (did you mean {hint[0]}?)" if hint else "")
             )
             continue
         if name != key:
@@ -488,8 +686,11 @@ def _parse(given: Mapping[str, _Given], path: str) -> Tuple[Dict[str, Any], List
             default = key.metadata["default"]
             if default is _REQUIRED:
                 problems.append(f"{where}: required, but not set")
-            else:
+                continue
+            try:  # a default may depend on the host (node-name: the hostname)
                 values[key.name] = default(values) if callable(default) else default
+            except ValueError as exc:
+                problems.append(f"{where}: {exc}")
             continue
         try:
             values[key.name] = key.metadata["parse"](entry.raw)
@@ -522,4 +723,6 @@ def load(path: str, environ: Optional[Mapping[str, str]] = None) -> Config:
             f"{_origin(given, ('ttl',), path)}: ttl: etcd keeps whole seconds, so marks live"
             f" {-(-values['ttl'] // 1000)} s and a crashed node's addresses move that much later"
         )
+    for name, risk in _risks(values):
+        warnings.append(f"{_origin(given, (name,), path)}: {_kebab(name)}: {risk}")
     return Config(source=path, warnings=tuple(warnings), **values)

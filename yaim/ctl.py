@@ -28,6 +28,8 @@ from typing import (
 from yaim import __version__, config, dcs
 from yaim.cli import load_or_report
 from yaim.errors import DCSError, YaimError
+from yaim.names import BadName, check_name, is_name, shown
+from yaim.redact import Secrets
 from yaim.view import (
     Conflict,
     IPAddress,
@@ -91,7 +93,7 @@ def summarize(snapshot: Snapshot, allowed: Sequence[Any] = ()) -> Cluster:
         holder = view.holders.get(address)
         ttl = snapshot.marks[str(address)].ttl if holder is not None else None
         entries.append(Entry(address, holder, ttl))
-    names = set(snapshot.nodes) | set(snapshot.drained) | set(view.holders.values())
+    named = {name for name in snapshot.nodes | snapshot.drained if is_name(name)}
     nodes = tuple(
         Node(
             name,
@@ -99,7 +101,7 @@ def summarize(snapshot: Snapshot, allowed: Sequence[Any] = ()) -> Cluster:
             name in snapshot.drained,
             tuple(e.address for e in entries if e.holder == name),
         )
-        for name in sorted(names)
+        for name in sorted(named.union(view.holders.values()))
     )
     return Cluster(tuple(entries), nodes, refused, view.conflicts)
 
@@ -135,7 +137,7 @@ def nodes_table(cluster: Cluster) -> str:
 
 def problems(cluster: Cluster) -> List[str]:
     """What an operator should look at: free addresses, odd holders, refused entries."""
-    lines = [f"refused pool entry {r.name!r}: {r.reason}" for r in cluster.refused]
+    lines = [f"refused {r.label}: {r.reason}" for r in cluster.refused]
     for address in in_order(cluster.conflicts):
         note = cluster.conflicts[address]
         lines.append(
@@ -183,11 +185,11 @@ def parse_addresses(names: Sequence[str], allowed: Sequence[Any]) -> List[IPAddr
         try:
             canonical = str(ipaddress.ip_address(name))
         except ValueError:
-            bad.append(f"{name}: not an IP address")
+            bad.append(f"{shown(name)}: not an IP address")
             continue
         address, reason = parse_address(canonical, allowed)
         if address is None:
-            bad.append(f"{name}: {reason}")
+            bad.append(f"{shown(name)}: {reason}")
         else:
             addresses.append(address)
     if bad:
@@ -196,9 +198,13 @@ def parse_addresses(names: Sequence[str], allowed: Sequence[Any]) -> List[IPAddr
 
 
 def node_name(name: str) -> str:
-    if not name or "/" in name or any(char.isspace() for char in name):
-        raise Refused(f"refused: {name!r} is not a node name (no '/' or whitespace)")
-    return name
+    """The name, if it can be a node's: anything else could change another key (v2 URLs)."""
+    try:
+        return check_name(name)
+    except BadName as exc:
+        raise Refused(
+            f"refused, nothing changed: '{shown(name)}' is not a node name: {exc}"
+        ) from None
 
 
 # --- commands: each returns (text, json value) ---
@@ -308,19 +314,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cfg = load_or_report(args.config)
     if cfg is None:
         return EXIT_REFUSED
+    secrets = Secrets.of(cfg)  # nothing printed quotes a password of the config
     store = dcs.connect(cfg)
     try:
         text, value = COMMANDS[args.command](store, cfg, args)
     except Refused as exc:
-        print(f"yaimctl: {exc}", file=sys.stderr)
+        print(secrets.scrub(f"yaimctl: {exc}"), file=sys.stderr)
         return EXIT_REFUSED
     except DCSError as exc:
-        print(f"yaimctl: DCS unreachable: {exc}", file=sys.stderr)
+        print(secrets.scrub(f"yaimctl: DCS unreachable: {exc}"), file=sys.stderr)
         return EXIT_DCS
     if getattr(args, "json", False):
-        print(json.dumps(value, indent=2))
+        print(json.dumps(secrets.scrub_value(value), indent=2))
     elif text:
-        print(text)
+        print(secrets.scrub(text))
     return EXIT_OK
 
 

@@ -26,8 +26,10 @@ from yaim import __version__, checks, dcs
 from yaim import config as config_module
 from yaim.actuator import Actuator, address_protocol
 from yaim.actuator.iproute import IpCommand
+from yaim.cli import mask_in_logs
 from yaim.errors import ActuatorError, ConfigError, DCSError, YaimError
 from yaim.metrics import CONTENT_TYPE, Metrics
+from yaim.redact import Secrets, mask_url
 from yaim.state import SharedState
 from yaim.status import Sources, StatusServer
 from yaim.threads.actuator import ActuatorThread
@@ -180,6 +182,7 @@ class Daemon:
                 "reload refused, keeping the running configuration: %s", "; ".join(exc.problems)
             )
             return
+        mask_in_logs(new)  # before a line can quote the new file's passwords
         running, wanted = self.config.as_dict(False), new.as_dict(False)
         changed = [key for key in wanted if wanted[key] != running[key]]
         live = [key for key in changed if is_live(key)]
@@ -327,17 +330,20 @@ class Daemon:
         return age is not None and age < self.config.ttl_s
 
     def health_probe(self) -> Tuple[bool, str]:
-        """GET /health: healthy, and the DCS answered within the last ttl."""
+        """GET /health: healthy, and the DCS answered within the last ttl. The checker
+        masks its reason; the config's secrets are scrubbed from it all the same."""
         _, age = self._dcs_age()
+        reason = Secrets.of(self.config).scrub(self.state.health_reason)
         if not self.state.healthy:
-            return False, "unhealthy: " + self.state.health_reason
+            return False, "unhealthy: " + reason
         if not self._fresh(age):
             since = "never" if age is None else f"{age:.1f} s ago"
             return False, f"DCS session stale: last successful request {since}"
-        return True, "healthy: " + self.state.health_reason
+        return True, "healthy: " + reason
 
     def status(self) -> Dict[str, Any]:
-        """GET /status: this node and its view of the cluster, as plain JSON values."""
+        """GET /status: this node and its view of the cluster, as plain JSON values, with
+        the config's secrets scrubbed from every string (a last wall, as in /health)."""
         endpoint, age = self._dcs_age()
         view = self.state.view
         cluster = None
@@ -357,20 +363,21 @@ class Daemon:
                     for address in in_order(view.conflicts)
                 ],
             }
-        return {
+        shown = {
             "node": self.config.node_name,
             "version": __version__,
             "healthy": self.state.healthy,
             "health_reason": self.state.health_reason,
             "drained": self.balancer.drained,
             "dcs": {
-                "endpoint": endpoint,
+                "endpoint": mask_url(endpoint),
                 "last_success_age": None if age is None else round(age, 3),
                 "fresh": self._fresh(age),
             },
             "addresses": [str(a) for a in in_order(self.state.held())],
             "cluster": cluster,
         }
+        return Secrets.of(self.config).scrub_value(shown)
 
 
 def remove_addresses(config, tools=None, marked: Iterable[IPAddress] = ()) -> List:

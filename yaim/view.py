@@ -10,10 +10,33 @@ from __future__ import annotations
 import functools
 import ipaddress
 import json
-from typing import Dict, FrozenSet, Iterable, List, Mapping, NamedTuple, Optional, Tuple, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    FrozenSet,
+    Iterable,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Tuple,
+    TypeVar,
+    Union,
+)
+
+from yaim.names import is_name, shown
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
+T = TypeVar("T")
+
+# The longest value of a note yaim writes is well under this; a longer one is not
+# parsed at all, so that no value (1 MB, 100,000 nested brackets) costs more than this.
+NOTE_LIMIT = 1024
+# The longest text form of an address (IPv6 with an IPv4 tail).
+ADDRESS_LIMIT = 45
+MARK_LIMIT = 2**63  # marks are etcd indexes and revisions: int64
 
 
 def address_order(address: IPAddress) -> Tuple[int, int]:
@@ -41,6 +64,8 @@ class Snapshot(NamedTuple):
 
     malformed: pool entries the backend could not use at all (name -> reason),
     e.g. a plain key where the layout wants a directory.
+    odd: other keys that are not what the layout says (key below the cluster
+    directory -> reason), e.g. a directory where a node key belongs.
     conflicts: the `conflicts` notes, address name -> the note's text.
     released: the `released` notes, address name -> the note's text.
     """
@@ -52,6 +77,7 @@ class Snapshot(NamedTuple):
     malformed: Mapping[str, str] = {}
     conflicts: Mapping[str, str] = {}
     released: Mapping[str, str] = {}
+    odd: Mapping[str, str] = {}
 
 
 class Conflict(NamedTuple):
@@ -67,11 +93,8 @@ class Conflict(NamedTuple):
     @classmethod
     def parse(cls, text: str) -> Conflict:
         """A note's value; one that cannot be read still counts, as from an unknown host."""
-        try:
-            note = json.loads(text)
-            return cls(str(note["mac"]), str(note["node"]))
-        except (ValueError, TypeError, KeyError):
-            return cls("?", "?")
+        note = _read_note(text, lambda note: cls(_field(note, "mac"), _field(note, "node")))
+        return cls("?", "?") if note is None else note
 
 
 class Release(NamedTuple):
@@ -89,18 +112,52 @@ class Release(NamedTuple):
     @classmethod
     def parse(cls, text: str) -> Optional[Release]:
         """A note's value; None for one that cannot be read (it vouches for nothing)."""
-        try:
-            note = json.loads(text)
-            return cls(str(note["node"]), int(note["mark"]))
-        except (ValueError, TypeError, KeyError):
-            return None
+        return _read_note(text, cls._of)
+
+    @classmethod
+    def _of(cls, note: Dict[str, Any]) -> Release:
+        node, mark = note["node"], note["mark"]
+        if not isinstance(node, str) or not is_name(node):
+            raise ValueError("not a node name")
+        # bool is an int, and a float (1e999) is not a mark number
+        if type(mark) is not int or not 0 < mark < MARK_LIMIT:
+            raise ValueError("not a mark number")
+        return cls(node, mark)
+
+
+def _read_note(text: str, read: Callable[[Dict[str, Any]], T]) -> Optional[T]:
+    """A note's JSON object as `read` makes it; None for anything else: too long, not
+    JSON, not an object, a field missing or of the wrong kind. Anybody who may write
+    the cluster's keys can put any value there, and no value may stop a node."""
+    if not isinstance(text, str) or len(text) > NOTE_LIMIT:
+        return None
+    try:
+        note = json.loads(text)
+        return read(note) if isinstance(note, dict) else None
+    except (ValueError, TypeError, KeyError, RecursionError, OverflowError):
+        return None
+
+
+def _field(note: Dict[str, Any], name: str) -> str:
+    """A text field of a note, safe to print."""
+    value = note[name]
+    if not isinstance(value, str):
+        raise TypeError(name)
+    return shown(value, 64)
 
 
 class Rejected(NamedTuple):
-    """A pool entry that is skipped, and why."""
+    """An entry of the cluster directory that is skipped, and why: a pool entry (by its
+    name), or another key (by its path below the cluster directory)."""
 
     name: str
     reason: str
+    what: str = "pool entry"
+
+    @property
+    def label(self) -> str:
+        """What and which, safe to print: "pool entry 'bogus'"."""
+        return f"{self.what} '{shown(self.name)}'"
 
 
 class ClusterView(NamedTuple):
@@ -134,17 +191,44 @@ def parse_address(name: str, allowed: Iterable[IPNetwork] = ()) -> Tuple[Optiona
     return _parse_address(name, tuple(allowed))
 
 
+_THIS_NETWORK = ipaddress.ip_network("0.0.0.0/8")
+
+
+def special_kind(address: IPAddress) -> Optional[str]:
+    """What makes an address unfit to be moved between hosts as a service address
+    (None: nothing): no host can own it on a link the way yaim moves addresses."""
+    if address.version == 6 and address.ipv4_mapped is not None:
+        return "an IPv4-mapped IPv6 address"
+    if address.is_unspecified or (address.version == 4 and address in _THIS_NETWORK):
+        return "an unspecified address"
+    for kind in ("loopback", "multicast", "link-local", "reserved"):
+        if getattr(address, "is_" + kind.replace("-", "_")):
+            return f"a {kind} address"
+    return None
+
+
 @functools.lru_cache(maxsize=4096)
 def _parse_address(name: str, allowed: Tuple[IPNetwork, ...]) -> Tuple[Optional[IPAddress], str]:
     """parse_address, remembered: every node parses the same pool every interval."""
+    if "%" in name:  # Python 3.9 on parses a zone; an address with one is no pool address
+        try:
+            ipaddress.IPv6Address(name.split("%", 1)[0])
+        except ValueError:
+            return None, "not an IP address"
+        return None, "a scoped IPv6 address (with a zone), which cannot be a pool address"
     try:
-        address = ipaddress.ip_address(name)
+        address = ipaddress.ip_address(name) if len(name) <= ADDRESS_LIMIT else None
     except ValueError:
+        address = None
+    if address is None:
         return None, "not an IP address"
     if str(address) != name:
         return None, f"not in canonical form (expected {address})"
     if not is_allowed(address, allowed):
         return None, "outside allowed-networks"
+    special = special_kind(address)
+    if special is not None and not allowed:
+        return None, f"{special}, taken only when allowed-networks names its network"
     return address, ""
 
 
@@ -155,18 +239,20 @@ def parse_snapshot(
     allowed = tuple(allowed)
     named: Dict[str, IPAddress] = {}  # pool key name -> address; marks and notes use the name
     rejected = [Rejected(name, reason) for name, reason in sorted(snapshot.malformed.items())]
-    for name in sorted(snapshot.pool):
+    for name in sorted(snapshot.pool.difference(snapshot.malformed)):
         address, reason = parse_address(name, allowed)
         if address is None:
             rejected.append(Rejected(name, reason))
         else:
             named[name] = address
+    rejected += [Rejected(key, reason, "key") for key, reason in sorted(snapshot.odd.items())]
     pool = set(named.values())
     holders, marks = {}, {}
     for name, mark in snapshot.marks.items():
         address = named.get(name)
         if address is not None:
-            holders[address] = mark.holder
+            # A holder that is no node name is nobody's; it still holds the address.
+            holders[address] = mark.holder if is_name(mark.holder) else shown(mark.holder)
             if mark.created is not None:
                 marks[address] = mark.created
     conflicts = {}
@@ -176,10 +262,13 @@ def parse_snapshot(
     released = {}
     for address, text in _notes(snapshot.released, named):
         release = Release.parse(text)
-        if release is not None:
+        if release is None:
+            rejected.append(Rejected(f"released/{address}", "not a released note", "key"))
+        else:
             released[address] = release
+    nodes = _names(snapshot.nodes, "nodes", rejected) - _names(snapshot.drained, "drain", rejected)
     view = ClusterView(
-        nodes=frozenset(snapshot.nodes - snapshot.drained),
+        nodes=frozenset(nodes),
         pool=frozenset(pool.difference(conflicts)),
         holders=holders,
         conflicts=conflicts,
@@ -187,6 +276,14 @@ def parse_snapshot(
         released=released,
     )
     return view, tuple(rejected)
+
+
+def _names(names: Iterable[str], kind: str, rejected: List[Rejected]) -> FrozenSet[str]:
+    """The node names among the names of `kind` keys; the others join `rejected`."""
+    good = frozenset(name for name in names if is_name(name))
+    for name in sorted(set(names) - good):
+        rejected.append(Rejected(f"{kind}/{name}", "not a node name", "key"))
+    return good
 
 
 def _notes(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import etcd as etcd_client
 import pytest
@@ -138,3 +138,30 @@ def test_a_late_copy_of_a_delete_cannot_delete_the_mark_made_since(make, etcd, m
     with pytest.raises(etcd_client.EtcdCompareFailed):
         replay(etcd, delete)
     assert n1.read().marks[str(A)].holder == "n1"
+
+
+@pytest.mark.parametrize("hostile", ["n1?recursive=true&x=", "n1#x", "n1%2fx", "n1&dir=true"])
+def test_a_name_that_got_past_the_checks_is_one_quoted_key(make, etcd, hostile):
+    """The second wall: python-etcd puts keys into URLs as they are; yaim quotes them,
+    so a name can only ever name its own key, never a query or another key."""
+    one, two = make("n1"), make("n2")
+    one.touch_node()
+    two.touch_node()
+    two.drain("n2")
+    store = make("n3")
+    store.node = hostile  # as if the config had let it through
+    store.touch_node()
+    assert etcd.get(f"{make.root}/nodes/{quote(hostile, safe='')}") is not None
+    store.delete_node()
+    assert store.undrain(hostile) is False
+    snapshot = one.read()
+    assert snapshot.nodes == {"n1", "n2"} and snapshot.drained == {"n2"}
+
+
+@pytest.mark.parametrize("hostile", ["..", ".", "a/../..", ""])
+def test_a_key_with_a_dot_component_is_refused_before_it_is_sent(make, hostile, requests_made):
+    store = make("n1")
+    sent = requests_made()
+    with pytest.raises(ValueError):
+        store.undrain(hostile)
+    assert requests_made() == sent

@@ -413,9 +413,9 @@ class ClusterKeys:
         end = start[:-1] + chr(ord(start[-1]) + 1)
         answer = self._v3("/v3/kv/range", {"key": _b64(start), "range_end": _b64(end)})
         return {
-            base64.b64decode(kv["key"]).decode()[len(self.root) :]: base64.b64decode(
-                kv.get("value", "")
-            ).decode()
+            base64.b64decode(kv["key"]).decode(errors="replace")[
+                len(self.root) :
+            ]: base64.b64decode(kv.get("value", "")).decode(errors="replace")
             for kv in answer.get("kvs", [])
         }
 

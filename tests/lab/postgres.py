@@ -29,7 +29,15 @@ from typing import List, Optional, Sequence
 
 import psycopg
 
-from tests.lab.util import command_line, netns_argv, spawn, stop_processes, tail, wait_until
+from tests.lab.util import (
+    Service,
+    command_line,
+    netns_argv,
+    spawn,
+    stop_processes,
+    tail,
+    wait_until,
+)
 from yaim.checks import BaseChecker, create
 
 PGBOUNCER = "/usr/sbin/pgbouncer"
@@ -73,29 +81,7 @@ def service_dir(prefix: str) -> Path:
     return path
 
 
-class _Service:
-    """A context manager that brings a service up and always tears it down, also when
-    bringing it up fails half way."""
-
-    def bring_up(self) -> None:
-        raise NotImplementedError
-
-    def teardown(self) -> None:
-        raise NotImplementedError
-
-    def __enter__(self):
-        try:
-            self.bring_up()
-        except BaseException:
-            self.teardown()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.teardown()
-
-
-class PostgresServer(_Service):
+class PostgresServer(Service):
     """One PostgreSQL cluster on 127.0.0.1:`port` (of `netns`, if given); a context manager."""
 
     def __init__(self, netns: Optional[str] = None, port: Optional[int] = None) -> None:
@@ -165,7 +151,7 @@ class PostgresServer(_Service):
         shutil.rmtree(str(self.dir), ignore_errors=True)
 
 
-class PgBouncer(_Service):
+class PgBouncer(Service):
     """A pgbouncer in front of `server` (in the root namespace) on a free port; a context
     manager. Transaction pooling with a pool of one server connection by default, so
     that every client shares one session: whatever a client leaves set in it is seen

@@ -122,3 +122,25 @@ def live_group_members(pgid: int) -> list:
         if int(fields[2]) == pgid and fields[0] not in "ZX":
             found.append(int(stat.parent.name))
     return found
+
+
+class Service:
+    """A context manager that brings a service up and always tears it down, also when
+    bringing it up fails half way."""
+
+    def bring_up(self) -> None:
+        raise NotImplementedError
+
+    def teardown(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        try:
+            self.bring_up()
+        except BaseException:
+            self.teardown()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.teardown()

@@ -26,6 +26,8 @@ def checker(argv: Sequence[str], timeout_ms: int = 2000) -> shell.Checker:
         shell_command=tuple(argv),
         check_timeout=timeout_ms,
         check_timeout_s=timeout_ms / 1000,
+        command_environment=(),
+        command_capabilities="none",
     )
     made = create(config)
     assert isinstance(made, shell.Checker)

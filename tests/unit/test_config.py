@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import ipaddress
 import re
 import socket
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
 
@@ -90,6 +92,8 @@ DEFAULTS = {
     "notify_fence": None,
     "notify_health": None,
     "notify_timeout": 5000,
+    "command_environment": (),
+    "command_capabilities": "none",
     "status_listen": "127.0.0.1:9720",
     "log_level": "INFO",
     "log_file": None,
@@ -185,23 +189,26 @@ def test_config_is_immutable(tmp_path):
         ({"dcs-endpoints": {"a": 1}}, "dcs-endpoints", "must be a list"),
         ({"dcs-endpoints": [2379]}, "dcs-endpoints", "must be a string"),
         ({"dcs-namespace": ""}, "dcs-namespace", "must not be empty"),
-        ({"dcs-namespace": "a/b"}, "dcs-namespace", "'/'"),
-        ({"dcs-clustername": "a/b"}, "dcs-clustername", "'/'"),
+        ({"dcs-namespace": "a/b"}, "dcs-namespace", "may hold only letters"),
+        ({"dcs-namespace": "a b"}, "dcs-namespace", "may hold only letters"),
+        ({"dcs-clustername": "a/b"}, "dcs-clustername", "may hold only letters"),
+        ({"dcs-clustername": ".."}, "dcs-clustername", "may hold only letters"),
         ({"dcs-clustername": 2024}, "dcs-clustername", "quote it"),
         ({"etcd-user": 5}, "etcd-user", "must be a string"),
         ({"etcd-password": "secret"}, "etcd-password", "etcd-user is not"),
         ({"etcd-cert-file": "/c.pem"}, "etcd-cert-file", "together with etcd-key-file"),
         ({"etcd-key-file": "/k.pem"}, "etcd-cert-file", "together with etcd-key-file"),
         ({"etcd-ca-file": ["/a"]}, "etcd-ca-file", "must be a string"),
-        ({"interval": 0}, "interval", "at least 1"),
+        ({"interval": 0}, "interval", "between 1 and 86400000, got 0"),
         ({"interval": True}, "interval", "must be an integer"),
         ({"interval": 1.5}, "interval", "must be an integer"),
         ({"interval": "1s"}, "interval", "must be an integer"),
         ({"ttl": 2000}, "ttl", "must be at least 3 x interval (3000 ms), got 2000"),
         ({"ttl": False}, "ttl", "must be an integer"),
-        ({"retry-num": 0}, "retry-num", "at least 1"),
-        ({"retry-after": -1}, "retry-after", "at least 0"),
-        ({"node-name": "a/b"}, "node-name", "'/'"),
+        ({"retry-num": 0}, "retry-num", "between 1 and 100"),
+        ({"retry-after": -1}, "retry-after", "between 0 and 86400000"),
+        ({"node-name": "a/b"}, "node-name", "may hold only letters"),
+        ({"node-name": "a b"}, "node-name", "may hold only letters"),
         ({"node-name": ""}, "node-name", "must not be empty"),
         ({"interface": None}, "interface", "required"),
         ({"interface": ""}, "interface", "must not be empty"),
@@ -211,20 +218,21 @@ def test_config_is_immutable(tmp_path):
         ({"netmask": 33}, "netmask", "between 0 and 32"),
         ({"netmask": -1}, "netmask", "between 0 and 32"),
         ({"netmask6": 129}, "netmask6", "between 0 and 128"),
-        ({"label": "a b"}, "label", "whitespace"),
+        ({"label": "a b"}, "label", "may hold only letters"),
+        ({"label": "a/b"}, "label", "may hold only letters"),
         ({"label": "averylongone"}, "label", "'eth0:averylongone' is longer than 15"),
         ({"allowed-networks": ["198.51.100.1/24"]}, "allowed-networks", "host bits set"),
         ({"allowed-networks": ["nonsense"]}, "allowed-networks", "CIDR"),
         ({"allowed-networks": 5}, "allowed-networks", "must be a list"),
         ({"announce-count": 101}, "announce-count", "between 0 and 100"),
-        ({"announce-interval": 0}, "announce-interval", "at least 1"),
+        ({"announce-interval": 0}, "announce-interval", "between 1 and 86400000"),
         ({"probe-timeout": 1000}, "probe-timeout", "less than interval (1000 ms), got 1000"),
-        ({"conflict-backoff": 999}, "conflict-backoff", "at least 1000"),
+        ({"conflict-backoff": 999}, "conflict-backoff", "between 1000 and 86400000"),
         ({"checker-type": "tcp"}, "checker-type", "must be one of http, postgres, shell, none"),
-        ({"check-interval": 0}, "check-interval", "at least 1"),
-        ({"check-timeout": 0}, "check-timeout", "at least 1"),
-        ({"check-rise": 0}, "check-rise", "at least 1"),
-        ({"check-fall": 0}, "check-fall", "at least 1"),
+        ({"check-interval": 0}, "check-interval", "between 1 and 86400000"),
+        ({"check-timeout": 0}, "check-timeout", "between 1 and 86400000"),
+        ({"check-rise": 0}, "check-rise", "between 1 and 100"),
+        ({"check-fall": 0}, "check-fall", "between 1 and 100"),
         ({"http-url": None}, "http-url", "required when checker-type is http"),
         ({"http-url": "127.0.0.1:8008/health"}, "http-url", "http:// or https://"),
         ({"http-expected-code": 99}, "http-expected-code", "between 100 and 599"),
@@ -244,7 +252,7 @@ def test_config_is_immutable(tmp_path):
         ({"notify-release": ["hook", 5]}, "notify-release", "list of strings"),
         ({"notify-fence": "hook 'unclosed"}, "notify-fence", "cannot split"),
         ({"notify-health": 5}, "notify-health", "command line or a list"),
-        ({"notify-timeout": 0}, "notify-timeout", "at least 1"),
+        ({"notify-timeout": 0}, "notify-timeout", "between 1 and 86400000"),
         ({"status-listen": "9720"}, "status-listen", "must be HOST:PORT"),
         ({"status-listen": "127.0.0.1:0"}, "status-listen", "must be HOST:PORT"),
         ({"status-listen": "[::1:9720"}, "status-listen", "must be HOST:PORT"),
@@ -407,7 +415,7 @@ def test_env_and_file_agree(tmp_path, value):
         assert isinstance(from_file, list) and isinstance(from_env, list)
     else:
         assert from_file == from_env
-        negative = [f"retry-after: must be at least 0, got {value}"]
+        negative = [f"retry-after: must be between 0 and 86400000, got {value}"]
         assert from_file == (value if value >= 0 else negative)
 
 
@@ -551,3 +559,383 @@ def test_as_dict_masks_only_the_password_in_the_dsn(tmp_path, dsn, shown):
     assert cfg.as_dict()["postgres-dsn"] == shown
     assert "hunter" not in repr(cfg)
     assert cfg.as_dict(mask_secrets=False)["postgres-dsn"] == dsn
+
+
+# --- hostile input (issue 14) ---
+
+
+DAY = 86_400_000
+BOUNDS = {
+    "interval": (1, DAY),
+    "ttl": (1, DAY),
+    "retry-num": (1, 100),
+    "retry-after": (0, DAY),
+    "netmask": (0, 32),
+    "netmask6": (0, 128),
+    "announce-count": (0, 100),
+    "announce-interval": (1, DAY),
+    "probe-timeout": (0, DAY),
+    "conflict-backoff": (1000, DAY),
+    "check-interval": (1, DAY),
+    "check-timeout": (1, DAY),
+    "check-rise": (1, 100),
+    "check-fall": (1, 100),
+    "http-expected-code": (100, 599),
+    "notify-timeout": (1, DAY),
+}
+SECRET = "S3cretPw"
+
+
+def problems_for(tmp_path: Path, key: str, value: Any) -> List[str]:
+    """The problems of MINIMAL with one key set, those naming the key."""
+    try:
+        load(tmp_path, {key: value})
+    except ConfigError as exc:
+        return [problem for problem in exc.problems if f": {key}: " in problem]
+    return []
+
+
+def test_every_number_key_has_bounds():
+    """Guards BOUNDS: a new number key needs an upper bound too (10^13 ms overflowed waits)."""
+    numbers = {
+        name.replace("_", "-")
+        for name, value in DEFAULTS.items()
+        if isinstance(value, int) and not isinstance(value, bool)
+    }
+    assert numbers == set(BOUNDS)
+
+
+@pytest.mark.parametrize("key, bounds", sorted(BOUNDS.items()))
+def test_number_bounds(tmp_path, key, bounds):
+    low, high = bounds
+    between = f"must be between {low} and {high}, got"
+    for value in (low - 1, high + 1, 10**13):
+        problems = problems_for(tmp_path, key, value)
+        assert len(problems) == 1 and f"{between} {value}" in problems[0], (value, problems)
+    for value in (low, high):  # a rule between keys may still refuse it, the bounds not
+        assert not any(between in problem for problem in problems_for(tmp_path, key, value))
+
+
+def test_largest_times_load_together(tmp_path):
+    cfg = load(tmp_path, {"interval": DAY // 3, "ttl": DAY, "conflict-backoff": DAY})
+    assert (cfg.ttl_s, cfg.conflict_backoff_s) == (86400.0, 86400.0)
+
+
+def test_sample_states_every_bound(tmp_path):
+    blocks = SAMPLE.read_text(encoding="utf-8").split("\n\n")
+    for key, (low, high) in BOUNDS.items():
+        block = next(b for b in blocks if re.search(rf"^(# )?{key}:", b, re.M))
+        text = " ".join(block.replace("#", "").split()).lower()
+        assert f"between {low} and {high}" in text, key
+
+
+def test_huge_interval_is_exit_2_naming_the_key(tmp_path, capsys):
+    from yaim import cli
+
+    path = write(tmp_path, dict(MINIMAL, interval=10000000000000))
+    assert cli.main(["--check-config", "-c", path]) == 2
+    assert capsys.readouterr().err == (
+        f"{path}: interval: must be between 1 and 86400000, got 10000000000000\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("interface", "eth\0"),
+        ("interface", "eth\x1b[2J"),
+        ("node-name", "node\x00"),
+        ("etcd-ca-file", "/etc/ca\0.pem"),
+        ("etcd-user", "yaim\n"),
+        ("log-file", "/var/log/yaim\x7f"),
+        ("http-url", "http://127.0.0.1:8008/\nhealth"),
+        ("dcs-endpoints", ["http://127.0.0.1\t:2379"]),
+        ("allowed-networks", ["198.51.100.0/24\0"]),
+        ("log-level", "INFO\x85"),
+        ("postgres-query", "SELECT 1\0"),
+        ("http-expected-response-contains", "ok\x1b[0m"),
+        ("shell-command", ["check", "a\0b"]),
+        ("notify-take", "hook \x07"),
+    ],
+)
+def test_control_characters_are_refused(tmp_path, key, value):
+    problem = one_problem(tmp_path, {key: value})
+    assert problem.startswith(f"{tmp_path / 'yaim.yml'}: {key}: "), problem
+    assert "must not hold control characters, found '\\" in problem
+    assert problem.isprintable()
+
+
+def test_control_characters_in_the_environment_are_refused(tmp_path):
+    problem = one_problem(tmp_path, {}, {"YAIM_INTERFACE": "eth\x1b0"})
+    assert problem == (
+        "YAIM_INTERFACE (environment): interface: must not hold control characters,"
+        " found '\\x1b' at character 4"
+    )
+
+
+def test_tab_and_newline_pass_in_queries_and_scripts(tmp_path):
+    query = "SELECT NOT\n\tpg_is_in_recovery()\n"
+    script = ["sh", "-c", "logger one\nlogger two\n"]
+    cfg = load(tmp_path, {"postgres-query": query, "notify-health": script})
+    assert (cfg.postgres_query, cfg.notify_health) == (query, tuple(script))
+
+
+@pytest.mark.parametrize("key", ["node-name", "dcs-namespace", "dcs-clustername", "label"])
+@pytest.mark.parametrize(
+    "name", ["?recursive=true&x=", "..", "a%2eb", "a#b", "-x", "x.", "n\u00f6de", "a" * 254]
+)
+def test_key_components_follow_the_strict_name_rule(tmp_path, key, name):
+    problem = one_problem(tmp_path, {key: name})
+    assert problem.startswith(f"{tmp_path / 'yaim.yml'}: {key}: "), problem
+    assert "may hold only letters" in problem or "at most 253 characters" in problem
+
+
+def test_names_of_the_strict_set_are_accepted(tmp_path):
+    cfg = load(tmp_path, {"node-name": "db-1.example_x", "dcs-clustername": "pg_1"})
+    assert (cfg.node_name, cfg.dcs_clustername) == ("db-1.example_x", "pg_1")
+
+
+def test_a_hostname_that_cannot_be_a_node_name_asks_for_node_name(tmp_path, monkeypatch):
+    monkeypatch.setattr(config.socket, "gethostname", lambda: "bad host?x=")
+    problem = one_problem(tmp_path, {})
+    assert problem.startswith(f"{tmp_path / 'yaim.yml'}: node-name: not set, and the hostname")
+    assert "'bad host?x='" in problem and problem.endswith(": set node-name")
+    assert load(tmp_path, {"node-name": "node1"}).node_name == "node1"
+
+
+def test_a_file_over_the_size_limit_is_refused_unread(tmp_path):
+    path = tmp_path / "yaim.yml"
+    path.write_text("interface: eth0\nchecker-type: none\n#" + "x" * config.FILE_LIMIT)
+    with pytest.raises(ConfigError) as caught:
+        config.load(str(path), {})
+    assert caught.value.problems == [
+        f"{path}: larger than 1048576 bytes (1 MiB); a yaim.yml needs a few KiB"
+    ]
+
+
+def test_a_50_mb_file_is_refused_at_once(tmp_path):
+    path = tmp_path / "yaim.yml"
+    with open(path, "wb") as sparse:
+        sparse.truncate(50 << 20)
+    assert len(problems_of_path(str(path), seconds=2)) == 1
+
+
+def test_a_file_of_exactly_the_limit_loads(tmp_path):
+    head = "interface: eth0\nchecker-type: none\n#"
+    path = write(tmp_path, head + "x" * (config.FILE_LIMIT - len(head)))
+    assert config.load(path, {}).interface == "eth0"
+
+
+def problems_of_path(path: str, seconds: float) -> List[str]:
+    """The problems of a file that must be refused, within `seconds`."""
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as caught:
+        config.load(path, {})
+    assert time.monotonic() - started < seconds
+    assert all(len(problem) < 600 and problem.isprintable() for problem in caught.value.problems)
+    return caught.value.problems
+
+
+def laughs(levels: int) -> str:
+    """A "billion laughs" file: each level 9 aliases of the one before."""
+    lines = ['l0: &l0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for level in range(1, levels):
+        lines.append(f"l{level}: &l{level} [" + ",".join([f"*l{level - 1}"] * 9) + "]")
+    return "\n".join([*lines, f"interface: *l{levels - 1}", ""])
+
+
+@pytest.mark.parametrize("levels", [5, 9])
+def test_alias_expansion_is_bounded(tmp_path, levels):
+    text = laughs(levels)
+    assert len(text) < 800
+    problems = problems_of_path(write(tmp_path, text), seconds=2)
+    assert problems == [
+        f"{tmp_path / 'yaim.yml'}: YAML refused: more than 10000 values (line 5),"
+        " counting each YAML alias as all it repeats; a yaim.yml needs a few hundred"
+    ]
+
+
+def test_aliases_within_the_budget_work(tmp_path):
+    text = "x: &cmd [/bin/hook, --quiet]\n"
+    problems = problems_of(tmp_path, text + "interface: eth0\nnotify-take: *cmd\n")
+    assert len(problems) == 2 and ": x: unknown key" in problems[0]  # and http-url required
+    cfg = config.load(write(tmp_path, "interface: &i eth0\nchecker-type: none\n"), {})
+    assert cfg.interface == "eth0"
+
+
+def test_an_alias_inside_its_own_node_is_refused(tmp_path):
+    problems = problems_of_path(write(tmp_path, "interface: &a [*a]\n"), seconds=2)
+    assert problems == [
+        f"{tmp_path / 'yaim.yml'}: YAML refused: the alias on line 1 repeats a node that holds it"
+    ]
+
+
+def test_deep_nesting_is_refused(tmp_path):
+    problems = problems_of_path(write(tmp_path, "interface: " + "[" * 100_000), seconds=2)
+    assert problems == [
+        f"{tmp_path / 'yaim.yml'}: YAML refused: nested deeper than 32 levels (line 1)"
+    ]
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        (f"interface: eth0\nretry-num: {'9' * 5000}\n", "Exceeds the limit (4300 digits)"),
+        ("interface: eth0\nlog-file: 2001-13-45\n", "month must be in 1..12"),
+        ("interface: eth0\nlog-file: *undefined" + "x" * 5000 + "\n", "found undefined alias"),
+    ],
+)
+def test_values_pyyaml_cannot_build_are_one_line(tmp_path, text, fragment):
+    problems = problems_of_path(write(tmp_path, text), seconds=2)
+    assert len(problems) == 1 and fragment in problems[0], problems
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("interface", "x" * 900_000),
+        ("interface", [["y" * 200] * 3 for _ in range(2000)]),
+        ("interface", functools.reduce(lambda inner, _: [inner], range(28), ["z" * 10_000])),
+        ("dcs-endpoints", ["ftp://" + "h" * 100 for _ in range(3000)]),
+        ("allowed-networks", ["n" * 100_000]),
+        ("log-level", {"k" * 100_000: "v" * 100_000}),
+        ("x" * 100_000, 1),
+    ],
+)
+def test_a_huge_value_gives_a_short_problem_quickly(tmp_path, key, value):
+    problems = problems_of_path(write(tmp_path, dict(MINIMAL, **{key: value})), seconds=5)
+    assert len(problems) == 1, problems
+
+
+def test_a_long_list_of_bad_entries_names_a_few_and_counts_the_rest(tmp_path):
+    problem = one_problem(tmp_path, {"dcs-endpoints": [f"ftp://h{n}" for n in range(10)]})
+    assert "'ftp://h2'" in problem and "'ftp://h3'" not in problem
+    assert problem.endswith(" (and 7 more)")
+
+
+@pytest.mark.parametrize(
+    "network, kinds",
+    [
+        ("127.0.0.0/8", "loopback"),
+        ("0.0.0.0/8", "unspecified"),
+        ("169.254.0.0/16", "link-local"),
+        ("224.0.0.0/24", "multicast"),
+        ("255.255.255.255/32", "reserved"),
+        ("::1/128", "loopback and reserved"),  # ::/8 is reserved, as ipaddress says
+        ("::ffff:0:0/96", "IPv4-mapped and reserved"),
+        ("fe80::/64", "link-local"),
+        ("ff02::/16", "multicast"),
+        ("0.0.0.0/0", "unspecified, loopback, link-local, multicast and reserved"),
+        ("::/0", "unspecified, loopback, IPv4-mapped, link-local, multicast and reserved"),
+    ],
+)
+def test_allowed_networks_with_special_addresses_warn(tmp_path, network, kinds):
+    warnings = load(tmp_path, {"allowed-networks": ["198.51.100.0/24", network]}).warnings
+    assert [w for w in warnings if "allowed-networks" in w] == [
+        f"{tmp_path / 'yaim.yml'}: allowed-networks: {network} holds {kinds} addresses:"
+        " yaim will put them on the interface"
+    ]
+
+
+def test_special_ranges_agree_with_the_pool_check():
+    from yaim.view import special_kind
+
+    for _kind, network in config._SPECIAL:
+        for address in (network.network_address, network.broadcast_address):
+            assert special_kind(address) is not None, address
+    for address in ("198.51.100.7", "2001:db8::7", "10.1.2.3", "fd00::1"):
+        assert not config.special_kinds(ipaddress.ip_network(address))
+        assert special_kind(ipaddress.ip_address(address)) is None
+
+
+@pytest.mark.parametrize("network", ["2001:db8::%eth0/64", "fe80::%eth0/64", "fe80::1%1/128"])
+def test_scoped_allowed_networks_are_refused(tmp_path, network):
+    problem = one_problem(tmp_path, {"allowed-networks": [network]})
+    where = f"{tmp_path / 'yaim.yml'}: allowed-networks"
+    assert problem == f"{where}: must not carry a scope (%zone), got '{network}'"
+
+
+@pytest.mark.parametrize(
+    "endpoint, shown",
+    [
+        (f"http://root:{SECRET}@192.0.2.1:2379", "http://root:***@192.0.2.1:2379"),
+        (f"https://root:{SECRET}@[2001:db8::1]:2379/", "https://root:***@[2001:db8::1]:2379/"),
+        ("http://root@192.0.2.1:2379", "http://root@192.0.2.1:2379"),
+    ],
+)
+def test_credentials_in_endpoints_are_refused_and_masked(tmp_path, endpoint, shown):
+    problem = one_problem(tmp_path, {"dcs-endpoints": ["http://192.0.2.2:2379", endpoint]})
+    assert problem == (
+        f"{tmp_path / 'yaim.yml'}: dcs-endpoints: credentials go in etcd-user and"
+        f" etcd-password, not in the URL '{shown}'"
+    )
+
+
+def test_http_url_with_credentials_works_and_is_masked(tmp_path):
+    url = f"https://admin:{SECRET}@127.0.0.1:8008/health"
+    cfg = load(tmp_path, {"http-url": url})
+    assert cfg.http_url == url
+    assert cfg.as_dict()["http-url"] == "https://admin:***@127.0.0.1:8008/health"
+    assert SECRET not in repr(cfg) and SECRET not in "".join(cfg.warnings)
+    assert cfg.as_dict(mask_secrets=False)["http-url"] == url
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("etcd-password", 12345678),
+        ("etcd-password", [SECRET]),
+        ("etcd-password", f"{SECRET}\0"),
+        ("http-url", f"http://admin:{SECRET}@127.0.0.1:99999/"),
+        ("http-url", f"ftp://admin:{SECRET}@127.0.0.1/"),
+        ("http-url", f"http://admin:{SECRET}@[::1/"),
+        ("http-url", f"http://admin:{SECRET}@127.0.0.1/\x1b"),
+        ("postgres-dsn", f"host=db password={SECRET}\x01"),
+        ("postgres-dsn", 12345678),
+    ],
+)
+def test_problems_never_repeat_a_secret(tmp_path, key, value):
+    problems = problems_of(tmp_path, dict(MINIMAL, **{"etcd-user": "yaim", key: value}))
+    text = "\n".join(problems)
+    assert f": {key}: " in text
+    assert SECRET not in text and "12345678" not in text
+
+
+@pytest.mark.parametrize(
+    "dsn, shown",
+    [
+        (f"host=db sslpassword={SECRET} user=yaim", "host=db sslpassword=*** user=yaim"),
+        (f"host=db password=a\\ b\\ {SECRET}", "host=db password=***"),
+    ],
+)
+def test_as_dict_masks_every_libpq_password(tmp_path, dsn, shown):
+    assert load(tmp_path, {"postgres-dsn": dsn}).as_dict()["postgres-dsn"] == shown
+
+
+def test_credentials_over_plain_http_warn(tmp_path):
+    endpoints = ["https://192.0.2.1:2379", "http://192.0.2.2:2379", "http://192.0.2.3:2379"]
+    given = {"etcd-user": "yaim", "etcd-password": SECRET, "dcs-endpoints": endpoints}
+    warnings = load(tmp_path, given).warnings
+    assert f"{tmp_path / 'yaim.yml'}: etcd-user: etcd-password is sent in clear to" in warnings[-1]
+    assert warnings[-1].endswith(
+        " to http://192.0.2.2:2379, http://192.0.2.3:2379; use https:// endpoints"
+    )
+    assert not any(
+        "in clear" in w
+        for w in load(tmp_path, dict(given, **{"etcd-user": None, "etcd-password": None})).warnings
+    )
+    safe = dict(given, **{"dcs-endpoints": endpoints[:1]})
+    assert not any("in clear" in w for w in load(tmp_path, safe).warnings)
+
+
+def test_http_url_password_over_plain_http_warns(tmp_path):
+    url = f"http://admin:{SECRET}@127.0.0.1:8008/health"
+    warnings = [w for w in load(tmp_path, {"http-url": url}).warnings if "in clear" in w]
+    assert warnings == [
+        f"{tmp_path / 'yaim.yml'}: http-url: its password is sent in clear to"
+        " http://admin:***@127.0.0.1:8008/health; use https://"
+    ]
+    for quiet in ({"http-url": url.replace("http:", "https:")}, {"http-url": MINIMAL["http-url"]}):
+        assert not any("in clear" in w for w in load(tmp_path, quiet).warnings)
+    unused = {"http-url": url, "checker-type": "none"}
+    assert not any("in clear" in w for w in load(tmp_path, unused).warnings)

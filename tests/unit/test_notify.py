@@ -33,7 +33,12 @@ def settings(timeout_ms: int = 2000, **commands: List[str]) -> SimpleNamespace:
     values = {f"notify_{event}": None for event in EVENTS}
     values.update({f"notify_{event}": tuple(argv) for event, argv in commands.items()})
     return SimpleNamespace(
-        node_name="n1", notify_timeout=timeout_ms, notify_timeout_s=timeout_ms / 1000, **values
+        node_name="n1",
+        notify_timeout=timeout_ms,
+        notify_timeout_s=timeout_ms / 1000,
+        command_environment=(),
+        command_capabilities="none",
+        **values,
     )
 
 

@@ -1,7 +1,9 @@
 """`checker-type: shell`: healthy iff `shell-command` exits 0 within `check-timeout`.
 
 `yaim.command` runs it: no shell, its own session, the whole process group killed
-at the timeout, the end of its output kept for the reason.
+at the timeout, the end of its output kept for the reason, a minimal environment
+(`command-environment` adds to it) and no ambient capabilities unless
+`command-capabilities: inherit`.
 """
 
 from __future__ import annotations
@@ -22,5 +24,5 @@ class Checker(BaseChecker):
         )
 
     def check(self) -> CheckResult:
-        outcome = command.run(self.argv, self.config.check_timeout_s)
+        outcome = command.run(self.argv, self.config.check_timeout_s, self.config)
         return CheckResult(outcome.ok, f"{self.shown}: {outcome.describe()}")

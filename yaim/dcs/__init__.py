@@ -290,24 +290,30 @@ def snapshot_of(root: str, entries: Iterable[Entry], pool_dirs: bool) -> Snapsho
     """Sort the keys below `root` into the layout's parts (the same names in v2 and v3).
 
     pool_dirs: pool entries are directories (v2), so a plain key there is malformed.
+    A directory where the layout wants a key (a mark, a node key, a drain flag, a note)
+    is listed in `odd`, and so skipped, not taken for what it is named after.
     """
-    pool, malformed, marks, nodes, drained = set(), {}, {}, set(), set()
+    pool, malformed, marks, nodes, drained, odd = set(), {}, {}, set(), set(), {}
     notes: Dict[str, Dict[str, str]] = {"conflicts": {}, "released": {}}
+    named = {"nodes": nodes, "drain": drained}
     for entry in entries:
-        parts = entry.key[len(root) :].strip("/").split("/")
+        path = entry.key[len(root) :].strip("/")
+        parts = path.split("/")
         kind, name = parts[0], parts[1] if len(parts) > 1 else ""
         if len(parts) == 2 and kind == "ips":
             if entry.is_dir or not pool_dirs:
                 pool.add(name)
             else:
                 malformed[name] = "a plain key, not a directory"
-        elif len(parts) == 3 and kind == "ips" and parts[2] == "marked" and not entry.is_dir:
+        elif entry.is_dir and kind == "ips" and parts[2:] == ["marked"]:
+            malformed[name] = "its marked key is a directory, so no node can mark it"
+        elif entry.is_dir and len(parts) == 2 and (kind in named or kind in notes):
+            odd[path] = "a directory where the layout has a key"
+        elif len(parts) == 3 and kind == "ips" and parts[2] == "marked":
             marks[name] = Mark(entry.value, entry.ttl, entry.created)
-        elif len(parts) == 2 and kind == "nodes":
-            nodes.add(name)
-        elif len(parts) == 2 and kind == "drain":
-            drained.add(name)
-        elif len(parts) == 2 and kind in notes and not entry.is_dir:
+        elif len(parts) == 2 and kind in named:
+            named[kind].add(name)
+        elif len(parts) == 2 and kind in notes:
             notes[kind][name] = entry.value
     return Snapshot(
         pool=frozenset(pool),
@@ -317,4 +323,5 @@ def snapshot_of(root: str, entries: Iterable[Entry], pool_dirs: bool) -> Snapsho
         malformed=malformed,
         conflicts=notes["conflicts"],
         released=notes["released"],
+        odd=odd,
     )

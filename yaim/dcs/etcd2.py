@@ -22,12 +22,13 @@ import logging
 import threading
 import time
 from typing import Callable, Dict, Optional, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import etcd
 import urllib3
 
 from yaim.dcs import DCS, Entry, Transient, describe, snapshot_of, system_ca_file, wakes_balancer
+from yaim.names import BadName, shown
 from yaim.view import IPAddress, Snapshot
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,20 @@ DELETIONS = ("delete", "expire", "compareAndDelete")
 logging.getLogger("etcd").setLevel(logging.CRITICAL)
 
 
+class _Client(etcd.Client):
+    """python-etcd joins keys into its URLs as they are, so `?`, `#`, `%` in a key would
+    change the request: every key is quoted on its way, and one with an empty, `.` or
+    `..` component (which etcd's path cleaning would resolve) is refused. The names
+    that go into keys are checked where they enter (yaim.names); this is the second wall.
+    """
+
+    def _sanitize_key(self, key: str) -> str:
+        key = super()._sanitize_key(key)
+        if any(part in ("", ".", "..") for part in key.split("/")[1:]):
+            raise BadName(f"refusing the key {shown(key)!r}: an empty, '.' or '..' component")
+        return quote(key, safe="/")
+
+
 def _client(url: str, config, timeout: float) -> etcd.Client:
     """A python-etcd client for one endpoint; certificates are always verified on https."""
     parts = urlsplit(url)
@@ -51,7 +66,7 @@ def _client(url: str, config, timeout: float) -> etcd.Client:
     cert = None
     if config.etcd_cert_file:
         cert = (config.etcd_cert_file, config.etcd_key_file)
-    client = etcd.Client(
+    client = _Client(
         host=parts.hostname,
         port=parts.port or 2379,
         protocol=parts.scheme,

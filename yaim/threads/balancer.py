@@ -95,7 +95,7 @@ class BalancerThread(DCSWorker):
         view, rejected = parse_snapshot(snapshot, self.config.allowed_networks)
         self._note_handovers(view, sent_at)
         for entry in sorted(set(rejected) - self.rejected):
-            log.warning("refused pool entry %r on node %s: %s", entry.name, self.me, entry.reason)
+            log.warning("refused %s on node %s: %s", entry.label, self.me, entry.reason)
         self.rejected = set(rejected)
         self._note_drain(self.me in snapshot.drained)
         view = self._skip_conflicts(view)

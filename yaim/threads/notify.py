@@ -6,13 +6,14 @@ happened. Each command is killed (its whole process group) at `notify-timeout`.
 The queue is bounded: when it is full the oldest event is dropped and counted,
 so a flood of events costs a warning, not memory. At shutdown the events still
 queued get at most `notify-timeout` in all, after the addresses are gone.
+A command's environment is `yaim.command`'s minimal one plus the event's
+YAIM_EVENT, YAIM_ADDRESS, YAIM_NODE, YAIM_REASON and YAIM_HEALTHY.
 """
 
 from __future__ import annotations
 
 import collections
 import logging
-import os
 import threading
 import time
 from typing import Any, Callable, Deque, List, NamedTuple, Optional, Tuple
@@ -141,15 +142,14 @@ class Notifier(Worker):
 
     def _run(self, entry: Notice, timeout: float) -> None:
         """Run the event's command; its outcome goes to the log and the metrics."""
-        env = dict(
-            os.environ,
+        variables = dict(
             YAIM_EVENT=entry.event,
             YAIM_ADDRESS="" if entry.address is None else str(entry.address),
             YAIM_NODE=self.config.node_name,
             YAIM_REASON=entry.reason,
             YAIM_HEALTHY="1" if entry.healthy else "0",
         )
-        outcome = command.run(entry.argv, timeout, env)
+        outcome = command.run(entry.argv, timeout, self.config, variables)
         self.metrics.notify_runs.labels(entry.event, outcome.result).inc()
         log.log(
             LEVELS.get(outcome.result, logging.ERROR),
