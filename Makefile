@@ -17,12 +17,12 @@ integration: deps venv
 	$(PY) -m pytest -q tests/integration
 
 lint: venv
-	$(VENV)/bin/ruff check yaim tests bench
-	$(VENV)/bin/ruff format --check yaim tests bench
+	$(VENV)/bin/ruff check yaim tests bench lab
+	$(VENV)/bin/ruff format --check yaim tests bench lab
 	$(VENV)/bin/vermin --no-tips --violations --eval-annotations -t=3.7- yaim
 
 demo: deps venv
-	$(PY) -m tests.lab.demo
+	$(PY) -m lab.demo
 
 # Fault injection with invariant checks (tests/chaos), run long: SEED= replays a run,
 # DURATION= seconds of faults, DCS=etcd|etcd3|both. Exit status 1 on any violation.
@@ -40,7 +40,7 @@ BENCH_ARGS ?=
 bench: bench-deps venv
 	$(PY) -m bench $(PARTS) $(BENCH_ARGS)
 
-# THE ONE PLACE that lists the outside commands run by the tests, the lab (tests/lab), the
+# THE ONE PLACE that lists the outside commands run by the tests, the lab (lab/), the
 # demo, the chaos suite and the daemon's `ip` fallback, as COMMAND=DEBIAN-PACKAGE (a
 # command in no bin directory as an absolute path or a glob). A command new in the code
 # is added here. Not listed: what Essential packages give (sh, env, find, sleep, dpkg-*);

@@ -35,10 +35,10 @@ import yaml
 
 from bench import stats
 from bench.rivals import ACTIONS, PRIORITIES, Env, Keepalived, Tool, VipManager
-from tests.lab.daemon import YaimNode
-from tests.lab.etcd import ClusterKeys, EtcdCluster
-from tests.lab.netns import CLIENT_LAN, HUB_DCS, Lab
-from tests.lab.util import netns_argv, stop_processes, tail, wait_until
+from lab.daemon import YaimNode
+from lab.etcd import ClusterKeys, EtcdCluster
+from lab.netns import CLIENT_LAN, HUB_DCS, Lab
+from lab.util import netns_argv, stop_processes, tail, wait_until
 
 PERIOD = 0.01
 SILENT_PERIODS = 3

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Sequence, Tuple
 
 from bench import scale, stats
-from tests.lab.util import spawn, stop_processes, tail
+from lab.util import spawn, stop_processes, tail
 from yaim.dcs import BACKENDS
 
 NODES, ADDRESSES, DCS_TYPES = 10, 1000, ("etcd3", "etcd")

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
-from tests.lab.etcd import EtcdCluster
-from tests.lab.netns import Lab, lan_address
-from tests.lab.util import stop_processes
+from lab.etcd import EtcdCluster
+from lab.netns import Lab, lan_address
+from lab.util import stop_processes
 
 POOL_NET = "198.51.100.96/28"  # holds the whole pool and no base address of the lab
 STOP_TIMEOUT = 10.0

@@ -1,6 +1,6 @@
 """Scale: one etcd and N yaim daemons sharing M addresses, for growing N and M.
 
-The namespace lab of the tests (tests.lab.netns.Lab): etcd (data on tmpfs, so
+The namespace lab of the tests (lab.netns.Lab): etcd (data on tmpfs, so
 fsync does not dominate) and one health server in the hub, and N node namespaces,
 each with one daemon whose addresses go on its lan0. Per configuration: the
 daemons' start-up, the cold-start settle, a steady window (CPU, peak RSS, DCS
@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import AbstractSet, Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from bench import stats
-from tests.lab.daemon import YaimNode, dump_logs
-from tests.lab.etcd import EtcdCluster
-from tests.lab.netns import HEALTH_SCRIPT, HUB_DCS, Lab
-from tests.lab.rtnl import IPAddress, LinkState, socket_in
-from tests.lab.util import stop_processes, wait_until
+from lab.daemon import YaimNode, dump_logs
+from lab.etcd import EtcdCluster
+from lab.netns import HEALTH_SCRIPT, HUB_DCS, Lab
+from lab.rtnl import IPAddress, LinkState, socket_in
+from lab.util import stop_processes, wait_until
 
 NODES, ADDRESSES, DCS_TYPES = (3, 10, 30, 100), (10, 100, 1000), ("etcd", "etcd3")
 QUICK_NODES, QUICK_ADDRESSES, QUICK_DCS = (3, 10), (10, 100), ("etcd3",)
@@ -269,7 +269,7 @@ def answers(netns: str, port: int, host: str = "127.0.0.1") -> bool:
 
 
 class ScaleLab:
-    """tests.lab's Lab with `nodes` yaim daemons sharing `addresses` pool addresses, one
+    """lab.netns.Lab with `nodes` yaim daemons sharing `addresses` pool addresses, one
     etcd and one health server in the hub; a context manager that tears it all down.
 
     Everything but the daemons is up after entering: etcd (data on tmpfs), the health

@@ -17,10 +17,10 @@ from typing import Iterator, List, Optional
 
 import pytest
 
-from tests.lab.daemon import YaimNode, dump_logs
-from tests.lab.etcd import ClusterKeys, EtcdCluster
-from tests.lab.netns import HUB_DCS, Lab
-from tests.lab.observer import Observer
+from lab.daemon import YaimNode, dump_logs
+from lab.etcd import ClusterKeys, EtcdCluster
+from lab.netns import HUB_DCS, Lab
+from lab.observer import Observer
 from tests.needs import skip_or_fail
 
 

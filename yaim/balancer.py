@@ -92,16 +92,6 @@ def _settle(view: ClusterView) -> Tuple[Allotment, Allotment]:
     return kept, {node: frozenset(addresses) for node, addresses in taken.items()}
 
 
-def assign(view: ClusterView) -> Allotment:
-    """This round's target per participant: what it keeps plus the free addresses it takes.
-
-    Addresses still marked by a node that is over quota are not handed to
-    anyone yet; they are free, and assigned, only once that node releases them.
-    """
-    kept, taken = _settle(view)
-    return {node: kept[node] | taken[node] for node in kept}
-
-
 def plan(view: ClusterView, me: str) -> Plan:
     """What node `me` does this round; a node that does not take part gives everything up."""
     mine = frozenset(_holdings(view).get(me, ()))

@@ -164,10 +164,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         yaml.safe_dump(shown, sys.stdout, default_flow_style=False, sort_keys=False)
         return EXIT_OK
 
-    from yaim import daemon
+    from yaim import daemon, shutdown
 
     if args.cleanup:
-        daemon.cleanup(cfg)
+        shutdown.cleanup(cfg)
         return EXIT_OK
     if not daemon.interface_exists(cfg.interface):
         print(

@@ -31,6 +31,7 @@ from yaim.errors import DCSError, YaimError
 from yaim.names import BadName, check_name, is_name, shown
 from yaim.redact import Secrets
 from yaim.view import (
+    ClusterView,
     Conflict,
     IPAddress,
     Rejected,
@@ -88,6 +89,12 @@ class Cluster(NamedTuple):
 def summarize(snapshot: Snapshot, allowed: Sequence[Any] = ()) -> Cluster:
     """The pool with holders and TTLs, and every node named by a key or a mark."""
     view, refused = parse_snapshot(snapshot, allowed)
+    return summary(snapshot, view, refused)
+
+
+def summary(snapshot: Snapshot, view: ClusterView, refused: Sequence[Rejected]) -> Cluster:
+    """summarize() of a snapshot parsed already: `view` and `refused` are its parse (the
+    daemon's view also leaves out the addresses in a conflict it has not noted yet)."""
     entries = []
     for address in in_order(view.pool.union(view.conflicts)):
         holder = view.holders.get(address)
@@ -103,7 +110,7 @@ def summarize(snapshot: Snapshot, allowed: Sequence[Any] = ()) -> Cluster:
         )
         for name in sorted(named.union(view.holders.values()))
     )
-    return Cluster(tuple(entries), nodes, refused, view.conflicts)
+    return Cluster(tuple(entries), nodes, tuple(refused), view.conflicts)
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -250,15 +257,29 @@ def cmd_drain(store: dcs.DCS, cfg: config.Config, args: argparse.Namespace) -> O
     return text, {"node": name, "drained": args.command == "drain", "changed": changed}
 
 
-def cmd_status(store: dcs.DCS, cfg: config.Config, args: argparse.Namespace) -> Output:
-    cluster = summarize(store.read_with_ttls(), cfg.allowed_networks)
-    value = {
-        "cluster": store.root,
-        "endpoint": store.endpoint,
+def status_value(cluster: Cluster, root: str, endpoint: str) -> Dict[str, Any]:
+    """The cluster as `yaimctl status --json` and the daemon's GET /status show it: one
+    shape for both, the daemon's adding what it knows of itself."""
+    return {
+        "cluster": root,
+        "endpoint": endpoint,
         "ips": [e.as_json() for e in cluster.entries],
         "nodes": [n.as_json() for n in cluster.nodes],
+        "conflicts": [
+            {
+                "address": str(a),
+                "mac": cluster.conflicts[a].mac,
+                "seen_by": cluster.conflicts[a].node,
+            }
+            for a in in_order(cluster.conflicts)
+        ],
         "problems": problems(cluster),
     }
+
+
+def cmd_status(store: dcs.DCS, cfg: config.Config, args: argparse.Namespace) -> Output:
+    cluster = summarize(store.read_with_ttls(), cfg.allowed_networks)
+    value = status_value(cluster, store.root, store.endpoint)
     return status_text(cluster, f"{store.root} via {store.endpoint}"), value
 
 

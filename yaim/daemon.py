@@ -1,36 +1,44 @@
-"""Wires the roles together: config, DCS, checker and actuator, one thread each.
+"""Wires the node together and runs its main loop; one thread per role:
 
     health     runs the checker, turns results into the node's health (rise/fall)
     heartbeat  keeps the node key and this node's marks alive in the DCS
     balancer   reads the cluster, plans, creates and deletes marks
-    actuator   makes the interface match the held addresses; fences on time
+    actuator   makes the interface match the held claims; fences on time
     watch      wakes the balancer the moment the cluster changes in the DCS
-    notify     runs the operator's notify commands for the others' events
+    notify     runs the operator's notify commands for the events of the others
 
-The main thread owns the signals and the shutdown: on SIGTERM/SIGINT, or when a
-thread crashes, it removes every address, then deletes this node's marks and
-node key, so the others take over at once instead of waiting for the TTLs.
+around the claims ledger (yaim.claims), which holds every address's claim, and the
+node's health and latest read (yaim.state).
+
+The main thread handles the signals, watches the actuator, and shuts down: on
+SIGTERM/SIGINT, or when a thread crashes, it closes the ledger and has every
+address removed, then this node's marks and node key deleted (yaim.shutdown), so
+the others take over at once instead of waiting for the TTLs. A signal handler may
+interrupt the main thread anywhere, even inside a write to the log or with a lock
+held, so it only queues the signal and wakes the loop through a pipe, as gunicorn's
+arbiter does; the loop logs and acts.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import logging
+import os
+import select
 import signal
 import socket
 import threading
 import time
-from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any, Dict, List, Optional
 
-from yaim import __version__, checks, dcs
+from yaim import checks, dcs, shutdown
 from yaim import config as config_module
-from yaim.actuator import Actuator, address_protocol
-from yaim.actuator.iproute import IpCommand
-from yaim.cli import mask_in_logs
-from yaim.errors import ActuatorError, ConfigError, DCSError, YaimError
+from yaim.actuator import address_protocol
+from yaim.claims import Ledger
 from yaim.metrics import CONTENT_TYPE, Metrics
-from yaim.redact import Secrets, mask_url
-from yaim.state import SharedState
+from yaim.reload import reload
+from yaim.report import Report
+from yaim.state import NodeState
 from yaim.status import Sources, StatusServer
 from yaim.threads.actuator import ActuatorThread
 from yaim.threads.balancer import BalancerThread
@@ -39,46 +47,29 @@ from yaim.threads.health import HealthThread
 from yaim.threads.heartbeat import HeartbeatThread
 from yaim.threads.notify import Notifier
 from yaim.threads.watch import WatchThread
-from yaim.view import IPAddress, in_order, parse_snapshot
 
 log = logging.getLogger(__name__)
 
-# A shutdown talks to the DCS once, briefly: a dead DCS must not hold up the exit.
-SHUTDOWN_DCS_TIMEOUT = 0.5
-# How long the main thread waits for the actuator to remove the addresses at shutdown.
-SHUTDOWN_ACTUATOR_TIMEOUT = 2.0
-# Beyond notify-timeout, how long shutdown waits for the notifier: a killed command's reaping.
-SHUTDOWN_NOTIFY_SLACK = 1.5
 
-# Keys a SIGHUP applies at once (by name, or by prefix); any other change needs a restart.
-LIVE_KEYS = ("log-level",)
-CHECK_PREFIXES = ("check-", "checker-", "http-", "postgres-", "shell-")
-LIVE_PREFIXES = (*CHECK_PREFIXES, "notify-")
+class Wakeup:
+    """What the main loop sleeps on: a byte in a pipe, which a signal handler may write
+    (threading.Event.set takes a lock the interrupted main thread may hold)."""
 
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        for fd in (self._read, self._write):
+            os.set_blocking(fd, False)
 
-def is_live(key: str) -> bool:
-    """Whether a SIGHUP applies a change of this key without a restart."""
-    return key in LIVE_KEYS or key.startswith(LIVE_PREFIXES)
+    def set(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # the pipe is full: a wake-up is pending
+            os.write(self._write, b"\0")
 
-
-def fence_margin(config) -> float:
-    """Seconds before a mark can expire at which its address must already be gone.
-
-    The fence time counts from when the refresh was sent, before etcd starts the
-    TTL, so the margin only has to cover the actuator's reaction and clock skew.
-    """
-    return max(0.1, 0.1 * config.ttl_s)
-
-
-def make_actuator(config, tools=None) -> Actuator:
-    return Actuator(
-        config.interface,
-        config.label,
-        config.netmask,
-        config.netmask6,
-        tools,
-        config.allowed_networks,
-    )
+    def wait(self, timeout: float) -> None:
+        """Sleep until set or for `timeout` seconds, then clear."""
+        select.select([self._read], [], [], timeout)
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._read, 512):
+                pass
 
 
 class Daemon:
@@ -87,65 +78,55 @@ class Daemon:
     def __init__(self, config) -> None:
         self.config = config
         self.stop = threading.Event()
-        self.wake_main = threading.Event()
-        self.reload_requested = False
+        self.wakeup = Wakeup()
+        self.signals: List[int] = []  # queued by the handlers, handled by the main loop
         self.crashed: List[str] = []
-        self.state = SharedState(config.ttl_s, fence_margin(config))
         self.metrics = Metrics()
+        self.state = NodeState()
         self.notifier = Notifier(
             config, lambda: self.state.healthy, on_crash=self._on_crash, metrics=self.metrics
         )
-        common = {"stop": self.stop, "on_crash": self._on_crash, "metrics": self.metrics}
-        self.actuator = ActuatorThread(
-            lambda: make_actuator(config),
-            self.state,
-            config.node_name,
-            self.notifier.submit,
-            announce_count=config.announce_count,
-            announce_interval=config.announce_interval_s,
-            period=config.interval_s,
-            **common,
+        self.ledger = Ledger(config.node_name, config.ttl_s, self.notifier.submit, self.metrics)
+        self._make_threads(config, {"stop": self.stop, "on_crash": self._on_crash})
+        stores = (self.heartbeat.dcs, self.balancer.dcs)
+        self.report = Report(
+            lambda: self.config, self.state, self.ledger, stores, lambda: self.balancer.drained
         )
-        # One DCS handle per thread, sharing the node's session (the v3 lease).
-        store = dcs.connect(config, stop=self.stop, observe=self.metrics.dcs_request)
-        self.balancer = BalancerThread(
-            store,
-            self.state,
-            config,
-            self.actuator.sync,
-            period=config.interval_s,
-            **common,
-        )
-        self.heartbeat = HeartbeatThread(
-            store.clone(),
-            self.state,
-            self.balancer.poke,
-            self.actuator.sync,
-            period=config.interval_s,
-            **common,
-        )
-        self.health = HealthThread(
-            checks.create(config),
-            self.state,
-            config,
-            self._on_health_change,
-            period=config.check_interval_s,
-            **common,
-        )
-        self.watch = WatchThread(store.clone(), self.balancer.poke, config.interval_s, **common)
-        self.threads: List[Worker] = [
-            self.notifier,
-            self.actuator,
-            self.health,
-            self.heartbeat,
-            self.balancer,
-            self.watch,
-        ]
-        self.metrics.addresses_held.set_function(lambda: len(self.state.held()))
+        self.metrics.addresses_held.set_function(lambda: len(self.ledger.held()))
         self.metrics.healthy.set_function(lambda: self.state.healthy)
-        self.metrics.dcs_last_success_age.set_function(self._dcs_age_or_nan)
+        self.metrics.dcs_last_success_age.set_function(self.report.dcs_age_or_nan)
         self.status_server: Optional[StatusServer] = None
         self.thawed = time.monotonic()  # start, or the end of the last freeze of the process
+
+    def _make_threads(self, config, common: Dict[str, Any]) -> None:
+        common = dict(common, metrics=self.metrics)
+        period = config.interval_s
+        self.actuator = ActuatorThread(
+            lambda: shutdown.make_actuator(config),
+            self.ledger,
+            config.node_name,
+            announce_count=config.announce_count,
+            announce_interval=config.announce_interval_s,
+            period=period,
+            **common,
+        )
+        self.ledger.wake = self.actuator.poke
+        # One DCS handle per thread, sharing the node's session (the v3 lease).
+        store = dcs.connect(config, stop=self.stop, observe=self.metrics.dcs_request)
+        args = (self.ledger, self.state)
+        self.balancer = BalancerThread(
+            store, *args, config, self.actuator.sync, period=period, **common
+        )
+        self.heartbeat = HeartbeatThread(
+            store.clone(), *args, self.balancer.poke, period=period, **common
+        )
+        checker, on_change = checks.create(config), self._on_health_change
+        self.health = HealthThread(
+            checker, self.state, config, on_change, period=config.check_interval_s, **common
+        )
+        self.watch = WatchThread(store.clone(), self.balancer.poke, period, **common)
+        self.threads: List[Worker] = [self.notifier, self.actuator, self.health]
+        self.threads += [self.heartbeat, self.balancer, self.watch]
 
     def _on_crash(self, name: str) -> None:
         self.crashed.append(name)
@@ -153,7 +134,7 @@ class Daemon:
 
     def _stop_now(self) -> None:
         self.stop.set()
-        self.wake_main.set()
+        self.wakeup.set()
 
     def _on_health_change(self, healthy: bool) -> None:
         self.notifier.submit("health", None, self.state.health_reason)  # before what it causes
@@ -161,95 +142,58 @@ class Daemon:
         self.balancer.poke()
 
     def _on_signal(self, signum: int, _frame) -> None:
-        log.info("received %s: releasing everything and stopping", signal.Signals(signum).name)
-        self._stop_now()
-
-    def _on_reload(self, _signum: int, _frame) -> None:
-        self.reload_requested = True
-        self.wake_main.set()
-
-    def reload(self) -> None:
-        """SIGHUP: read the file again and apply what can change live; a bad file is refused.
-
-        Log level and check settings take effect at once (a new checker from the
-        next round on, the health state kept, so no address is dropped); any other
-        change is reported as needing a restart and the running value is kept.
-        """
-        try:
-            new = config_module.load(self.config.source)
-        except ConfigError as exc:
-            log.error(
-                "reload refused, keeping the running configuration: %s", "; ".join(exc.problems)
-            )
-            return
-        mask_in_logs(new)  # before a line can quote the new file's passwords
-        running, wanted = self.config.as_dict(False), new.as_dict(False)
-        changed = [key for key in wanted if wanted[key] != running[key]]
-        live = [key for key in changed if is_live(key)]
-        pending = [key for key in changed if not is_live(key)]
-        applied = dataclasses.replace(
-            self.config,
-            **{key.replace("-", "_"): getattr(new, key.replace("-", "_")) for key in live},
-        )
-        if any(key.startswith(CHECK_PREFIXES) for key in live):
-            try:
-                checker = checks.create(applied)
-            except YaimError as exc:
-                log.error("reload refused, keeping the running configuration: %s", exc)
-                return
-            self.health.reconfigure(applied, checker)
-        self.notifier.reconfigure(applied)
-        self.config = applied
-        logging.getLogger().setLevel(applied.log_level)
-        log.info(
-            "reloaded %s: %s",
-            new.source,
-            ", ".join(live) + " applied" if live else "no live change",
-        )
-        if pending:
-            log.warning(
-                "reload: %s changed in %s but needs a restart; running with the old value",
-                ", ".join(pending),
-                new.source,
-            )
+        """A signal handler: queue the signal, wake the loop, nothing else."""
+        self.signals.append(signum)
+        self.wakeup.set()
 
     def run(self) -> int:
         """Run until stopped; the exit status: 0 after a signal, 1 after a crash."""
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._on_signal)
-        signal.signal(signal.SIGHUP, self._on_reload)
-        log.info(
-            "yaim node %s starting: interface %s, DCS %s, cluster /%s/%s",
-            self.config.node_name,
-            self.config.interface,
-            ",".join(self.config.dcs_endpoints),
-            self.config.dcs_namespace,
-            self.config.dcs_clustername,
-        )
-        label = f"{self.config.interface}:{self.config.label}"
-        log.info(
-            "node %s marks the addresses it adds with label %s (IPv4) and address protocol %#x",
-            self.config.node_name,
-            label,
-            address_protocol(label),
-        )
+        self._log_start()
         self._start_status()
         for thread in self.threads:
             thread.start()
         while not self.stop.is_set():
             asleep = time.monotonic()
-            self.wake_main.wait(self.config.interval_s)
-            self.wake_main.clear()
+            self.wakeup.wait(self.config.interval_s)
             self._note_freeze(asleep, time.monotonic())
-            if self.reload_requested:
-                self.reload_requested = False
-                self.reload()
+            self._handle_signals()
             self._watch()
         self.shutdown()
         if self.crashed:
             log.critical("stopped because thread(s) crashed: %s", ", ".join(self.crashed))
             return 1
         return 0
+
+    def _log_start(self) -> None:
+        config = self.config
+        log.info(
+            "yaim node %s starting: interface %s, DCS %s, cluster /%s/%s",
+            config.node_name,
+            config.interface,
+            ",".join(config.dcs_endpoints),
+            config.dcs_namespace,
+            config.dcs_clustername,
+        )
+        label = f"{config.interface}:{config.label}"
+        log.info(
+            "node %s marks the addresses it adds with label %s (IPv4) and address protocol %#x",
+            config.node_name,
+            label,
+            address_protocol(label),
+        )
+
+    def _handle_signals(self) -> None:
+        """SIGHUP reloads the configuration; SIGTERM and SIGINT stop the node."""
+        while self.signals:
+            signum = self.signals.pop(0)
+            if signum == signal.SIGHUP:
+                self.config = reload(self.config, self.health, self.notifier)
+            else:
+                name = signal.Signals(signum).name
+                log.info("received %s: releasing everything and stopping", name)
+                self._stop_now()
 
     def _note_freeze(self, asleep: float, awake: float) -> None:
         """A wait that overran by more than an interval means the whole process was not
@@ -273,182 +217,25 @@ class Daemon:
             self._stop_now()
 
     def shutdown(self) -> None:
-        """Remove the addresses, then the marks and the node key (never the other way)."""
-        held = self.state.close()
+        """Every address off the interface, then the marks and the node key (yaim.shutdown)."""
+        self.ledger.close()
         self.stop.set()
         for thread in self.threads:
             thread.poke()
-        self.actuator.join(SHUTDOWN_ACTUATOR_TIMEOUT)
-        if self.actuator.is_alive() or "actuator" in self.crashed:
-            log.error("actuator thread did not finish: removing addresses with the ip command")
-            failed = remove_addresses(self.config, tools=[IpCommand()])
-            self._notify_last(set(self.actuator.notified) - set(failed))
-        release_in_dcs(self.config, held)
-        self._close_notifier()
+        shutdown.stop(self.config, self.ledger, self.actuator, "actuator" in self.crashed)
+        self.notifier.close_and_wait()
         if self.status_server is not None:
             self.status_server.stop()
         log.info("node %s stopped", self.config.node_name)
-
-    def _notify_last(self, released: Set[IPAddress]) -> None:
-        """The releases of the shutdown that the actuator thread could not notify: it
-        did not finish, and these addresses went with the ip command."""
-        for address in in_order(released):
-            self.notifier.submit("release", address, "stopping")
-
-    def _close_notifier(self) -> None:
-        """A bounded wait for the queued notifications."""
-        if not self.notifier.is_alive():
-            return
-        self.notifier.close()
-        self.notifier.join(self.config.notify_timeout_s + SHUTDOWN_NOTIFY_SLACK)
-        if self.notifier.is_alive():
-            log.warning("a notify command is still running at exit: it is killed")
 
     def _start_status(self) -> None:
         """The read-only endpoint on `status-listen`, unless it is empty."""
         if not self.config.status_listen:
             return
-        sources = Sources(self.health_probe, self.status, self.metrics.exposition, CONTENT_TYPE)
+        report = self.report
+        sources = Sources(report.health, report.status, self.metrics.exposition, CONTENT_TYPE)
         address = config_module.listen_address(self.config.status_listen)
         self.status_server = StatusServer(address, sources).start()
-
-    def _dcs_age(self) -> Tuple[str, Optional[float]]:
-        """The endpoint of the most recent successful DCS request and its age (None: never)."""
-        stores = (self.heartbeat.dcs, self.balancer.dcs)
-        latest = max(stores, key=lambda store: store.last_success or float("-inf"))
-        if latest.last_success is None:
-            return latest.endpoint, None
-        return latest.endpoint, time.monotonic() - latest.last_success
-
-    def _dcs_age_or_nan(self) -> float:
-        """The age for the metric: NaN until the first success, as Prometheus expects."""
-        age = self._dcs_age()[1]
-        return float("nan") if age is None else age
-
-    def _fresh(self, age: Optional[float]) -> bool:
-        """A DCS session is fresh while its last success is younger than the TTL."""
-        return age is not None and age < self.config.ttl_s
-
-    def health_probe(self) -> Tuple[bool, str]:
-        """GET /health: healthy, and the DCS answered within the last ttl. The checker
-        masks its reason; the config's secrets are scrubbed from it all the same."""
-        _, age = self._dcs_age()
-        reason = Secrets.of(self.config).scrub(self.state.health_reason)
-        if not self.state.healthy:
-            return False, "unhealthy: " + reason
-        if not self._fresh(age):
-            since = "never" if age is None else f"{age:.1f} s ago"
-            return False, f"DCS session stale: last successful request {since}"
-        return True, "healthy: " + reason
-
-    def status(self) -> Dict[str, Any]:
-        """GET /status: this node and its view of the cluster, as plain JSON values, with
-        the config's secrets scrubbed from every string (a last wall, as in /health)."""
-        endpoint, age = self._dcs_age()
-        view = self.state.view
-        cluster = None
-        if view is not None:
-            cluster = {
-                "nodes": sorted(view.nodes),
-                "pool": [
-                    {"address": str(address), "holder": view.holders.get(address)}
-                    for address in in_order(view.pool)
-                ],
-                "conflicts": [
-                    {
-                        "address": str(address),
-                        "mac": view.conflicts[address].mac,
-                        "seen_by": view.conflicts[address].node,
-                    }
-                    for address in in_order(view.conflicts)
-                ],
-            }
-        shown = {
-            "node": self.config.node_name,
-            "version": __version__,
-            "healthy": self.state.healthy,
-            "health_reason": self.state.health_reason,
-            "drained": self.balancer.drained,
-            "dcs": {
-                "endpoint": mask_url(endpoint),
-                "last_success_age": None if age is None else round(age, 3),
-                "fresh": self._fresh(age),
-            },
-            "addresses": [str(a) for a in in_order(self.state.held())],
-            "cluster": cluster,
-        }
-        return Secrets.of(self.config).scrub_value(shown)
-
-
-def remove_addresses(config, tools=None, marked: Iterable[IPAddress] = ()) -> List:
-    """Remove every address yaim marked from the interface; returns the ones that failed.
-
-    `marked`: addresses this node has marks for in the DCS. Where IPv6 addresses
-    can carry no mark of their own, those marks are what tells yaim's apart.
-    """
-    actuator = make_actuator(config, tools)
-    scanned = listed(actuator)
-    if scanned is None:
-        return []
-    present, owned = scanned
-    owned |= {address for address in present.intersection(marked) if actuator.adopt(address)}
-    for address in in_order(owned):
-        log.info("removing %s from %s", address, config.interface)
-    return actuator.remove_all(in_order(owned))
-
-
-def release_in_dcs(config, held=()) -> bool:
-    """Delete this node's marks and node key, one quick try each; False if the DCS failed.
-
-    A mark whose address is off the interface (listed with `ip`) goes with a
-    `released` note, so that the next holder need not probe for it.
-    """
-    store = dcs.connect(config, tries=1, timeout=SHUTDOWN_DCS_TIMEOUT)
-    marks = marked_here(store)
-    marks.update((address, marks.get(address)) for address in held)
-    present = addresses_present(config) if marks else None
-    try:
-        for address in in_order(marks):
-            mark = marks[address] if present is not None and address not in present else None
-            if store.release_mark(address, mark):
-                log.info("released %s on node %s: stopping", address, store.node)
-        store.delete_node()
-    except DCSError as exc:
-        log.warning("giving up on the DCS, the marks will expire: %s", exc)
-        return False
-    return True
-
-
-def marked_here(store: dcs.DCS) -> Dict[IPAddress, Optional[int]]:
-    """The pool addresses this node has marks for, with the marks' numbers where known;
-    one quick read, none if the DCS fails."""
-    try:
-        view, _ = parse_snapshot(store.read())
-    except DCSError as exc:
-        log.warning("cannot read the DCS for the marks of node %s: %s", store.node, exc)
-        return {}
-    return {
-        address: view.marks.get(address)
-        for address, holder in view.holders.items()
-        if holder == store.node
-    }
-
-
-def addresses_present(config) -> Optional[Set[IPAddress]]:
-    """Every address on the interface, listed with `ip` (no netlink socket in this
-    thread); None if it cannot be listed."""
-    scanned = listed(make_actuator(config, [IpCommand()]))
-    return None if scanned is None else scanned[0]
-
-
-def listed(actuator: Actuator) -> Optional[Tuple[Set[IPAddress], Set[IPAddress]]]:
-    """The actuator's scan: (every address on the interface, yaim's); None, logged,
-    if the interface cannot be listed."""
-    try:
-        return actuator.scan()
-    except ActuatorError as exc:
-        log.error("cannot list the addresses of %s: %s", actuator.interface, exc)
-        return None
 
 
 def interface_exists(name: str) -> bool:
@@ -457,12 +244,3 @@ def interface_exists(name: str) -> bool:
     except OSError:
         return False
     return True
-
-
-def cleanup(config) -> None:
-    """--cleanup: nothing of this node left on the interface or (if reachable) in the DCS."""
-    store = dcs.connect(config, tries=1, timeout=SHUTDOWN_DCS_TIMEOUT)
-    failed = remove_addresses(config, marked=marked_here(store))
-    if failed:
-        log.error("could not remove: %s", ", ".join(map(str, failed)))
-    release_in_dcs(config)

@@ -14,7 +14,8 @@ class ConfigError(YaimError):
 
 
 class DCSError(YaimError):
-    """The DCS could not be reached or answered with an error after all retries."""
+    """The DCS could not be reached after all retries, or refused the request (wrong
+    credentials, missing rights), which no retry would change."""
 
 
 class CheckError(YaimError):

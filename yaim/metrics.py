@@ -9,18 +9,19 @@ Every name starts with `yaim_`, as the contract says.
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
+from yaim.events import EVENTS, FENCE, REASONS, RELEASE, TAKE
+
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
-# The label values, known up front so that every series exists (at 0) from the start.
+# The label values, known up front so that every series exists (at 0) from the start;
+# those of the claims and the notify events are yaim.events' vocabulary.
 CHECK_RESULTS = ("healthy", "unhealthy")
-TAKE_REASONS = ("free", "handover", "resumed")
-RELEASE_REASONS = ("removed", "unhealthy", "drained", "rebalance")
-FENCE_CAUSES = ("deadline", "mark-lost")
-NOTIFY_EVENTS = ("take", "release", "fence", "health")
 NOTIFY_RESULTS = ("ok", "failed", "timeout", "error")  # yaim.command.Outcome.result
 
 # A `*_created` timestamp per counter doubles /metrics and tells an operator nothing;
@@ -37,6 +38,20 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._node()
+        self._dcs()
+        self._claims()
+        self._notify()
+        self.loop_duration = Histogram(
+            "yaim_loop_duration_seconds",
+            "Time one round of a daemon thread took",
+            ["thread"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def _node(self) -> None:
+        """The node's state and its health checks."""
         registry = self.registry
         self.addresses_held = Gauge(
             "yaim_addresses_held", "Pool addresses this node holds now", registry=registry
@@ -47,11 +62,6 @@ class Metrics:
         self.drained = Gauge(
             "yaim_drained", "1 if an operator drained this node", registry=registry
         )
-        self.dcs_last_success_age = Gauge(
-            "yaim_dcs_last_success_age_seconds",
-            "Seconds since the last successful DCS request",
-            registry=registry,
-        )
         self.checks = Counter(
             "yaim_checks", "Health check rounds by result", ["result"], registry=registry
         )
@@ -59,6 +69,16 @@ class Metrics:
             "yaim_check_duration_seconds",
             "Time one health check round took",
             buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        _zero(self.checks, CHECK_RESULTS)
+
+    def _dcs(self) -> None:
+        """The DCS requests, by operation (the first word of the request's description)."""
+        registry = self.registry
+        self.dcs_last_success_age = Gauge(
+            "yaim_dcs_last_success_age_seconds",
+            "Seconds since the last successful DCS request",
             registry=registry,
         )
         self.dcs_requests = Counter(
@@ -77,6 +97,10 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+
+    def _claims(self) -> None:
+        """What the claims ledger reports: takes, releases and fences, by reason."""
+        registry = self.registry
         self.takeovers = Counter(
             "yaim_takeovers", "Addresses this node took, by reason", ["reason"], registry=registry
         )
@@ -92,6 +116,16 @@ class Metrics:
             ["cause"],
             registry=registry,
         )
+        for counter, event in (
+            (self.takeovers, TAKE),
+            (self.releases, RELEASE),
+            (self.fencing, FENCE),
+        ):
+            _zero(counter, REASONS[event])
+
+    def _notify(self) -> None:
+        """The notify commands, by event."""
+        registry = self.registry
         self.notify_runs = Counter(
             "yaim_notify_runs",
             "Notify commands run, by event and result (ok, failed, timeout, error: not started)",
@@ -104,24 +138,8 @@ class Metrics:
             ["event"],
             registry=registry,
         )
-        self.loop_duration = Histogram(
-            "yaim_loop_duration_seconds",
-            "Time one round of a daemon thread took",
-            ["thread"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-
-        for counter, values in (
-            (self.checks, CHECK_RESULTS),
-            (self.takeovers, TAKE_REASONS),
-            (self.releases, RELEASE_REASONS),
-            (self.fencing, FENCE_CAUSES),
-            (self.notify_dropped, NOTIFY_EVENTS),
-        ):
-            for value in values:
-                counter.labels(value)
-        for event in NOTIFY_EVENTS:
+        _zero(self.notify_dropped, EVENTS)
+        for event in EVENTS:
             for result in NOTIFY_RESULTS:
                 self.notify_runs.labels(event, result)
 
@@ -135,3 +153,9 @@ class Metrics:
     def exposition(self) -> bytes:
         """The Prometheus text format of every metric, for GET /metrics."""
         return generate_latest(self.registry)
+
+
+def _zero(counter: Counter, values: Iterable[str]) -> None:
+    """Create a counter's series for each label value, so that each is exposed at 0."""
+    for value in values:
+        counter.labels(value)

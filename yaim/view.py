@@ -304,7 +304,8 @@ def handed_over(
 
     No yaim node has them, provided that mark was seen recently enough that no mark
     made after it can have come and expired unseen (the caller's part: see
-    BalancerThread). An expired mark leaves no note, so its address is still probed.
+    yaim.claims and yaim.conflicts). An expired mark leaves no note, so its address is
+    still probed.
     """
     return frozenset(
         address

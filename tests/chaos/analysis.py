@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from typing import Dict, Iterable, List, Optional, Set, Tuple
 
+from lab.observer import Sample
+from lab.rtnl import IPAddress
 from tests.chaos.model import Ledger, Timeline
-from tests.lab.observer import Sample
-from tests.lab.rtnl import IPAddress
 
 TWO_HOLDERS = "never two holders"
 HELD = "every address held within its bound"

@@ -13,9 +13,9 @@ import signal
 import time
 from typing import Callable, Dict, List, NamedTuple, Tuple
 
+from lab.util import wait_until
 from tests.chaos.model import CLEAN, HARD, UNHEALTHY, Fault
 from tests.chaos.world import MEMBERS, SIGTERM_EXIT, World
-from tests.lab.util import wait_until
 
 EDIT_CHANCE = 0.35
 
@@ -219,13 +219,14 @@ def loss(world: World, rng: random.Random) -> Fault:
 
 
 MEMBER_LOST = "one etcd member lost changes nothing"
+HOSTILE = "hostile keys change nothing"
 
 
-def unchanged(world: World, before, since: float, what: str) -> None:
-    """Check that the holders stayed `before` from `since` until now."""
+def unchanged(world: World, before, since: float, what: str, rule: str = MEMBER_LOST) -> None:
+    """Check (as `rule`) that the holders stayed `before` from `since` until now."""
     changed = [s for s in world.observer.window(since, world.now()) if s.holders != before]
     text = f"the holders changed {changed[0].time - since:.2f} s after {what}" if changed else ""
-    world.ledger.check(MEMBER_LOST, not changed, text, world.now())
+    world.ledger.check(rule, not changed, text, world.now())
 
 
 def etcd_member(world: World, rng: random.Random) -> Fault:
@@ -453,6 +454,41 @@ def storm(world: World, rng: random.Random) -> Fault:
     return fault
 
 
+HOSTILE_VALUES = (
+    b'{"node":"x","mark":1e999}',
+    b"[" * 100_000,
+    b'{"node":5,"mark":true}',
+    b"\xff\xfe\x1b[2J",
+    b"x" * (1 << 20),
+)
+HOSTILE_NAMES = ("a?b&c=d", "%2e", "n\x1b[2J", "x" * 300, "white space")
+
+
+def hostile(world: World, rng: random.Random) -> Fault:
+    """Hostile keys written by hand into the cluster's directory, as an attacker or a
+    careless operator could: node, drain and pool entries with names no node or address
+    can have, unreadable `released` notes on held addresses. Nothing moves, every node
+    keeps running and yaimctl answers; the keys are deleted at the end."""
+    value, name = rng.choice(HOSTILE_VALUES), rng.choice(HOSTILE_NAMES)
+    fault = begin(world, "hostile", CLEAN, f"name {name[:12]!r}, value {value[:12]!r}")
+    before, keys = world.holders(), world.keys()
+    held = sorted(str(a) for a, nodes in before.items() if nodes)
+    notes = [f"/released/{address}" for address in rng.sample(held, min(2, len(held)))]
+    pool_entry = None if world.dcs_type == "etcd" else b""
+    written = [(f"/nodes/{name}", value), (f"/drain/{name}", value), (f"/ips/{name}", pool_entry)]
+    written += [(note, value) for note in notes]
+    for key, data in written:
+        keys.put_raw(key, data)
+    world.sleep(rng.uniform(1.0, 3.0))
+    i = rng.choice(list(world.lab.node_indexes))
+    ok = world.yaimctl(i, "status") and world.yaimctl(i, "nodes", "--json")
+    for key, _ in written:
+        keys.delete_raw(key)
+    world.ledger.check(HOSTILE, ok, f"yaimctl on n{i}", world.now())
+    unchanged(world, before, fault.start, "hostile keys were written", HOSTILE)
+    return fault
+
+
 class Kind(NamedTuple):
     inject: Callable[[World, random.Random], Fault]
     needs: str = ""  # a capability of the lab, empty: none
@@ -474,4 +510,5 @@ KINDS: Dict[str, Kind] = {
     "pool-edit": Kind(pool_edit),
     "drain": Kind(drain),
     "storm": Kind(storm),
+    "hostile": Kind(hostile),
 }

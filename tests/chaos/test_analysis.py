@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import ipaddress
 
+from lab.observer import Sample
 from tests.chaos.analysis import HELD, REMOVED, TWO_HOLDERS, UNHEALTHY, Analyser
 from tests.chaos.model import CLEAN, HARD, Bounds, Fault, Ledger, Timeline
-from tests.lab.observer import Sample
 
 A = ipaddress.ip_address("198.51.100.100")
 B = ipaddress.ip_address("198.51.100.101")

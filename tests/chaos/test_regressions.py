@@ -8,10 +8,8 @@ import time
 import pytest
 import yaml
 
-from tests.unit import test_announce_safety
-from tests.unit.test_announce_safety import V4, V6, FakeDCS, balancer_round_setup
-from yaim import config, daemon, dcs
-from yaim.threads import balancer as balancer_thread
+from tests.unit.fakes import V4, V6, FakeDCS, balancer_round_setup
+from yaim import config, conflicts, daemon, dcs
 from yaim.view import Conflict
 
 
@@ -81,9 +79,8 @@ class ClearableDCS(FakeDCS):
 @pytest.fixture
 def frozen_node(monkeypatch):
     """n1's balancer thread, whose MAC another node's note names for V6."""
-    monkeypatch.setattr(test_announce_safety, "FakeDCS", ClearableDCS)
-    monkeypatch.setattr(balancer_thread, "own_mac", lambda ifname: OWN_MAC)
-    thread, store, state, _ = balancer_round_setup(monkeypatch, {})
+    monkeypatch.setattr(conflicts, "own_mac", lambda ifname: OWN_MAC)
+    thread, store, state, _ = balancer_round_setup(monkeypatch, {}, ClearableDCS)
     store.notes[str(V6)] = Conflict(OWN_MAC, "n2").text()
     return thread, store, state
 
@@ -92,7 +89,7 @@ def test_a_node_clears_the_conflict_notes_naming_its_own_mac_and_takes_again(
     frozen_node, monkeypatch
 ):
     thread, store, state = frozen_node
-    monkeypatch.setattr(balancer_thread, "is_local", lambda address: False)
+    monkeypatch.setattr(conflicts, "is_local", lambda address: False)
     thread.step([])
     assert f"clear {V6}" in store.calls and store.notes == {}
     thread.step([])
@@ -101,19 +98,18 @@ def test_a_node_clears_the_conflict_notes_naming_its_own_mac_and_takes_again(
 
 def test_an_address_still_on_the_host_without_yaim_keeps_its_note(frozen_node, monkeypatch):
     thread, store, state = frozen_node
-    monkeypatch.setattr(balancer_thread, "is_local", lambda address: True)
+    monkeypatch.setattr(conflicts, "is_local", lambda address: True)
     for _ in range(2):
         thread.step([])
     assert str(V6) in store.notes and state.held() == {V4}
 
 
 def test_the_node_that_noted_a_conflict_goes_by_the_note_once_written(monkeypatch):
-    monkeypatch.setattr(test_announce_safety, "FakeDCS", ClearableDCS)
-    thread, store, state, _ = balancer_round_setup(monkeypatch, {V6: OWN_MAC})
+    thread, store, state, _ = balancer_round_setup(monkeypatch, {V6: OWN_MAC}, ClearableDCS)
     thread.step([])
     assert str(V6) in store.notes and state.held() == {V4}
     del store.notes[str(V6)]  # the frozen node that answered is back and cleared it
-    monkeypatch.setattr(balancer_thread, "probe", lambda ifname, addresses, duration: {})
+    monkeypatch.setattr(conflicts, "probe", lambda ifname, addresses, duration: {})
     thread.step([])
     assert state.held() == {V4, V6}
 
@@ -132,8 +128,7 @@ class StaleLeaseDCS(ClearableDCS):
 
 def test_a_mark_whose_lease_was_not_renewed_in_time_is_not_held(monkeypatch, caplog):
     caplog.set_level(logging.INFO)
-    monkeypatch.setattr(test_announce_safety, "FakeDCS", StaleLeaseDCS)
-    thread, store, state, _ = balancer_round_setup(monkeypatch, {})
+    thread, store, state, _ = balancer_round_setup(monkeypatch, {}, StaleLeaseDCS)
     store.marks.update({str(V4): "n1", str(V6): "n1"})  # ours, on the lease
     for _ in range(3):
         thread.step([])

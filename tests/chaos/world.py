@@ -12,14 +12,14 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Set
 
+from lab.daemon import YaimNode
+from lab.etcd import ClusterKeys, EtcdCluster, EtcdError, EtcdUnreachable
+from lab.netns import ETCD_HOSTS, Lab, LabError, lan_address6
+from lab.observer import Holders, Observer, Sample, format_holders
+from lab.rtnl import IPAddress
+from lab.util import wait_until
 from tests.chaos.analysis import Analyser
 from tests.chaos.model import Fault, Ledger, Timeline
-from tests.lab.daemon import YaimNode
-from tests.lab.etcd import ClusterKeys, EtcdCluster, EtcdError, EtcdUnreachable
-from tests.lab.netns import ETCD_HOSTS, Lab, LabError, lan_address6
-from tests.lab.observer import Holders, Observer, Sample, format_holders
-from tests.lab.rtnl import IPAddress
-from tests.lab.util import wait_until
 from yaim.view import in_order
 
 

@@ -1,17 +1,31 @@
-"""Fixtures of the DCS tests: one etcd on loopback per module, backends on it, a request counter."""
+"""Fixtures and helpers of the integration tests: for the DCS tests one etcd on loopback
+per module, backends on it, a request counter; for the daemons in the lab their timing,
+the pool and the steps many tests share; for the package tests the .deb and its unit.
+
+The test modules import these helpers from here, never from each other.
+"""
 
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Dict, List
 
 import pytest
 import requests
 import urllib3
 import yaml
 
-from tests.lab.etcd import EtcdCluster
-from yaim import config, dcs
+from lab.etcd import EtcdCluster
+from lab.netns import HUB_DCS
+from lab.observer import format_holders
+from lab.util import wait_until
+from yaim import __version__, config, dcs
 
 TTL_MS = 2000  # etcd's smallest lease TTL with its default timing is 2 s
 
@@ -109,3 +123,119 @@ def status(lab, i):
     code, body = request(lab, i, "/status")
     assert code == 200, body
     return json.loads(body)
+
+
+# --- daemons in the lab: the timing of the end-to-end tests and their shared steps ---
+
+# interval 500 ms, ttl 2000 ms (whole seconds, as etcd keeps TTLs). The contract's bounds:
+# a crash is repaired within ttl + 2 x interval + 1 s, a clean stop, an unhealthy result or
+# a new address within 2 x interval + 1 s.
+INTERVAL, TTL = 500, 2000
+CRASH_BOUND = (TTL + 2 * INTERVAL) / 1000 + 1
+CLEAN_BOUND = 2 * INTERVAL / 1000 + 1
+POOL = [ipaddress.ip_address(f"198.51.100.{100 + i}") for i in range(6)]
+
+
+def put_address(lab, address, endpoint=HUB_DCS):
+    """The operator's way to add an address to the pool (v2: the seed's curl)."""
+    lab.keys(f"http://{endpoint}:2379").add(address)
+
+
+def delete_address(lab, address):
+    """The operator's way to remove an address from the pool (v2: the seed's curl)."""
+    lab.keys().remove(address)
+
+
+def counts(holders, addresses=POOL):
+    """Node index -> number of `addresses` it holds; None if one is unheld or doubly held."""
+    if any(len(holders.get(a, ())) != 1 for a in addresses):
+        return None
+    return Counter(holders[a][0] for a in addresses)
+
+
+def settled(nodes, addresses=POOL):
+    """A predicate: every address on exactly one of `nodes`, counts differing by at most 1."""
+
+    def check(holders):
+        per_node = counts(holders, addresses)
+        if per_node is None or set(per_node) - set(nodes):
+            return False
+        spread = [per_node.get(n, 0) for n in nodes]
+        return max(spread) - min(spread) <= 1
+
+    return check
+
+
+def start_cluster(lab, n=3, **settings):
+    """n daemons on the pool written straight into etcd, settled."""
+    settings.setdefault("interval", INTERVAL)
+    settings.setdefault("ttl", TTL)
+    for address in POOL:
+        put_address(lab, address)
+    nodes = [lab.node(i, **settings).start() for i in range(1, n + 1)]
+    lab.observer.wait_for(settled(range(1, n + 1)), 15, "the pool to settle")
+    return nodes
+
+
+def unchanged_for(lab, before, since, seconds):
+    """The holders seen from `since` on, for `seconds`, that differ from `before`."""
+    wait_until(
+        lambda: lab.observer.samples[-1].time >= since + seconds,
+        seconds + 5,
+        what=f"{seconds} s of observation",
+    )
+    window = [s for s in lab.observer.samples if since <= s.time <= since + seconds]
+    return [format_holders(s.holders) for s in window if s.holders != before]
+
+
+def holding(lab, i):
+    """The addresses the observer sees on node i."""
+    return {a for a, h in lab.observer.holders().items() if i in h}
+
+
+def yaimctl(lab, *args: str, node: int = 1) -> subprocess.CompletedProcess:
+    """`yaimctl -c <node's yaim.yml> ARGS` in that node's namespace."""
+    config_path = lab.nodes[node - 1].config_path
+    argv = [sys.executable, "-m", "yaim.ctl", "-c", str(config_path), *args]
+    return lab.lab.run(lab.lab.node_ns(node), argv, check=False)
+
+
+def ok(lab, *args: str) -> str:
+    """yaimctl's output, asserting it succeeded."""
+    done = yaimctl(lab, *args)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def start(lab, n: int = 3, pool=POOL, **settings):
+    """n daemons, then the pool added with `yaimctl ips add`, settled."""
+    settings.setdefault("interval", INTERVAL)
+    settings.setdefault("ttl", TTL)
+    nodes = [lab.node(i, **settings).start() for i in range(1, n + 1)]
+    added = ok(lab, "ips", "add", *map(str, pool))
+    assert added.splitlines() == [f"{a}: added" for a in pool]
+    lab.observer.wait_for(settled(range(1, n + 1), pool), 15, "the pool to settle")
+    return nodes
+
+
+# --- the packages (test_packaging, test_systemd) ---
+
+DEB = Path(__file__).resolve().parents[2] / "dist" / f"yaim_{__version__}_all.deb"
+# CAP_NET_ADMIN (12) and CAP_NET_RAW (13), as /proc/PID/status shows capability sets.
+TWO_CAPS = (1 << 12) | (1 << 13)
+
+
+def service_section(path: Path) -> Dict[str, List[str]]:
+    """The [Service] settings of a unit file: name -> every value given, in order."""
+    settings: Dict[str, List[str]] = {}
+    section = None
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("["):
+            section = line
+        elif section == "[Service]":
+            name, _, value = line.partition("=")
+            settings.setdefault(name.strip(), []).append(value.strip())
+    return settings

@@ -74,10 +74,10 @@ def test_each_tool_adds_and_removes_idempotently_with_the_label(netns, tool):
         for address in (v4, v4, v6, v6):
             act.add(address)
         act.announce(v4)
-        after_add = sorted(map(str, act.owned()))
+        after_add = sorted(map(str, act.scan().ours))
         for address in (v4, v4, v6, v6):
             act.remove(address)
-        result = [after_add, sorted(map(str, act.owned()))]
+        result = [after_add, sorted(map(str, act.scan().ours))]
     """,
     )
     assert result == [["198.51.100.50", "2001:db8::50"], []]
@@ -100,7 +100,7 @@ def test_falls_back_to_the_ip_command_when_netlink_fails(netns):
 
         act = Actuator("lan0", "yaim", 32, 128, [Broken(), IpCommand()])
         act.add(ipaddress.ip_address("198.51.100.51"))
-        result = sorted(map(str, act.owned()))
+        result = sorted(map(str, act.scan().ours))
     """,
     )
     assert result == ["198.51.100.51"]
@@ -129,7 +129,7 @@ def test_only_labelled_addresses_count_as_ours(netns):
         from yaim.actuator import Actuator
         act = Actuator("lan0", "yaim", 32, 128)
         act.add(ipaddress.ip_address("198.51.100.61"))
-        result = sorted(map(str, act.owned()))
+        result = sorted(map(str, act.scan().ours))
     """,
     )
     assert result == ["198.51.100.61"]

@@ -17,7 +17,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.integration.test_daemon import (
+from lab.postgres import PgBouncer, PostgresServer, postgres_checker, query_value
+from lab.util import live_group_members, wait_until
+from tests.integration.conftest import (
     CLEAN_BOUND,
     INTERVAL,
     POOL,
@@ -26,8 +28,6 @@ from tests.integration.test_daemon import (
     settled,
     unchanged_for,
 )
-from tests.lab.postgres import PgBouncer, PostgresServer, postgres_checker, query_value
-from tests.lab.util import live_group_members, wait_until
 
 SLEEP_10_S = "SELECT true FROM pg_sleep(10)"
 

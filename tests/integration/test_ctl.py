@@ -10,16 +10,25 @@ from __future__ import annotations
 import ipaddress
 import json
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 import yaml
 
-from tests.integration.test_daemon import CLEAN_BOUND, INTERVAL, POOL, TTL, settled, unchanged_for
-from tests.lab.etcd import _free_port
-from tests.lab.util import wait_until
+from lab.etcd import _free_port
+from lab.util import wait_until
+from tests.integration.conftest import (
+    CLEAN_BOUND,
+    INTERVAL,
+    POOL,
+    TTL,
+    holding,
+    ok,
+    settled,
+    start,
+    unchanged_for,
+    yaimctl,
+)
 from yaim import ctl
 
 EXTRA = ipaddress.ip_address("198.51.100.120")
@@ -36,32 +45,8 @@ def checked(request, lab):
     assert lab.observer.violations == [], f"two holders: {lab.observer.violations[:5]}"
 
 
-def yaimctl(lab, *args: str, node: int = 1) -> subprocess.CompletedProcess:
-    """`yaimctl -c <node's yaim.yml> ARGS` in that node's namespace."""
-    config = lab.nodes[node - 1].config_path
-    argv = [sys.executable, "-m", "yaim.ctl", "-c", str(config), *args]
-    return lab.lab.run(lab.lab.node_ns(node), argv, check=False)
-
-
-def ok(lab, *args: str) -> str:
-    done = yaimctl(lab, *args)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
 def as_json(lab, *args: str):
     return json.loads(ok(lab, *args, "--json"))
-
-
-def start(lab, n: int = 3, pool=POOL, **settings):
-    """n daemons, then the pool added with `yaimctl ips add`, settled."""
-    settings.setdefault("interval", INTERVAL)
-    settings.setdefault("ttl", TTL)
-    nodes = [lab.node(i, **settings).start() for i in range(1, n + 1)]
-    added = ok(lab, "ips", "add", *map(str, pool))
-    assert added.splitlines() == [f"{a}: added" for a in pool]
-    lab.observer.wait_for(settled(range(1, n + 1), pool), 15, "the pool to settle")
-    return nodes
 
 
 @pytest.mark.netns
@@ -157,11 +142,6 @@ def test_an_unreachable_dcs_exits_1_with_one_line(tmp_path, capsys):
     # input is checked before the DCS is asked: refused, not unreachable
     assert ctl.main(["-c", str(path), "ips", "add", "nonsense", "--json"]) == 2
     assert ctl.main(["-c", str(tmp_path / "missing.yml"), "ips"]) == 2
-
-
-def holding(lab, i):
-    """The addresses the observer sees on node i."""
-    return {a for a, h in lab.observer.holders().items() if i in h}
 
 
 @pytest.mark.netns

@@ -14,22 +14,27 @@ import ipaddress
 import signal
 import sys
 import time
-from collections import Counter
 
 import pytest
 
-from tests.integration.conftest import status
-from tests.lab.etcd import EtcdCluster
-from tests.lab.netns import HUB_DCS
-from tests.lab.observer import format_holders
-from tests.lab.util import wait_until
+from lab.etcd import EtcdCluster
+from lab.util import wait_until
+from tests.integration.conftest import (
+    CLEAN_BOUND,
+    CRASH_BOUND,
+    INTERVAL,
+    POOL,
+    TTL,
+    counts,
+    delete_address,
+    put_address,
+    settled,
+    start_cluster,
+    status,
+    unchanged_for,
+)
 
 pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("no_two_holders")]
-
-INTERVAL, TTL = 500, 2000
-CRASH_BOUND = (TTL + 2 * INTERVAL) / 1000 + 1
-CLEAN_BOUND = 2 * INTERVAL / 1000 + 1
-POOL = [ipaddress.ip_address(f"198.51.100.{100 + i}") for i in range(6)]
 
 
 @pytest.fixture(autouse=True, params=["etcd", "etcd3"])
@@ -37,46 +42,6 @@ def dcs_type(request, lab):
     """The API the nodes (and the test's own pool edits) speak."""
     lab.dcs_type = request.param
     return request.param
-
-
-def put_address(lab, address, endpoint=HUB_DCS):
-    """The operator's way to add an address to the pool (v2: the seed's curl)."""
-    lab.keys(f"http://{endpoint}:2379").add(address)
-
-
-def delete_address(lab, address):
-    """The operator's way to remove an address from the pool (v2: the seed's curl)."""
-    lab.keys().remove(address)
-
-
-def counts(holders, addresses=POOL):
-    """Node index -> number of `addresses` it holds; None if one is unheld or doubly held."""
-    if any(len(holders.get(a, ())) != 1 for a in addresses):
-        return None
-    return Counter(holders[a][0] for a in addresses)
-
-
-def settled(nodes, addresses=POOL):
-    """A predicate: every address on exactly one of `nodes`, counts differing by at most 1."""
-
-    def check(holders):
-        per_node = counts(holders, addresses)
-        if per_node is None or set(per_node) - set(nodes):
-            return False
-        spread = [per_node.get(n, 0) for n in nodes]
-        return max(spread) - min(spread) <= 1
-
-    return check
-
-
-def start_cluster(lab, n=3, **settings):
-    settings.setdefault("interval", INTERVAL)
-    settings.setdefault("ttl", TTL)
-    for address in POOL:
-        put_address(lab, address)
-    nodes = [lab.node(i, **settings).start() for i in range(1, n + 1)]
-    lab.observer.wait_for(settled(range(1, n + 1)), 15, "the pool to settle")
-    return nodes
 
 
 def mark_holders(lab):
@@ -95,8 +60,7 @@ def seen_by_all(lab, nodes):
 
     def agree():
         return all(
-            {e["address"]: e["holder"] for e in status(lab, n.i)["cluster"]["pool"]} == expected
-            for n in nodes
+            {e["address"]: e["holder"] for e in status(lab, n.i)["ips"]} == expected for n in nodes
         )
 
     wait_until(agree, 5, what="every node to read the settled cluster")
@@ -191,17 +155,6 @@ def test_addresses_added_and_removed_with_the_seeds_curl(lab):
     assert sample.time - removed_at <= CLEAN_BOUND
     lab.observer.wait_for(settled([1, 2, 3], [*POOL[1:], extra]), 5, "rebalance")
     assert str(POOL[0]) not in lab.keys().pool()
-
-
-def unchanged_for(lab, before, since, seconds):
-    """The holders seen from `since` on, for `seconds`, that differ from `before`."""
-    wait_until(
-        lambda: lab.observer.samples[-1].time >= since + seconds,
-        seconds + 5,
-        what=f"{seconds} s of observation",
-    )
-    window = [s for s in lab.observer.samples if since <= s.time <= since + seconds]
-    return [format_holders(s.holders) for s in window if s.holders != before]
 
 
 def test_an_invalid_entry_is_logged_once_and_changes_nothing(lab):

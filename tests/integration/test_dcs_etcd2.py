@@ -9,7 +9,7 @@ from urllib.parse import quote, urlsplit
 import etcd as etcd_client
 import pytest
 
-from tests.lab.util import wait_until
+from lab.util import wait_until
 
 A = ipaddress.ip_address("198.51.100.100")
 B = ipaddress.ip_address("198.51.100.101")

@@ -10,10 +10,10 @@ import time
 import etcd as python_etcd
 import pytest
 
+from lab.etcd import _free_port
+from lab.util import wait_until
 from tests.integration.conftest import b64, key_of, v3
-from tests.lab.etcd import _free_port
-from tests.lab.util import wait_until
-from yaim.dcs import etcd3
+from yaim.dcs import gateway as etcd3_gateway
 from yaim.errors import DCSError
 from yaim.view import Release
 
@@ -117,6 +117,21 @@ def test_node_key_and_marks_vanish_together_when_the_lease_expires(make, etcd):
     assert not n1.refresh_mark(A)
     n1.touch_node()  # a new lease and node key
     assert n1.read().nodes == {"n1"}
+
+
+def test_a_write_on_a_revoked_lease_drops_it_and_the_retry_takes_a_new_one(make, etcd):
+    """etcd's "requested lease not found" (gRPC NOT_FOUND) on a write: the session forgets
+    the lease and what was on it, and the next try of the same operation grants a new one."""
+    n1 = make("n1", **{"retry-num": 2})
+    make.add_pool(A)
+    make.add_pool(B)
+    assert n1.create_mark(A)
+    old = n1.session.lease
+    v3(etcd, "/v3/lease/revoke", {"ID": str(old)})
+    assert n1.create_mark(B)
+    assert n1.session.lease not in (None, old)
+    assert key_of(etcd, make.root + f"/ips/{B}/marked") == ("n1", n1.session.lease)
+    assert not n1.session.holds(make.root + f"/ips/{A}/marked")
 
 
 def test_a_restarted_node_moves_its_marks_onto_its_new_lease(make, etcd):
@@ -271,13 +286,13 @@ def test_a_late_copy_of_a_delete_cannot_delete_the_mark_made_since(make, etcd, m
     after its retry. A delete compared on the holder's name alone would delete the mark
     the node made since, under the address it holds."""
     sent = []
-    call = etcd3._Gateway.call
+    call = etcd3_gateway.Gateway.call
 
     def spy(gateway, path, body):
         sent.append((path, body))
         return call(gateway, path, body)
 
-    monkeypatch.setattr(etcd3._Gateway, "call", spy)
+    monkeypatch.setattr(etcd3_gateway.Gateway, "call", spy)
     n1 = make("n1")
     make.add_pool(A)
     assert n1.create_mark(A)

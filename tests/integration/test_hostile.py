@@ -27,10 +27,9 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.integration.test_ctl import yaimctl
-from tests.integration.test_daemon import POOL, settled, start_cluster
-from tests.lab.netns import HUB_DCS
-from tests.lab.util import wait_until
+from lab.netns import HUB_DCS
+from lab.util import wait_until
+from tests.integration.conftest import POOL, settled, start_cluster, yaimctl
 
 pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("no_two_holders")]
 

@@ -22,9 +22,9 @@ from typing import Dict
 
 import pytest
 
-from tests.integration.test_daemon import CRASH_BOUND, INTERVAL, TTL, settled
-from tests.lab.etcd import etcd_request
-from tests.lab.util import wait_until
+from lab.etcd import etcd_request
+from lab.util import wait_until
+from tests.integration.conftest import CRASH_BOUND, INTERVAL, TTL, settled
 
 pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("no_two_holders")]
 

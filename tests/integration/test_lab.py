@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import LabEnv
-from tests.lab.daemon import YaimNode
-from tests.lab.etcd import POOL_DIR, EtcdCluster, EtcdError, etcd_put, etcd_request
-from tests.lab.netns import (
+from lab.daemon import YaimNode
+from lab.etcd import POOL_DIR, EtcdCluster, EtcdError, etcd_put, etcd_request
+from lab.netns import (
     ETCD_HOSTS,
     HEALTH_SCRIPT,
     HUB_DCS,
@@ -22,7 +21,8 @@ from tests.lab.netns import (
     lan_address,
     list_netns,
 )
-from tests.lab.util import wait_until
+from lab.util import wait_until
+from tests.conftest import LabEnv
 
 VIP = ipaddress.ip_address("198.51.100.200")
 VIP6 = ipaddress.ip_address("2001:db8::200")

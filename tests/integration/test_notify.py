@@ -18,7 +18,8 @@ from typing import Dict, List, Set, Tuple
 
 import pytest
 
-from tests.integration.test_daemon import (
+from lab.util import live_group_members, wait_until
+from tests.integration.conftest import (
     CLEAN_BOUND,
     INTERVAL,
     POOL,
@@ -27,7 +28,6 @@ from tests.integration.test_daemon import (
     put_address,
     settled,
 )
-from tests.lab.util import live_group_members, wait_until
 
 pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("no_two_holders")]
 

@@ -30,12 +30,12 @@ from typing import Dict, Iterator, List
 import pytest
 import yaml
 
-from tests.lab.daemon import YaimNode
-from tests.lab.util import tail, wait_until
+from lab.daemon import YaimNode
+from lab.util import tail, wait_until
+from tests.integration.conftest import DEB, TWO_CAPS, service_section
 from yaim import __version__
 
 ROOT = Path(__file__).resolve().parents[2]
-DEB = ROOT / "dist" / f"yaim_{__version__}_all.deb"
 UNIT_DIR = Path("/lib/systemd/system")
 CONFIG = Path("/etc/yaim/yaim.yml")
 DEFAULTS = Path("/etc/default/yaim")
@@ -46,8 +46,6 @@ LOG_DIR = Path("/var/log/yaim")
 CLEAN_ENV = ["env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]
 POOL = [ipaddress.ip_address("198.51.100.101"), ipaddress.ip_address("198.51.100.102")]
 ROOT_KEY = "/service/yaim"
-# CAP_NET_ADMIN (12) and CAP_NET_RAW (13), as /proc/PID/status shows capability sets.
-TWO_CAPS = (1 << 12) | (1 << 13)
 PR_SET_CHILD_SUBREAPER = 36
 # The installed actuator on netlink alone, with the distribution's pyroute2.
 NETLINK_CHECK = """
@@ -58,10 +56,10 @@ actuator = Actuator("lan0", "yaim", 32, 128, [Netlink()])
 address = ipaddress.ip_address("198.51.100.199")
 actuator.add(address)
 actuator.add(address)
-held = sorted(map(str, actuator.owned()))
+held = sorted(map(str, actuator.scan().ours))
 actuator.remove(address)
 actuator.remove(address)
-print(pyroute2.__file__, held, sorted(map(str, actuator.owned())))
+print(pyroute2.__file__, held, sorted(map(str, actuator.scan().ours)))
 """
 TIMEOUT = 15
 
@@ -105,22 +103,6 @@ def installed() -> Iterator[None]:
 
 
 # --- the unit files -------------------------------------------------------------
-
-
-def service_section(path: Path) -> Dict[str, List[str]]:
-    """The [Service] settings of a unit file: name -> every value given, in order."""
-    settings: Dict[str, List[str]] = {}
-    section = None
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if not line or line.startswith(("#", ";")):
-            continue
-        if line.startswith("["):
-            section = line
-        elif section == "[Service]":
-            name, _, value = line.partition("=")
-            settings.setdefault(name.strip(), []).append(value.strip())
-    return settings
 
 
 def command(service: Dict[str, List[str]], name: str) -> List[str]:

@@ -20,10 +20,8 @@ from typing import List, Tuple
 import pytest
 import yaml
 
-from tests.integration.conftest import request
-from tests.integration.test_ctl import yaimctl
-from tests.integration.test_daemon import INTERVAL, POOL, TTL, settled
-from tests.lab.util import wait_until
+from lab.util import wait_until
+from tests.integration.conftest import INTERVAL, POOL, TTL, request, settled, yaimctl
 
 pytestmark = pytest.mark.netns
 

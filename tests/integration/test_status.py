@@ -12,17 +12,19 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import request, status
-from tests.integration.test_ctl import holding, start
-from tests.integration.test_daemon import (
+from lab.util import wait_until
+from tests.integration.conftest import (
     CLEAN_BOUND,
     CRASH_BOUND,
     INTERVAL,
     TTL,
+    holding,
+    request,
     settled,
+    start,
+    status,
     unchanged_for,
 )
-from tests.lab.util import wait_until
 
 pytestmark = pytest.mark.netns
 
@@ -71,10 +73,10 @@ def test_health_and_status_follow_the_node_and_only_get_is_allowed(lab):
     assert state["dcs"]["endpoint"] == lab.etcd.endpoints[0] and state["dcs"]["fresh"]
     assert 0 <= state["dcs"]["last_success_age"] < TTL / 1000
     assert state["addresses"] == [str(a) for a in sorted(mine)]
-    assert state["cluster"]["nodes"] == ["n1", "n2", "n3"]
+    assert [node["name"] for node in state["nodes"]] == ["n1", "n2", "n3"]
     seen = {str(a): f"n{h[0]}" for a, h in lab.observer.holders().items()}
     wait_until(  # n1's view is as old as its last read of the DCS
-        lambda: {e["address"]: e["holder"] for e in status(lab, 1)["cluster"]["pool"]} == seen,
+        lambda: {e["address"]: e["holder"] for e in status(lab, 1)["ips"]} == seen,
         2 * INTERVAL / 1000,
         what="n1's view of the pool to match the interfaces",
     )

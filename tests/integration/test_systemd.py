@@ -2,7 +2,7 @@
 
 What runs is the .deb of the working tree (`make deb`), installed with `dpkg -i` in a
 container booted from a minimal bookworm tree that holds the package's dependencies
-(tests/lab/nspawn.py: debootstrapped once, cached in build/nspawn). The container's private
+(lab/nspawn.py: debootstrapped once, cached in build/nspawn). The container's private
 network namespace gets a veth pair: ytsd0, yaim's interface, and its peer ytsd1, where the
 test hears the announcements. etcd is the host's binary, started by the lab's EtcdCluster
 inside that namespace on its loopback: yaim reaches it at 127.0.0.1:2379 as on a node that
@@ -32,11 +32,11 @@ from typing import Dict, Iterator, List, Optional, Set
 import pytest
 import yaml
 
-from tests.integration.test_packaging import DEB, TWO_CAPS, service_section
-from tests.lab.etcd import EtcdCluster
-from tests.lab.nspawn import Container, debian_tree, status_fields
-from tests.lab.rtnl import IPAddress, read_link, socket_in
-from tests.lab.util import wait_until
+from lab.etcd import EtcdCluster
+from lab.nspawn import Container, debian_tree, status_fields
+from lab.rtnl import IPAddress, read_link, socket_in
+from lab.util import wait_until
+from tests.integration.conftest import DEB, TWO_CAPS, service_section
 from tests.needs import skip_or_fail
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -77,7 +77,7 @@ from yaim.actuator.iproute import IpCommand
 actuator = Actuator("ytsd0", "ytsdsb", 32, 128, [IpCommand()])
 address = ipaddress.ip_address("198.51.100.199")
 actuator.add(address)
-held = sorted(map(str, actuator.owned()))
+held = sorted(map(str, actuator.scan().ours))
 actuator.remove(address)
 called = ctypes.CFUNCTYPE(ctypes.c_int)(lambda: 7)()
 try:
@@ -86,7 +86,7 @@ except psycopg.OperationalError as exc:
     libpq = "refused" if "refused" in str(exc) else str(exc)
 syslog = logging.handlers.SysLogHandler("/dev/log")
 syslog.emit(logging.makeLogRecord({"msg": "ytsd-sandbox: " + sys.argv[1]}))
-print(held, sorted(map(str, actuator.owned())), called, psycopg.pq.__impl__, libpq)
+print(held, sorted(map(str, actuator.scan().ours)), called, psycopg.pq.__impl__, libpq)
 """
 
 

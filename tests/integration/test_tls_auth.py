@@ -4,7 +4,9 @@ The etcd serves https with a certificate of a test CA and requires client
 certificates of that CA. Authentication is on for both APIs (they keep separate
 users): root, `yaim` with read and write on the cluster's prefix only, and
 `outsider` with rights on another prefix. Right credentials work; every wrong
-one fails with a DCSError naming the endpoint and the cause, after the retries.
+one fails with a DCSError naming the endpoint and the cause: after the retries
+where another try could succeed (TLS, a dropped connection), at once where etcd
+refused the credentials or the rights.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ from typing import List
 import pytest
 import yaml
 
-from tests.lab.certs import TLSFiles, make_tls
-from tests.lab.etcd import ClusterKeys, EtcdCluster
-from tests.lab.util import netns_argv, wait_until
+from lab.certs import TLSFiles, make_tls
+from lab.etcd import ClusterKeys, EtcdCluster
+from lab.util import netns_argv, wait_until
 from yaim import config, dcs
 from yaim.errors import DCSError
 
@@ -144,58 +146,71 @@ def test_the_right_certificates_and_credentials_work(make):
     n1.delete_node()
 
 
-def test_an_expired_v3_token_is_renewed(tls, secured, tmp_path):
+# "expired.1": what etcd says of a token past --auth-token-ttl is "invalid auth token";
+# "": the token of a login made while etcd had authentication off, which sends none.
+@pytest.mark.parametrize("token", ["expired.1", ""], ids=["expired", "made-with-auth-off"])
+def test_a_v3_token_etcd_no_longer_takes_is_renewed(tls, secured, tmp_path, token):
     path = tmp_path / "n1.yml"
     settings = {"dcs-type": "etcd3", "dcs-clustername": CLUSTER, "node-name": "n1"}
     settings.update({"interface": "lo", "checker-type": "none", "retry-num": 1})
     path.write_text(yaml.safe_dump({**settings, **secured_settings(tls, secured.endpoints)}))
     n1 = dcs.connect(config.load(str(path), environ={}))
     n1.read()
-    gateway = next(iter(n1._gateways.values()))
-    gateway.token = "expired.1"  # what etcd says of a token past --auth-token-ttl
+    gateway = next(iter(n1._clients.values()))
+    gateway.token = token
     assert str(A) in n1.read().pool  # one try: the renewal happens inside it
-    assert gateway.token != "expired.1"
+    assert gateway.token not in (token, None)
 
 
+RETRIED, AT_ONCE = "after 2 tries", "(not retried)"
 FAILURES = [
-    pytest.param({"etcd-password": "wrong"}, ("credentials", "invalid user ID"), id="password"),
+    # etcd v2 answers a wrong password as it answers missing rights: "Insufficient credentials".
+    pytest.param(
+        {"etcd-password": "wrong"},
+        (("wrong etcd-password", AT_ONCE), ("invalid user ID", AT_ONCE)),
+        id="password",
+    ),
     # etcd 3.4's v2 API drops the connection when a client certificate without a
     # common name comes without credentials; v3 says what is missing.
     pytest.param(
         {"etcd-user": None, "etcd-password": None},
-        ("Remote end closed connection", "etcd requires authentication"),
+        (("Remote end closed connection", RETRIED), ("etcd requires authentication", AT_ONCE)),
         id="no-user",
     ),
     pytest.param(
         {"etcd-user": "outsider", "etcd-password": PASSWORDS["outsider"]},
-        ("credentials", "permission denied"),
+        (("lacks read and write permission", AT_ONCE), ("needs read and write", AT_ONCE)),
         id="no-rights-on-the-prefix",
     ),
-    pytest.param({"etcd-ca-file": "tls.other_ca"}, ("verify failed",) * 2, id="unknown-ca"),
-    pytest.param({"etcd-ca-file": None}, ("verify failed",) * 2, id="system-ca-store"),
+    pytest.param(
+        {"etcd-ca-file": "tls.other_ca"}, (("verify failed", RETRIED),) * 2, id="unknown-ca"
+    ),
+    pytest.param({"etcd-ca-file": None}, (("verify failed", RETRIED),) * 2, id="system-ca-store"),
     pytest.param(
         {"etcd-cert-file": "tls.other_client_cert", "etcd-key-file": "tls.other_client_key"},
-        ("TLS", "TLS"),
+        (("TLS", RETRIED),) * 2,
         id="client-certificate-of-an-unknown-ca",
     ),
 ]
 
 
-@pytest.mark.parametrize("overrides, fragments", FAILURES)
+@pytest.mark.parametrize("overrides, expected", FAILURES)
 def test_wrong_settings_fail_clearly_naming_endpoint_and_cause(
-    make, tls, secured, overrides, fragments
+    make, tls, secured, overrides, expected
 ):
-    """fragments: what the error must contain for (v2, v3); "tls.X" values are tls.X."""
+    """expected: for (v2, v3), what the error must contain and whether it was retried
+    (a refusal fails on its first try); "tls.X" values are tls.X."""
     for key, value in overrides.items():
         if isinstance(value, str) and value.startswith("tls."):
             overrides[key] = str(getattr(tls, value[4:]))
     n1 = make(**overrides)
+    fragment, retried = expected[make.dcs_type == "etcd3"]
     with pytest.raises(DCSError) as caught:
         n1.read()
     message = str(caught.value)
     print(f"{make.dcs_type}: {message}")
-    assert secured.endpoints[0] in message and "after 2 tries" in message
-    assert fragments[make.dcs_type == "etcd3"] in message
+    assert secured.endpoints[0] in message and fragment in message
+    assert retried in message and (RETRIED in message) != (AT_ONCE in message)
     assert "\n" not in message and "Traceback" not in message
 
 

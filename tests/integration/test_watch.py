@@ -22,11 +22,11 @@ from typing import List
 import pytest
 import yaml
 
-from tests.lab.etcd import ClusterKeys
-from tests.lab.util import wait_until
+from lab.etcd import ClusterKeys
+from lab.util import wait_until
 from yaim import config, dcs
-from yaim.daemon import fence_margin
-from yaim.state import SharedState
+from yaim.claims import Interface, Ledger
+from yaim.state import NodeState
 from yaim.threads.balancer import BalancerThread
 from yaim.threads.heartbeat import HeartbeatThread
 from yaim.threads.watch import WatchThread
@@ -93,19 +93,26 @@ class Node:
     healthy throughout, and every address "removed from the interface" at once."""
 
     def __init__(self, cfg, stop: threading.Event, crashed: List[str]) -> None:
-        self.state = SharedState(cfg.ttl_s, fence_margin(cfg))
-        self.state.set_health(True, "test")
+        self.ledger = Ledger(cfg.node_name, cfg.ttl_s)
+        state = NodeState()
+        state.set_health(True, "test")
         common = {"stop": stop, "on_crash": crashed.append}
         store = dcs.connect(cfg, stop=stop)
         period = cfg.interval_s
         self.balancer = BalancerThread(
-            store, self.state, cfg, lambda *_, **__: True, period=period, **common
+            store, self.ledger, state, cfg, self.sync, period=period, **common
         )
         self.heartbeat = HeartbeatThread(
-            store.clone(), self.state, self.balancer.poke, lambda _: True, period=period, **common
+            store.clone(), self.ledger, state, self.balancer.poke, period=period, **common
         )
         self.watch = WatchThread(store.clone(), self.balancer.poke, period, **common)
         self.threads = [self.heartbeat, self.balancer, self.watch]
+
+    def sync(self, timeout: float) -> bool:
+        """The actuator's round: what is held is on the interface, the rest off."""
+        held = frozenset(self.ledger.held())
+        self.ledger.confirm(Interface(held, held))
+        return True
 
 
 @pytest.mark.parametrize("dcs_type", BACKENDS)
@@ -138,7 +145,7 @@ def test_dcs_requests_per_node_per_interval(etcd, tmp_path, requests_made, dcs_t
             for thread in node.threads:
                 thread.start()
         wait_until(
-            lambda: [len(node.state.held()) for node in nodes] == [m // n] * n,
+            lambda: [len(node.ledger.held()) for node in nodes] == [m // n] * n,
             10,
             what="every node to hold its share",
         )

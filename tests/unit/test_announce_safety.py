@@ -7,56 +7,26 @@ import ipaddress
 import json
 import logging
 import threading
-from types import SimpleNamespace
-from typing import Dict, List, Optional
+from typing import List
 
 import pytest
 
-from yaim import ctl
-from yaim.actuator import Actuator, AddressRefused, AddressTool, Configured, address_protocol
-from yaim.daemon import remove_addresses
-from yaim.errors import DCSError
-from yaim.state import SharedState
+from tests.unit.fakes import (
+    V4,
+    V6,
+    FakeTool,
+    balancer_round_setup,
+)
+from yaim import conflicts, ctl
+from yaim.actuator import Actuator, AddressRefused, address_protocol
+from yaim.claims import Interface, Ledger
+from yaim.shutdown import clear
 from yaim.threads import actuator as actuator_thread
-from yaim.threads import balancer as balancer_thread
 from yaim.view import Conflict, Mark, Snapshot, parse_snapshot
 
-V4 = ipaddress.ip_address("198.51.100.7")
-V6 = ipaddress.ip_address("2001:db8::7")
 OUTSIDE = ipaddress.ip_address("203.0.113.7")
-LINK_LOCAL = ipaddress.ip_address("fe80::1")
 OURS = address_protocol("lan0:yaim")
 FAR = 1e12
-
-
-class FakeTool(AddressTool):
-    """An interface as a dict; `shows_protocol` False is a kernel or tool without IFA_PROTO."""
-
-    name = "fake"
-
-    def __init__(self, shows_protocol: bool = True) -> None:
-        self.shows_protocol = shows_protocol
-        self.entries: Dict[object, Configured] = {}
-        self.put(LINK_LOCAL, protocol=3)  # the kernel's own (IFAPROT_KERNEL_LL)
-        self.adds: List[object] = []
-
-    def put(self, address, label: str = "", protocol: Optional[int] = None) -> None:
-        self.entries[address] = Configured(address, 64, label, protocol)
-
-    def list(self, ifname: str) -> List[Configured]:
-        if self.shows_protocol:
-            return list(self.entries.values())
-        return [entry._replace(protocol=None) for entry in self.entries.values()]
-
-    def add(self, ifname, address, prefixlen, label, protocol) -> bool:
-        self.adds.append(address)
-        if address in self.entries:
-            return False
-        self.put(address, label if address.version == 4 else "", protocol)
-        return True
-
-    def remove(self, ifname, address, prefixlen) -> None:
-        self.entries.pop(address, None)
 
 
 def actuator(tool: FakeTool, allowed=()) -> Actuator:
@@ -72,7 +42,7 @@ def test_ipv4_is_ours_by_its_label_and_ipv6_by_its_address_protocol():
     tool.put(V6)  # by hand
     tool.put(ipaddress.ip_address("2001:db8::9"), protocol=OURS + 1 if OURS < 0xFF else 0x80)
     act = actuator(tool)
-    assert act.owned() == {leftover4, leftover6}
+    assert act.scan().ours == {leftover4, leftover6}
     assert not act.adopt(V6), "an unmarked IPv6 address is someone's when marks are visible"
     act.add(ipaddress.ip_address("2001:db8::10"))
     assert tool.entries[ipaddress.ip_address("2001:db8::10")].protocol == OURS
@@ -83,11 +53,11 @@ def test_without_address_protocols_this_run_remembers_its_ipv6_addresses():
     first = actuator(tool)
     first.add(V6)
     first.add(V6)  # already there: still ours
-    assert first.owned() == {V6}
+    assert first.scan().ours == {V6}
     second = actuator(tool)  # the next run: nothing shows the address is yaim's
-    assert second.owned() == set()
+    assert second.scan().ours == set()
     assert second.adopt(V6), "its live mark in the DCS is all that tells: adopted"
-    assert second.owned() == {V6}
+    assert second.scan().ours == {V6}
 
 
 def test_an_ipv6_address_that_was_there_is_not_taken_over_by_adding_it():
@@ -95,7 +65,7 @@ def test_an_ipv6_address_that_was_there_is_not_taken_over_by_adding_it():
     tool.put(V6)
     act = actuator(tool)
     act.add(V6)
-    assert act.owned() == set()
+    assert act.scan().ours == set()
 
 
 def test_the_actuator_refuses_an_address_outside_allowed_networks_and_says_so_once(caplog):
@@ -138,12 +108,11 @@ clock = Clock()
 
 def make_actuator_thread(act: Actuator, count: int, interval: float):
     recorder = Recorder(act)
-    state = SharedState(3.0, 0.3)
+    ledger = Ledger("n1", 3.0)
     thread = actuator_thread.ActuatorThread(
         lambda: recorder,
-        state,
+        ledger,
         "n1",
-        lambda *_: None,
         announce_count=count,
         announce_interval=interval,
         period=1.0,
@@ -151,13 +120,13 @@ def make_actuator_thread(act: Actuator, count: int, interval: float):
         on_crash=print,
     )
     thread.actuator = recorder
-    return thread, recorder, state
+    return thread, recorder, ledger
 
 
 def test_a_taken_address_is_announced_count_times_interval_apart(monkeypatch):
     monkeypatch.setattr(actuator_thread.time, "monotonic", clock)
-    thread, recorder, state = make_actuator_thread(actuator(FakeTool()), 4, 0.2)
-    state.hold(V6, FAR, "free")
+    thread, recorder, ledger = make_actuator_thread(actuator(FakeTool()), 4, 0.2)
+    ledger.hold(V6, FAR, "free")
     start = clock.now
     for _ in range(10):
         thread.step([])
@@ -172,20 +141,20 @@ def test_a_taken_address_is_announced_count_times_interval_apart(monkeypatch):
 
 def test_announce_count_0_sends_none(monkeypatch):
     monkeypatch.setattr(actuator_thread.time, "monotonic", clock)
-    thread, recorder, state = make_actuator_thread(actuator(FakeTool()), 0, 0.2)
-    state.hold(V4, FAR, "free")
+    thread, recorder, ledger = make_actuator_thread(actuator(FakeTool()), 0, 0.2)
+    ledger.hold(V4, FAR, "free")
     thread.step([])
-    assert recorder.announced == [] and V4 in recorder.act.owned()
+    assert recorder.announced == [] and V4 in recorder.act.scan().ours
 
 
 def test_a_held_address_someone_else_put_there_is_left_alone_and_never_removed(caplog):
     tool = FakeTool()
     tool.put(V4, label="lan0:other")
-    thread, recorder, state = make_actuator_thread(actuator(tool), 3, 0.5)
-    state.hold(V4, FAR, "free")
+    thread, recorder, ledger = make_actuator_thread(actuator(tool), 3, 0.5)
+    ledger.hold(V4, FAR, "free")
     assert thread.reconcile() and thread.reconcile()
     assert tool.adds == [] and recorder.announced == []
-    state.drop(V4, "release", "rebalance")
+    ledger.release([V4], "rebalance")
     assert thread.reconcile()
     assert V4 in tool.entries
     notes = [r for r in caplog.records if r.getMessage().startswith("leaving 198.51.100.7")]
@@ -194,9 +163,9 @@ def test_a_held_address_someone_else_put_there_is_left_alone_and_never_removed(c
 
 def test_a_refused_address_is_not_a_failed_reconcile():
     tool = FakeTool()
-    thread, _, state = make_actuator_thread(actuator(tool, [ipaddress.ip_network(V4)]), 3, 0.5)
-    state.hold(OUTSIDE, FAR, "free")
-    state.hold(V4, FAR, "free")
+    thread, _, ledger = make_actuator_thread(actuator(tool, [ipaddress.ip_network(V4)]), 3, 0.5)
+    ledger.hold(OUTSIDE, FAR, "free")
+    ledger.hold(V4, FAR, "free")
     assert thread.reconcile()
     assert OUTSIDE not in tool.entries and V4 in tool.entries
 
@@ -209,95 +178,12 @@ def test_cleanup_removes_marked_ipv6_addresses_only_where_nothing_else_tells(
     tool.put(V6)  # a crashed run's (or, with marks visible, someone else's)
     other = ipaddress.ip_address("2001:db8::99")
     tool.put(other)
-    config = SimpleNamespace(
-        interface="lan0", label="yaim", netmask=32, netmask6=128, allowed_networks=()
-    )
-    assert remove_addresses(config, [tool], marked={V6}) == []
+    left = clear(actuator(tool), {V6})
     assert {V6, other} - set(tool.entries) == removed
+    assert left == Interface(frozenset(), frozenset(tool.entries)), "every removal worked"
 
 
 # --- the balancer thread's conflict flow ---
-
-
-class FakeDCS:
-    """The DCS as dicts, for one node n1; `fail_notes` makes note_conflict fail."""
-
-    node = "n1"
-    endpoint = "fake"
-
-    def __init__(self, pool) -> None:
-        self.pool = {str(a) for a in pool}
-        self.marks: Dict[str, str] = {}
-        self.notes: Dict[str, str] = {}
-        self.fail_notes = False
-        self.calls: List[str] = []
-
-    def read(self) -> Snapshot:
-        return Snapshot(
-            pool=frozenset(self.pool),
-            marks={a: Mark(h) for a, h in self.marks.items()},
-            nodes=frozenset({"n1"}),
-            conflicts=dict(self.notes),
-        )
-
-    def create_mark(self, address) -> bool:
-        self.calls.append(f"create {address}")
-        return self.marks.setdefault(str(address), self.node) == self.node
-
-    def refresh_mark(self, address) -> bool:
-        return self.marks.get(str(address)) == self.node
-
-    def delete_mark(self, address) -> bool:
-        self.calls.append(f"delete {address}")
-        return self.marks.pop(str(address), None) is not None
-
-    def release_mark(self, address, mark) -> bool:
-        return self.delete_mark(address)
-
-    def note_conflict(self, address, note: str) -> None:
-        self.calls.append(f"note {address}")
-        if self.fail_notes:
-            raise DCSError("etcd is gone")
-        self.notes[str(address)] = note
-
-    def ttl_start(self, sent_at: float) -> float:
-        return sent_at
-
-    def conflict_ttl(self) -> int:
-        return 300
-
-
-def balancer_round_setup(monkeypatch, answers):
-    """A balancer thread of n1 over a FakeDCS whose probe hears `answers` (address -> MAC)."""
-    probed: List[list] = []
-
-    def probe(ifname, addresses, duration):
-        probed.append(sorted(map(str, addresses)))
-        return {a: mac for a, mac in answers.items() if a in addresses}
-
-    monkeypatch.setattr(balancer_thread, "probe", probe)
-    store = FakeDCS([V4, V6])
-    state = SharedState(3.0, 0.3)
-    state.set_health(True, "fine")
-    config = SimpleNamespace(
-        node_name="n1",
-        allowed_networks=(),
-        interval_s=0.5,
-        interface="lan0",
-        probe_timeout_s=0.25,
-        conflict_backoff_s=300.0,
-        ttl_s=3.0,
-    )
-    thread = balancer_thread.BalancerThread(
-        store,
-        state,
-        config,
-        lambda *args, **kwargs: True,
-        period=0.5,
-        stop=threading.Event(),
-        on_crash=print,
-    )
-    return thread, store, state, probed
 
 
 def test_an_answered_probe_notes_the_conflict_then_unmarks_and_never_holds(monkeypatch, caplog):
@@ -347,7 +233,7 @@ def test_a_probe_that_cannot_run_takes_anyway_and_says_so_once(monkeypatch, capl
     def broken(ifname, addresses, duration):
         raise PermissionError(1, "Operation not permitted")
 
-    monkeypatch.setattr(balancer_thread, "probe", broken)
+    monkeypatch.setattr(conflicts, "probe", broken)
     thread.step([])
     store.pool.add("198.51.100.9")
     thread.step([])

@@ -8,7 +8,7 @@ import math
 import pytest
 
 from bench import scale
-from tests.lab.rtnl import LinkState
+from lab.rtnl import LinkState
 
 A, B, C = scale.pool(3)
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.lab.postgres import postgres_checker
+from lab.postgres import postgres_checker
 from yaim.errors import CheckError
 
 

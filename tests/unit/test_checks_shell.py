@@ -13,10 +13,10 @@ from typing import Sequence
 
 import pytest
 
-from tests.lab.util import live_group_members, wait_until
+from lab.util import live_group_members, wait_until
 from yaim import command
 from yaim.checks import create, shell
-from yaim.state import SharedState
+from yaim.state import NodeState
 from yaim.threads.health import HealthThread
 
 
@@ -153,7 +153,7 @@ def test_each_state_is_logged_once_with_the_output_as_its_reason(tmp_path: Path,
     changes: list = []
     thread = HealthThread(
         made,
-        SharedState(3.0, 0.3),
+        NodeState(),
         config,
         changes.append,
         period=1.0,

@@ -16,7 +16,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from yaim import config
+from yaim import config, config_rules, config_yaml
 from yaim.errors import ConfigError
 
 SAMPLE = Path(__file__).resolve().parents[2] / "conf" / "yaim.yml"
@@ -705,7 +705,7 @@ def test_a_hostname_that_cannot_be_a_node_name_asks_for_node_name(tmp_path, monk
 
 def test_a_file_over_the_size_limit_is_refused_unread(tmp_path):
     path = tmp_path / "yaim.yml"
-    path.write_text("interface: eth0\nchecker-type: none\n#" + "x" * config.FILE_LIMIT)
+    path.write_text("interface: eth0\nchecker-type: none\n#" + "x" * config_yaml.FILE_LIMIT)
     with pytest.raises(ConfigError) as caught:
         config.load(str(path), {})
     assert caught.value.problems == [
@@ -722,7 +722,7 @@ def test_a_50_mb_file_is_refused_at_once(tmp_path):
 
 def test_a_file_of_exactly_the_limit_loads(tmp_path):
     head = "interface: eth0\nchecker-type: none\n#"
-    path = write(tmp_path, head + "x" * (config.FILE_LIMIT - len(head)))
+    path = write(tmp_path, head + "x" * (config_yaml.FILE_LIMIT - len(head)))
     assert config.load(path, {}).interface == "eth0"
 
 
@@ -840,11 +840,11 @@ def test_allowed_networks_with_special_addresses_warn(tmp_path, network, kinds):
 def test_special_ranges_agree_with_the_pool_check():
     from yaim.view import special_kind
 
-    for _kind, network in config._SPECIAL:
+    for _kind, network in config_rules.SPECIAL:
         for address in (network.network_address, network.broadcast_address):
             assert special_kind(address) is not None, address
     for address in ("198.51.100.7", "2001:db8::7", "10.1.2.3", "fd00::1"):
-        assert not config.special_kinds(ipaddress.ip_network(address))
+        assert not config_rules.special_kinds(ipaddress.ip_network(address))
         assert special_kind(ipaddress.ip_address(address)) is None
 
 
@@ -869,6 +869,29 @@ def test_credentials_in_endpoints_are_refused_and_masked(tmp_path, endpoint, sho
         f"{tmp_path / 'yaim.yml'}: dcs-endpoints: credentials go in etcd-user and"
         f" etcd-password, not in the URL '{shown}'"
     )
+
+
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "http://192.0.2.1:2379/?x=",
+        "http://192.0.2.1:2379?",
+        "http://192.0.2.1:2379/v2/keys",
+        "http://192.0.2.1:2379//",
+        "https://[2001:db8::1]:2379/#top",
+    ],
+)
+def test_an_endpoint_with_a_path_query_or_fragment_is_one_clear_line(tmp_path, endpoint):
+    problem = one_problem(tmp_path, {"dcs-endpoints": ["http://192.0.2.2:2379", endpoint]})
+    assert problem == (
+        f"{tmp_path / 'yaim.yml'}: dcs-endpoints: must be a member's URL without a path,"
+        f" query or fragment (yaim adds the API's paths), got '{endpoint}'"
+    )
+
+
+def test_an_endpoint_may_end_in_a_slash(tmp_path):
+    endpoints = ("http://192.0.2.1:2379/", "https://[2001:db8::1]:2379")
+    assert load(tmp_path, {"dcs-endpoints": list(endpoints)}).dcs_endpoints == endpoints
 
 
 def test_http_url_with_credentials_works_and_is_masked(tmp_path):

@@ -4,8 +4,10 @@ the metrics, the health thread's reconfiguration and SIGHUP's reload decisions."
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import json
 import logging
+import signal
 import threading
 import time
 from types import SimpleNamespace
@@ -14,14 +16,14 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from yaim import cli, config, daemon, dcs
-from yaim import metrics as metrics_module
+from yaim import cli, config, ctl, daemon, dcs, reload
 from yaim.checks import BaseChecker, CheckResult
+from yaim.events import REASONS
 from yaim.metrics import CONTENT_TYPE, Metrics
-from yaim.state import SharedState
+from yaim.state import NodeState, Reading
 from yaim.status import Sources, StatusError, StatusServer
-from yaim.threads.balancer import REASONS
 from yaim.threads.health import HealthThread, Reconfigure
+from yaim.view import Mark, Snapshot, parse_snapshot
 
 # --- the status endpoint ---
 
@@ -127,8 +129,15 @@ def test_the_dcs_reports_every_try_to_its_observer(tmp_path):
     assert all(0 <= seconds < 1 for _, seconds, _ in seen)
 
 
-def test_every_reason_the_balancer_logs_has_its_series():
-    assert set(REASONS) == set(metrics_module.TAKE_REASONS + metrics_module.RELEASE_REASONS)
+def test_every_reason_of_a_take_release_or_fence_has_its_series_from_the_start():
+    text = Metrics().exposition().decode()
+    for event, metric, label in (
+        ("take", "yaim_takeovers_total", "reason"),
+        ("release", "yaim_releases_total", "reason"),
+        ("fence", "yaim_fencing_events_total", "cause"),
+    ):
+        for reason in REASONS[event]:
+            assert f'{metric}{{{label}="{reason}"}} 0.0' in text
 
 
 # --- the health thread takes new settings and a new checker ---
@@ -153,7 +162,7 @@ def settings(**values):
 
 
 def test_reconfigure_swaps_checker_and_settings_and_keeps_the_health_state():
-    state = SharedState(3.0, 0.3)
+    state = NodeState()
     old = Fixed(True)
     metrics = Metrics()
     thread = HealthThread(
@@ -193,6 +202,7 @@ class Store:
     def __init__(self, config, **kwargs) -> None:
         self.node = config.node_name
         self.endpoint = config.dcs_endpoints[0]
+        self.root = f"/{config.dcs_namespace}/{config.dcs_clustername}"
         self.last_success = None
         self.config = config
 
@@ -218,6 +228,12 @@ def rewrite(node, **changes):
     node.path.write_text(yaml.safe_dump(node.values))
 
 
+def hup(node):
+    """SIGHUP as the daemon gets it: the handler queues it, the main loop reloads."""
+    node._on_signal(signal.SIGHUP, None)
+    node._handle_signals()
+
+
 def queued(thread):
     items = []
     while not thread.inbox.empty():
@@ -228,7 +244,7 @@ def queued(thread):
 def test_reload_applies_live_keys_and_reports_the_rest(node, caplog):
     caplog.set_level(logging.INFO)
     rewrite(node, check_fall=3, check_interval=700, log_level="DEBUG", ttl=6000, interface="eth9")
-    node.reload()
+    hup(node)
     assert (node.config.check_fall, node.config.check_interval) == (3, 700)
     assert (node.config.ttl, node.config.interface) == (3000, "lo")
     assert logging.getLogger().level == logging.DEBUG
@@ -240,16 +256,16 @@ def test_reload_applies_live_keys_and_reports_the_rest(node, caplog):
 
 def test_reload_of_log_level_only_keeps_the_checker(node):
     rewrite(node, log_level="WARNING")
-    node.reload()
+    hup(node)
     assert queued(node.health) == [] and logging.getLogger().level == logging.WARNING
 
 
 def test_a_bad_file_is_refused_and_the_running_config_kept(node, caplog):
     running = node.config
     node.path.write_text("check-fall: 0\ninterval: [\n")
-    node.reload()
+    hup(node)
     rewrite(node, check_fall=0)
-    node.reload()
+    hup(node)
     assert node.config is running and queued(node.health) == []
     assert caplog.text.count("reload refused, keeping the running configuration") == 2
 
@@ -257,33 +273,63 @@ def test_a_bad_file_is_refused_and_the_running_config_kept(node, caplog):
 def test_reload_of_notify_commands_keeps_the_checker(node, caplog):
     caplog.set_level(logging.INFO)
     rewrite(node, notify_take=["systemctl", "reload", "haproxy"], notify_timeout=800)
-    node.reload()
+    hup(node)
     assert node.notifier.config.notify_take == ("systemctl", "reload", "haproxy")
     assert node.notifier.config.notify_timeout == 800 and queued(node.health) == []
     assert "notify-take, notify-timeout applied" in caplog.text
 
 
 def test_live_keys():
-    assert all(map(daemon.is_live, ["log-level", "check-rise", "checker-type", "http-url"]))
-    assert all(map(daemon.is_live, ["notify-take", "notify-health", "notify-timeout"]))
-    assert not any(map(daemon.is_live, ["interface", "ttl", "dcs-endpoints", "status-listen"]))
+    assert all(map(reload.is_live, ["log-level", "check-rise", "checker-type", "http-url"]))
+    assert all(map(reload.is_live, ["notify-take", "notify-health", "notify-timeout"]))
+    assert not any(map(reload.is_live, ["interface", "ttl", "dcs-endpoints", "status-listen"]))
+
+
+def test_a_signal_handler_only_queues_the_signal_and_the_main_loop_acts(node, caplog):
+    """It logged from inside the handler, which can interrupt a write to the log."""
+    caplog.set_level(logging.DEBUG)
+    node._on_signal(signal.SIGTERM, None)
+    assert caplog.records == [] and not node.stop.is_set() and node.signals == [signal.SIGTERM]
+    node.wakeup.wait(5)  # set by the handler: returns at once
+    node._handle_signals()
+    assert node.stop.is_set() and node.signals == []
+    assert "received SIGTERM: releasing everything and stopping" in caplog.text
 
 
 # --- /health and /status from the daemon's state ---
 
 
 def test_health_needs_a_healthy_node_and_a_fresh_dcs_session(node):
-    assert node.health_probe() == (False, "unhealthy: not checked yet")
+    report = node.report
+    assert report.health() == (False, "unhealthy: not checked yet")
     node.state.set_health(True, "always")
-    assert node.health_probe() == (False, "DCS session stale: last successful request never")
+    assert report.health() == (False, "DCS session stale: last successful request never")
     node.heartbeat.dcs.last_success = time.monotonic() - 5
-    assert node.health_probe()[1] == "DCS session stale: last successful request 5.0 s ago"
+    assert report.health()[1] == "DCS session stale: last successful request 5.0 s ago"
     node.balancer.dcs.last_success = time.monotonic()
-    assert node.health_probe() == (True, "healthy: always")
-    status = node.status()
+    assert report.health() == (True, "healthy: always")
+    status = report.status()
     assert status["dcs"]["fresh"] and status["dcs"]["endpoint"] == "http://127.0.0.1:2379"
     assert (status["node"], status["healthy"], status["drained"]) == ("n1", True, False)
-    assert status["addresses"] == [] and status["cluster"] is None
+    assert status["addresses"] == [] and status["cluster"] == "/service/yaim"
+    assert (status["ips"], status["nodes"], status["problems"]) == ([], [], [])
+
+
+def test_status_shows_the_cluster_in_yaimctl_status_s_shape(node):
+    """/status and `yaimctl status --json` render the cluster with one function."""
+    snapshot = Snapshot(
+        pool=frozenset({"198.51.100.1", "198.51.100.2"}),
+        marks={"198.51.100.1": Mark("n1", 2.0)},
+        nodes=frozenset({"n1"}),
+    )
+    view, rejected = parse_snapshot(snapshot)
+    node.state.latest = Reading(snapshot, view, rejected)
+    node.ledger.hold(ipaddress.ip_address("198.51.100.1"), time.monotonic(), "free")
+    status = node.report.status()
+    expected = ctl.status_value(ctl.summarize(snapshot), "/service/yaim", "http://127.0.0.1:2379")
+    assert {key: status[key] for key in expected} == expected
+    assert status["addresses"] == ["198.51.100.1"]
+    assert status["problems"] == ["not held by any node: 198.51.100.2"]
 
 
 # --- log destinations ---

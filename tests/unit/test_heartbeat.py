@@ -1,13 +1,15 @@
-"""The heartbeat thread's round against a scripted DCS: refreshes move fence times, a
-lost mark drops its address and has the actuator remove it now."""
+"""The heartbeat thread's round against a scripted DCS: refreshes move fence times through
+the ledger, a lost mark is fenced at once and the actuator asked to remove it now."""
 
 from __future__ import annotations
 
 import ipaddress
 import threading
+import time
 from typing import List, Set
 
-from yaim.state import SharedState
+from yaim.claims import Ledger
+from yaim.state import NodeState
 from yaim.threads.heartbeat import HeartbeatThread
 
 A, B = (ipaddress.ip_address(f"198.51.100.{i}") for i in (7, 8))
@@ -40,42 +42,41 @@ class ScriptedDCS:
 
 
 def heartbeat(lost: Set, events: List[str]):
-    state = SharedState(3.0, 0.3)
+    ledger = Ledger("n1", 3.0, wake=lambda: events.append("actuator"))
+    state = NodeState()
     state.set_health(True, "test")
-
-    def sync_actuator(timeout: float) -> bool:
-        events.append(f"sync {timeout}")
-        return False
-
     thread = HeartbeatThread(
         ScriptedDCS(lost),
+        ledger,
         state,
         lambda: events.append("balancer"),
-        sync_actuator,
         period=1.0,
         stop=threading.Event(),
         on_crash=print,
     )
-    return thread, state
+    return thread, ledger
 
 
-def test_a_lost_mark_drops_its_address_and_the_actuator_is_asked_to_remove_it_now():
+def test_a_lost_mark_is_fenced_and_the_actuator_is_asked_to_remove_it_now():
     events: List[str] = []
-    thread, state = heartbeat({B}, events)
-    state.hold(A, 1.0, "free")
-    state.hold(B, 1.0, "free")
+    thread, ledger = heartbeat({B}, events)
+    started = time.monotonic()
+    ledger.hold(A, started, "free")
+    ledger.hold(B, started, "free")
+    events.clear()
     thread.step([])
-    assert state.held() == {A} and state.next_fence_time() > 1.0  # A refreshed
-    assert state.ended_by(B) == ("fence", "mark-lost")
+    assert ledger.held() == {A} and ledger.next_fence_time() > ledger.fence_time(started)
+    assert ledger.claim(B).end == ("fence", "mark-lost")
     # the node key appeared (balancer), then B went: the actuator first, without waiting
-    assert events == ["balancer", "sync 0.0", "balancer"]
+    assert events == ["balancer", "actuator", "balancer"]
     assert thread.dcs.calls == ["keep_alive", "touch_node"]
 
 
 def test_refreshes_that_all_work_ask_nothing_of_the_actuator():
     events: List[str] = []
-    thread, state = heartbeat(set(), events)
-    state.hold(A, 1.0, "free")
+    thread, ledger = heartbeat(set(), events)
+    ledger.hold(A, time.monotonic(), "free")
+    events.clear()
     thread.step([])
     thread.step([])
-    assert events == ["balancer"] and state.held() == {A}
+    assert events == ["balancer"] and ledger.held() == {A}

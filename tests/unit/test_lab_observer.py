@@ -6,8 +6,8 @@ from __future__ import annotations
 import ipaddress
 from typing import Dict, List, Set
 
-from tests.lab.observer import Observer
-from tests.lab.rtnl import LinkState
+from lab.observer import Observer
+from lab.rtnl import LinkState
 
 VIP = ipaddress.ip_address("198.51.100.7")
 

@@ -17,10 +17,10 @@ from typing import Iterator, List, Optional, Set
 
 import pytest
 
-from tests.lab.util import live_group_members, wait_until
+from lab.util import live_group_members, wait_until
+from yaim.claims import Ledger
 from yaim.errors import ActuatorError
 from yaim.metrics import Metrics
-from yaim.state import SharedState
 from yaim.threads.actuator import ActuatorThread, Sync
 from yaim.threads.notify import EVENTS, Notifier
 
@@ -274,43 +274,44 @@ class FakeActuator:
         pass
 
 
+class Clock:
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def actuator_thread(events: list):
-    fake = FakeActuator()
-    state = SharedState(3.0, 0.3)
+    """An actuator thread over a FakeActuator, its ledger on a test clock: (thread, fake,
+    ledger, clock); `events` gets (event, address, reason, on the interface then)."""
+    fake, clock = FakeActuator(), Clock()
 
     def notify(event: str, address: Optional[object], reason: str) -> None:
         events.append((event, address, reason, address in fake.on))
 
+    ledger = Ledger("n1", 3.0, notify, clock=clock)
     thread = ActuatorThread(
-        lambda: fake,
-        state,
-        "n1",
-        notify,
-        period=1.0,
-        stop=threading.Event(),
-        on_crash=print,
+        lambda: fake, ledger, "n1", period=1.0, stop=threading.Event(), on_crash=print
     )
-    return thread, fake, state
-
-
-FAR = time.monotonic() + 3600
+    return thread, fake, ledger, clock
 
 
 def test_take_is_notified_once_the_address_is_on_the_interface():
     events: list = []
-    thread, fake, state = actuator_thread(events)
-    state.hold(A, FAR, "free")
+    thread, fake, ledger, clock = actuator_thread(events)
+    ledger.hold(A, clock.now, "free")
     thread.step([Sync()])
     assert events == [("take", A, "free", True)]
     fake.on.discard(A)  # removed by hand: put back, but no new take
     thread.step([])
     assert A in fake.on and len(events) == 1
     fake.refuse = {B, C}
-    state.hold(B, FAR, "resumed")
-    state.hold(C, FAR, "free")
+    ledger.hold(B, clock.now, "resumed")
+    ledger.hold(C, clock.now, "free")
     thread.step([Sync(), Sync()])
     assert len(events) == 1  # neither is on the interface yet
-    state.drop(C, "release", "rebalance")  # released before it ever got on: never notified
+    ledger.release([C], "rebalance")  # released before it ever got on: never notified
     fake.refuse = set()
     thread.step([])
     assert events[1:] == [("take", B, "resumed", True)]
@@ -322,22 +323,22 @@ def test_an_address_dropped_before_the_actuator_added_it_has_neither_take_nor_re
     """The balancer took it and released it over its share before the actuator's next
     round (a cold start): the operator's commands hear of neither."""
     events: list = []
-    thread, _, state = actuator_thread(events)
-    state.hold(A, FAR, "free")
-    state.hold(B, FAR, "free")
-    state.drop(B, "release", "rebalance")
+    thread, _, ledger, clock = actuator_thread(events)
+    ledger.hold(A, clock.now, "free")
+    ledger.hold(B, clock.now, "free")
+    ledger.release([B], "rebalance")
     thread.step([Sync(), Sync()])
     assert events == [("take", A, "free", True)]
 
 
 def test_the_end_is_the_droppers_event_notified_once_the_address_is_off():
     events: list = []
-    thread, fake, state = actuator_thread(events)
-    state.hold(A, FAR, "handover")
-    state.hold(B, FAR, "free")
+    thread, fake, ledger, clock = actuator_thread(events)
+    ledger.hold(A, clock.now, "handover")
+    ledger.hold(B, clock.now, "free")
     thread.step([])
-    state.drop(A, "release", "unhealthy")
-    state.drop(B, "fence", "mark-lost")
+    ledger.release([A], "unhealthy")
+    ledger.lost(B, "gone")
     fake.stuck = {A}
     thread.step([Sync()])
     assert events[2:] == [("fence", B, "mark-lost", False)]  # A is still on
@@ -349,22 +350,21 @@ def test_the_end_is_the_droppers_event_notified_once_the_address_is_off():
 
 def test_an_address_dropped_and_held_again_before_the_actuator_ran_keeps_its_take():
     events: list = []
-    thread, fake, state = actuator_thread(events)
-    state.hold(A, FAR, "free")
+    thread, fake, ledger, clock = actuator_thread(events)
+    ledger.hold(A, clock.now, "free")
     thread.step([])
-    state.drop(A, "release", "rebalance")
-    state.hold(A, FAR, "resumed")  # the removal timed out: the balancer holds it again
+    ledger.lost(A, "gone")
+    ledger.hold(A, clock.now, "free")  # marked anew before the actuator's next round
     thread.step([])
     assert events == [("take", A, "free", True)] and A in fake.on
 
 
 def test_a_fence_at_the_deadline_is_notified_once_the_address_is_off():
     events: list = []
-    thread, fake, state = actuator_thread(events)
-    state.hold(D, time.monotonic() + 60, "free")
+    thread, fake, ledger, clock = actuator_thread(events)
+    ledger.hold(D, clock.now, "free")
     thread.step([Sync()])
-    state.drop(D, "release", "rebalance")
-    state.hold(D, time.monotonic() - 0.01, "resumed")  # its fence time has passed
+    clock.now += 3.0  # its mark was not refreshed: past its fence time
     thread.step([])
     assert events == [("take", D, "free", True), ("fence", D, "deadline", False)]
     assert fake.on == set()
@@ -372,9 +372,9 @@ def test_a_fence_at_the_deadline_is_notified_once_the_address_is_off():
 
 def test_the_shutdown_releases_every_address_with_its_reason():
     events: list = []
-    thread, _, state = actuator_thread(events)
-    state.hold(A, FAR, "free")
+    thread, _, ledger, clock = actuator_thread(events)
+    ledger.hold(A, clock.now, "free")
     thread.step([])
-    assert state.close() == {A}
+    ledger.close()
     thread.finish([])
     assert events[1:] == [("release", A, "stopping", False)]

@@ -3,39 +3,54 @@ them), then the marks; nothing deleted when the actuator could not remove them."
 
 from __future__ import annotations
 
-from typing import List
-
 import pytest
 
-from tests.unit import test_announce_safety
-from tests.unit.test_announce_safety import V4, V6, balancer_round_setup
-from tests.unit.test_handover import NotedDCS
+from tests.unit.fakes import V4, V6, FakeInterface, NotedDCS, balancer_round_setup
 
 
 @pytest.fixture
 def n1(monkeypatch):
-    """n1's balancer thread holding V4 and V6, its actuator rounds counted."""
-    monkeypatch.setattr(test_announce_safety, "FakeDCS", NotedDCS)
-    thread, store, state, _ = balancer_round_setup(monkeypatch, {})
+    """n1's balancer thread holding V4 and V6, on the interface, its actuator rounds counted."""
+    thread, store, ledger, _ = balancer_round_setup(monkeypatch, {}, NotedDCS)
+    interface = FakeInterface(ledger)
+    thread.sync_actuator = interface.sync
     thread.step([])
-    assert state.held() == {V4, V6}
-    rounds: List[set] = []
-    thread.sync_actuator = lambda *args, **kwargs: rounds.append(state.held()) or True
-    return thread, store, state, rounds
+    interface.sync(0.0)
+    assert ledger.held() == {V4, V6} and ledger.claim(V4).on
+    interface.rounds.clear()
+    return thread, store, ledger, interface.rounds
 
 
 def test_a_release_of_several_addresses_takes_one_actuator_round_before_any_mark_goes(n1):
-    thread, store, state, rounds = n1
-    state.set_health(False, "down")
+    thread, store, ledger, rounds = n1
+    thread.state.set_health(False, "down")
     thread.step([])
     assert rounds == [set()], "one round, with both addresses already dropped"
     assert store.marks == {} and set(store.released) == {str(V4), str(V6)}
+    assert ledger.claimed() == set()
 
 
-def test_addresses_the_actuator_could_not_remove_keep_their_marks(n1):
-    thread, store, state, _ = n1
-    thread.sync_actuator = lambda *args, **kwargs: False
-    state.set_health(False, "down")
+def test_addresses_the_actuator_could_not_remove_keep_their_marks_and_reasons(n1):
+    """They stay held, taken for what they were taken for: they were held again as
+    "resumed" before, which they never were."""
+    thread, store, ledger, _ = n1
+    thread.sync_actuator = lambda timeout: False
+    thread.state.set_health(False, "down")
     thread.step([])
-    assert state.held() == {V4, V6}
+    assert ledger.held() == {V4, V6} and ledger.claim(V4).reason == "free"
     assert set(store.marks) == {str(V4), str(V6)} and store.released == {}
+
+
+def test_a_mark_never_held_here_goes_only_after_an_actuator_round(monkeypatch):
+    """An earlier run's mark: its address may still be on the interface until the actuator's
+    round removes the leftover, and no mark may go before its address."""
+    thread, store, ledger, _ = balancer_round_setup(monkeypatch, {}, NotedDCS)
+    store.put_mark(V4, "n1")
+    thread.state.set_health(False, "down")
+    thread.sync_actuator = lambda timeout: False
+    thread.step([])
+    assert str(V4) in store.marks and ledger.claimed() == set()
+    interface = FakeInterface(ledger)
+    thread.sync_actuator = interface.sync
+    thread.step([])
+    assert interface.rounds == [set()] and store.marks == {}

@@ -1,4 +1,4 @@
-"""Pure logic of the shared state (fence times) and of rise/fall, with fakes for the checker."""
+"""The node's health state and rise/fall, with a scripted checker (the claims: test_claims)."""
 
 from __future__ import annotations
 
@@ -8,59 +8,10 @@ from types import SimpleNamespace
 
 from yaim.actuator.announce import gratuitous_arp_frame
 from yaim.checks import BaseChecker, CheckResult
-from yaim.state import SharedState
+from yaim.state import NodeState
 from yaim.threads.health import HealthThread
 
 A = ipaddress.ip_address("198.51.100.1")
-B = ipaddress.ip_address("198.51.100.2")
-
-
-def test_fence_time_is_send_time_plus_ttl_minus_margin():
-    state = SharedState(ttl=3.0, margin=0.3)
-    assert state.fence_time(100.0) == 102.7
-
-
-def test_expired_addresses_are_dropped_and_only_those():
-    state = SharedState(ttl=3.0, margin=0.3)
-    state.hold(A, state.fence_time(100.0), "free")
-    state.hold(B, state.fence_time(101.0), "free")
-    assert state.next_fence_time() == 102.7
-    assert state.fence_expired(now=102.69) == []
-    assert state.fence_expired(now=103.0) == [(A, 103.0 - 102.7)]
-    assert state.held() == {B}
-    assert state.ended_by(A) == ("fence", "deadline")
-
-
-def test_extend_never_moves_the_fence_back_and_ignores_dropped():
-    state = SharedState(ttl=3.0, margin=0.3)
-    state.hold(A, state.fence_time(100.0), "free")
-    state.extend(A, 99.0)
-    assert state.next_fence_time() == 102.7
-    state.extend(A, 101.0)
-    assert state.next_fence_time() == 103.7
-    assert state.drop(A, "release", "rebalance") == 103.7
-    state.extend(A, 105.0)
-    assert state.held() == set()
-
-
-def test_each_address_keeps_why_it_was_last_taken_and_what_last_ended_it():
-    state = SharedState(ttl=3.0, margin=0.3)
-    state.hold(A, 10.0, "free")
-    assert state.drop(B, "release", "rebalance") is None  # not held: nothing ended
-    state.drop(A, "release", "unhealthy")
-    state.hold(A, 10.0, "handover")
-    assert state.drop(A, "fence", "mark-lost") == 10.0
-    assert state.drop(A, "release", "removed") is None  # dropped already: the fence stands
-    assert (state.taken_for(A), state.ended_by(A)) == ("handover", ("fence", "mark-lost"))
-
-
-def test_closed_state_holds_nothing_more():
-    state = SharedState(ttl=3.0, margin=0.3)
-    state.hold(A, 10.0, "free")
-    assert state.close() == {A}
-    assert not state.hold(B, 10.0, "free")
-    assert state.held() == set()
-    assert state.ended_by(A) == ("release", "stopping")
 
 
 class Scripted(BaseChecker):
@@ -82,7 +33,7 @@ def health(results, rise=1, fall=1, retry_num=1):
         retry_num=retry_num, retry_after_s=0.0, check_rise=rise, check_fall=fall, node_name="n1"
     )
     changes = []
-    state = SharedState(3.0, 0.3)
+    state = NodeState()
     thread = HealthThread(
         Scripted(results),
         state,
@@ -98,6 +49,13 @@ def health(results, rise=1, fall=1, retry_num=1):
 def run_rounds(thread, n):
     for _ in range(n):
         thread.step([])
+
+
+def test_the_health_state_says_whether_it_changed():
+    state = NodeState()
+    assert (state.healthy, state.health_reason, state.view) == (False, "not checked yet", None)
+    assert state.set_health(True, "fine") and not state.set_health(True, "still fine")
+    assert state.health == (True, "still fine")
 
 
 def test_rise_needs_consecutive_successes():

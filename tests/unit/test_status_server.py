@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from tests.lab.util import wait_until
+from lab.util import wait_until
 from yaim import status
 from yaim.status import Sources, StatusServer
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from tests.lab.util import wait_until
+from lab.util import wait_until
 from yaim.threads.base import Worker
 
 

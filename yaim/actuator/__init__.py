@@ -27,7 +27,7 @@ from __future__ import annotations
 import abc
 import logging
 import zlib
-from typing import Iterable, List, NamedTuple, Optional, Set, Tuple
+from typing import Iterable, List, NamedTuple, Optional, Set
 
 from yaim.actuator.announce import announce
 from yaim.errors import ActuatorError
@@ -57,6 +57,13 @@ class Configured(NamedTuple):
     prefixlen: int
     label: str
     protocol: Optional[int] = None
+
+
+class Scan(NamedTuple):
+    """What one look at the interface found."""
+
+    present: Set[IPAddress]  # every address on it
+    ours: Set[IPAddress]  # the ones yaim put there
 
 
 class AddressTool(abc.ABC):
@@ -125,14 +132,14 @@ class Actuator:
                 log.warning("%s on %s with %s failed: %s", what, self.interface, tool.name, exc)
         raise ActuatorError("{} on {}: {}".format(what, self.interface, "; ".join(problems)))
 
-    def scan(self) -> Tuple[Set[IPAddress], Set[IPAddress]]:
-        """(every address on the interface, the ones yaim put there)."""
+    def scan(self) -> Scan:
+        """Every address on the interface, and the ones yaim put there."""
         listed = self._each_tool("list addresses", lambda tool: tool.list(self.interface))
         present = {entry.address for entry in listed}
         self._added &= present
         self._protocols_shown = any(entry.protocol is not None for entry in listed)
         self._report_unmarked(listed)
-        return present, {entry.address for entry in listed if self._ours(entry)}
+        return Scan(present, {entry.address for entry in listed if self._ours(entry)})
 
     def _ours(self, entry: Configured) -> bool:
         if entry.address.version == 4:
@@ -155,10 +162,6 @@ class Actuator:
                 )
                 self._unmarked_reported = True
                 return
-
-    def owned(self) -> Set[IPAddress]:
-        """The addresses on the interface that yaim put there."""
-        return self.scan()[1]
 
     def add(self, address: IPAddress) -> None:
         """Put the address on the interface (no-op if there); AddressRefused outside

@@ -3,8 +3,13 @@
 Every backend offers the same few operations on the contract's layout. Each
 operation is retried `retry-num` times, `retry-after` apart, moving to the next
 endpoint (endpoints are tried in a random order) after a failure; when every
-try failed it raises DCSError. "The key is not ours" is an answer, not an
-error: those methods return False.
+try failed it raises DCSError. A refusal no other try could change (the user
+lacks the rights, the credentials are wrong) raises DCSError at once. "The key
+is not ours" is an answer, not an error: those methods return False.
+
+The backends differ in their clients and in how their errors read; the retry
+policy, the key names of the contract's layout and the sorting of a read into
+the layout's parts are here, once.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import random
 import ssl
 import threading
 import time
-from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, TypeVar
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple, Type, TypeVar
 
 from yaim.errors import DCSError
 from yaim.view import IPAddress, Mark, Release, Snapshot
@@ -35,6 +40,11 @@ BACKENDS = {"etcd": "yaim.dcs.etcd2", "etcd3": "yaim.dcs.etcd3"}
 
 class Transient(Exception):
     """One try failed in a way another try (maybe on another endpoint) could fix."""
+
+
+class Refused(Exception):
+    """etcd refused the request for a reason no other try would change (missing rights,
+    wrong credentials): the operation fails at once instead of `retry-num` times."""
 
 
 def system_ca_file() -> str:
@@ -81,6 +91,9 @@ def wakes_balancer(relative_key: str, deleted: bool) -> bool:
 class DCS(abc.ABC):
     """The operations yaim needs from its store, for one node of one cluster."""
 
+    # What a backend's client raises when one try fails; `_failure` sorts each.
+    FAILURES: Tuple[Type[BaseException], ...] = ()
+
     def __init__(
         self,
         config,
@@ -101,6 +114,7 @@ class DCS(abc.ABC):
             list(config.dcs_endpoints), len(config.dcs_endpoints)
         )
         self._current = 0
+        self._clients: Dict[str, Any] = {}  # endpoint -> the backend's client, made on first use
         self.last_success: Optional[float] = None
         # The index (v2) or revision (v3) the last read reflects; the watch resumes after it.
         self.seen: Optional[int] = None
@@ -126,9 +140,53 @@ class DCS(abc.ABC):
                 if n + 1 < self.tries and self.stop.wait(self.config.retry_after_s):
                     break
                 continue
+            except Refused as exc:
+                self._observe(what, started, False)
+                raise DCSError(f"{what} via {endpoint}: {exc} (not retried)") from exc
             self.last_success = self._observe(what, started, True)
             return result
         raise DCSError(f"{what} via {problem} (after {self.tries} tries)")
+
+    def _call(self, what: str, operation: Callable[[Any], T]) -> T:
+        """One operation under the retry policy, given the endpoint's client; semantic
+        answers are handled by `operation`, failed tries sorted by `_failure`."""
+
+        def attempt(endpoint: str) -> T:
+            client = self._clients.get(endpoint)
+            if client is None:
+                client = self._clients[endpoint] = self._connect(endpoint)
+            try:
+                return operation(client)
+            except self.FAILURES as exc:
+                raise self._failure(exc) from exc
+
+        return self._retry(what, attempt)
+
+    @abc.abstractmethod
+    def _connect(self, endpoint: str) -> Any:
+        """The backend's client for one endpoint."""
+
+    @abc.abstractmethod
+    def _failure(self, exc: BaseException) -> Exception:
+        """The Transient or Refused that one of FAILURES is."""
+
+    # --- the keys of the layout, the same in both APIs (drawn in each backend's docstring) ---
+
+    def _mark_key(self, address: IPAddress) -> str:
+        return f"{self.root}/ips/{address}/marked"
+
+    def _pool_key(self, address: IPAddress) -> str:
+        return f"{self.root}/ips/{address}"
+
+    @property
+    def _node_key(self) -> str:
+        return f"{self.root}/nodes/{self.node}"
+
+    def _drain_key(self, node: str) -> str:
+        return f"{self.root}/drain/{node}"
+
+    def _note_key(self, kind: str, address: IPAddress) -> str:
+        return f"{self.root}/{kind}/{address}"
 
     def clone(self) -> DCS:
         """Another handle for another thread: its own connections, the same node session."""
@@ -235,9 +293,6 @@ class DCS(abc.ABC):
     def etcd_ttl(self) -> int:
         """`ttl` in whole seconds, as etcd keeps TTLs."""
         return math.ceil(self.ttl)
-
-    def _note_key(self, kind: str, address: IPAddress) -> str:
-        return f"{self.root}/{kind}/{address}"
 
     @abc.abstractmethod
     def write_note(self, kind: str, address: IPAddress, note: str, ttl: int) -> None:

@@ -13,6 +13,9 @@ when a member receives the request; a request that timed out (at a hung member,
 or while etcd had no leader) can still be applied seconds later, after its retry
 succeeded, and set the expiration back to its own, older one: the mark would
 expire while its holder counts on it. With the compare, such a late copy fails.
+
+etcd v2 answers a wrong password and missing rights alike (error 110, "Insufficient
+credentials"): both fail at once, with a hint naming both causes.
 """
 
 from __future__ import annotations
@@ -21,19 +24,26 @@ import contextlib
 import logging
 import threading
 import time
-from typing import Callable, Dict, Optional, TypeVar
+from typing import Dict, Optional
 from urllib.parse import quote, urlsplit
 
 import etcd
 import urllib3
 
-from yaim.dcs import DCS, Entry, Transient, describe, snapshot_of, system_ca_file, wakes_balancer
+from yaim.dcs import (
+    DCS,
+    Entry,
+    Refused,
+    Transient,
+    describe,
+    snapshot_of,
+    system_ca_file,
+    wakes_balancer,
+)
 from yaim.names import BadName, shown
 from yaim.view import IPAddress, Snapshot
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 NOT_OURS = (etcd.EtcdKeyNotFound, etcd.EtcdCompareFailed)
 DELETIONS = ("delete", "expire", "compareAndDelete")
@@ -107,9 +117,10 @@ class _Versions:
 class Backend(DCS):
     """The v2 backend: one client per endpoint, failover by the shared retry policy."""
 
+    FAILURES = (etcd.EtcdException, urllib3.exceptions.HTTPError, OSError)
+
     def __init__(self, config, **kwargs) -> None:
         super().__init__(config, **kwargs)
-        self._clients: Dict[str, etcd.Client] = {}
         self.versions = _Versions()
 
     def clone(self) -> DCS:
@@ -117,26 +128,19 @@ class Backend(DCS):
         twin.versions = self.versions
         return twin
 
-    def _call(self, what: str, operation: Callable[[etcd.Client], T]) -> T:
-        """One operation under the retry policy; semantic answers are handled by `operation`."""
+    def _connect(self, endpoint: str) -> etcd.Client:
+        return _client(endpoint, self.config, self.timeout)
 
-        def attempt(endpoint: str) -> T:
-            client = self._clients.get(endpoint)
-            if client is None:
-                client = self._clients[endpoint] = _client(endpoint, self.config, self.timeout)
-            try:
-                return operation(client)
-            except (etcd.EtcdException, urllib3.exceptions.HTTPError, OSError) as exc:
-                raise Transient(describe(exc)) from exc
-
-        return self._retry(what, attempt)
-
-    def _mark_key(self, address: IPAddress) -> str:
-        return f"{self.root}/ips/{address}/marked"
-
-    @property
-    def _node_key(self) -> str:
-        return f"{self.root}/nodes/{self.node}"
+    def _failure(self, exc: BaseException) -> Exception:
+        if not isinstance(exc, etcd.EtcdInsufficientPermissions):
+            return Transient(describe(exc))
+        user = self.config.etcd_user
+        if user is None:
+            return Refused(f"{describe(exc)}: etcd has authentication on, set etcd-user")
+        return Refused(
+            f"{describe(exc)}: a wrong etcd-password, or user {user!r} lacks read and write"
+            f" permission on {self.root}*"
+        )
 
     def read(self) -> Snapshot:
         def operation(client: etcd.Client) -> Optional[etcd.EtcdResult]:
@@ -312,12 +316,6 @@ class Backend(DCS):
             return True
 
         return self._call("delete " + key, operation)
-
-    def _pool_key(self, address: IPAddress) -> str:
-        return f"{self.root}/ips/{address}"
-
-    def _drain_key(self, node: str) -> str:
-        return f"{self.root}/drain/{node}"
 
     def add_address(self, address: IPAddress) -> bool:
         key = self._pool_key(address)

@@ -16,207 +16,47 @@ by a transaction that succeeds only while it does not exist (create_revision ==
 `_Session`: the lease and the keys known to be on it, so refreshing a mark
 costs no request while nothing changed; reads and watch events correct it.
 
-The client is a thin one of our own: the gateway is plain JSON (keys and values
-base64, int64 as strings), and etcd3gw has no authentication and needs a newer
-Python than yaim supports.
+The requests go through yaim.dcs.gateway, a client of our own for the gateway.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
 import logging
 import threading
 import time
-from typing import (
-    Any,
-    Callable,
-    Dict,
-    Iterable,
-    Iterator,
-    List,
-    NamedTuple,
-    Optional,
-    TypeVar,
-)
+from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional
 
 import requests
-import urllib3
 
-from yaim.dcs import DCS, Entry, Transient, describe, snapshot_of, system_ca_file, wakes_balancer
+from yaim.dcs import DCS, Entry, Transient, snapshot_of, wakes_balancer
+from yaim.dcs.gateway import (
+    KV,
+    LEASE_NOT_FOUND,
+    UNAUTHENTICATED,
+    Gateway,
+    GatewayError,
+    Quiet,
+    b64,
+    classify,
+    comparison,
+    created,
+    error_of,
+    messages_of,
+    range_end,
+    revision_of,
+)
 from yaim.view import IPAddress, Snapshot
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
-# gRPC status codes etcd answers with.
-NOT_FOUND = 5
-PERMISSION_DENIED = 7
-FAILED_PRECONDITION = 9
-UNAUTHENTICATED = 16
-
 NODE_VALUE = "healthy"
 
 
-class GatewayError(Transient):
-    """etcd refused a request: its gRPC code and message."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class _Quiet(Exception):
-    """A watch stream brought nothing within its read timeout."""
-
-
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode("ascii")
-
-
-def _text(data: str) -> str:
-    return base64.b64decode(data).decode("utf-8", "replace")
-
-
-def _range_end(prefix: str) -> str:
-    """The end of the key range holding every key that starts with `prefix`."""
-    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
-
-
-def _revision(answer: Dict[str, Any]) -> int:
-    return int(answer.get("header", {}).get("revision", 0))
-
-
-def _error(answer: Dict[str, Any], status: int) -> GatewayError:
-    """The error of a unary answer ({"error", "code", "message"}) or a stream message."""
-    error = answer.get("error")
-    if isinstance(error, dict):
-        return GatewayError(int(error.get("grpc_code", 0)), error.get("message", str(error)))
-    message = answer.get("message") or error or f"HTTP {status} without a message"
-    return GatewayError(int(answer.get("code", 0)), message)
-
-
-class _KV(NamedTuple):
-    key: str
-    value: str
-    lease: int
-    mod_revision: int
-    create_revision: int
-
-    @classmethod
-    def parse(cls, kv: Dict[str, Any]) -> _KV:
-        return cls(
-            _text(kv["key"]),
-            _text(kv.get("value", "")),
-            int(kv.get("lease", 0)),
-            int(kv.get("mod_revision", 0)),
-            int(kv.get("create_revision", 0)),
-        )
-
-
-class _Gateway:
-    """One member's JSON gateway: a requests session with the TLS settings, and a token."""
-
-    def __init__(self, url: str, config, timeout: float) -> None:
-        self.url = url.rstrip("/")
-        self.timeout = timeout
-        self.user: Optional[str] = config.etcd_user
-        self.password: str = config.etcd_password or ""
-        self.token: Optional[str] = None
-        self.session = requests.Session()
-        self.session.trust_env = False  # no proxy or CA bundle from the environment
-        self.session.verify = config.etcd_ca_file or system_ca_file()
-        if config.etcd_cert_file:
-            self.session.cert = (config.etcd_cert_file, config.etcd_key_file)
-
-    def call(self, path: str, body: Dict[str, Any]) -> Dict[str, Any]:
-        """One request; a token etcd no longer accepts is renewed once."""
-        self._login()
-        try:
-            return self._answer(self._post(path, body, self.timeout))
-        except GatewayError as exc:
-            if exc.code != UNAUTHENTICATED or self.user is None:
-                raise
-        self.token = None
-        self._login()
-        return self._answer(self._post(path, body, self.timeout))
-
-    def stream(self, path: str, body: Dict[str, Any], read_timeout: float) -> requests.Response:
-        """A streaming request (watch); its messages are read with `_messages`."""
-        self._login()
-        response = self._post(path, body, read_timeout, stream=True)
-        if response.status_code != 200:
-            self._answer(response)
-        return response
-
-    def _login(self) -> None:
-        """Get a token when a user is configured and there is none yet."""
-        if self.user is None or self.token is not None:
-            return
-        body = {"name": self.user, "password": self.password}
-        try:
-            answer = self._answer(self._post("/v3/auth/authenticate", body, self.timeout))
-        except GatewayError as exc:
-            if "not enabled" in str(exc):
-                log.warning("%s: etcd-user is set but etcd has authentication off", self.url)
-                self.token = ""
-                return
-            raise GatewayError(exc.code, f"authentication as {self.user!r} failed: {exc}") from None
-        self.token = answer.get("token", "")
-
-    def _post(
-        self, path: str, body: Dict[str, Any], read_timeout: float, stream: bool = False
-    ) -> requests.Response:
-        headers = {"Authorization": self.token} if self.token else {}
-        try:
-            return self.session.post(
-                self.url + path,
-                data=json.dumps(body),
-                headers=headers,
-                timeout=(self.timeout, read_timeout),
-                stream=stream,
-            )
-        except (requests.RequestException, OSError, ValueError) as exc:
-            raise Transient(describe(exc)) from exc
-
-    def _answer(self, response: requests.Response) -> Dict[str, Any]:
-        try:
-            answer = response.json()
-        except ValueError:
-            text = " ".join(response.text.split())[:200] or "no answer"
-            raise Transient(f"HTTP {response.status_code}: {text}") from None
-        if response.status_code != 200 or "error" in answer:
-            error = _error(answer, response.status_code)
-            if "user name is empty" in str(error):
-                raise GatewayError(
-                    error.code, f"etcd requires authentication, set etcd-user: {error}"
-                )
-            raise error
-        return answer
-
-
-def _messages(response: requests.Response) -> Iterator[Dict[str, Any]]:
-    """The newline-separated JSON messages of a stream as they arrive; _Quiet on silence."""
-    buffer = b""
-    try:
-        for chunk in response.iter_content(chunk_size=None):
-            buffer += chunk
-            while b"\n" in buffer:
-                line, buffer = buffer.split(b"\n", 1)
-                if line.strip():
-                    yield json.loads(line)
-    except requests.exceptions.ConnectionError as exc:
-        if exc.args and isinstance(exc.args[0], urllib3.exceptions.ReadTimeoutError):
-            raise _Quiet() from exc
-        raise Transient(describe(exc)) from exc
-    except (requests.RequestException, OSError, ValueError) as exc:
-        raise Transient(describe(exc)) from exc
-
-
 class _Watch(NamedTuple):
-    gateway: _Gateway
+    """The open watch stream: the gateway it runs on, and its messages as they come."""
+
+    gateway: Gateway
     response: requests.Response
     messages: Iterator[Dict[str, Any]]
 
@@ -285,9 +125,10 @@ class _Session:
 class Backend(DCS):
     """The v3 backend: one gateway client per endpoint, failover by the shared retry policy."""
 
+    FAILURES = (GatewayError,)
+
     def __init__(self, config, **kwargs) -> None:
         super().__init__(config, **kwargs)
-        self._gateways: Dict[str, _Gateway] = {}
         self.session = _Session()
         self._watch: Optional[_Watch] = None
 
@@ -298,26 +139,13 @@ class Backend(DCS):
 
     # --- requests ---
 
-    def _call(self, what: str, operation: Callable[[_Gateway], T]) -> T:
-        """One operation under the retry policy; semantic answers are handled by `operation`."""
+    def _connect(self, endpoint: str) -> Gateway:
+        return Gateway(endpoint, self.config, self.timeout)
 
-        def attempt(endpoint: str) -> T:
-            gateway = self._gateways.get(endpoint)
-            if gateway is None:
-                gateway = self._gateways[endpoint] = _Gateway(endpoint, self.config, self.timeout)
-            try:
-                return operation(gateway)
-            except GatewayError as exc:
-                if exc.code == PERMISSION_DENIED:
-                    raise Transient(
-                        f"{exc}: user {self.config.etcd_user!r} needs read and write"
-                        f" permission on the keys with prefix {self.root}/"
-                    ) from exc
-                raise
+    def _failure(self, exc: GatewayError) -> Exception:  # FAILURES holds GatewayError only
+        return classify(exc, self.config.etcd_user, self.root + "/")
 
-        return self._retry(what, attempt)
-
-    def _lease(self, gateway: _Gateway) -> int:
+    def _lease(self, gateway: Gateway) -> int:
         """The node's lease; granted through `gateway` (one request) when it has none."""
         with self.session.grant_lock:
             if self.session.lease is not None:
@@ -342,7 +170,7 @@ class Backend(DCS):
         try:
             yield
         except GatewayError as exc:
-            if exc.code == NOT_FOUND and "lease" in str(exc):
+            if exc.means(LEASE_NOT_FOUND):
                 self._lost(lease, str(exc))
             raise
 
@@ -355,44 +183,29 @@ class Backend(DCS):
                 why,
             )
 
-    def _put(self, gateway: _Gateway, key: str, value: str, compare: List[Dict[str, Any]]) -> bool:
+    def _put(self, gateway: Gateway, key: str, value: str, compare: List[Dict[str, Any]]) -> bool:
         """Put `key` on this node's lease if every comparison holds; True if it was written."""
         lease = self._lease(gateway)
-        request = {"request_put": {"key": _b64(key), "value": _b64(value), "lease": str(lease)}}
+        request = {"request_put": {"key": b64(key), "value": b64(value), "lease": str(lease)}}
         with self._on_lease(lease):
             answer = gateway.call("/v3/kv/txn", {"compare": compare, "success": [request]})
         if not answer.get("succeeded"):
             return False
-        self.session.attach(key, lease, _revision(answer))
+        self.session.attach(key, lease, revision_of(answer))
         return True
 
     def _txn(
         self, compare: List[Dict[str, Any]], success: List[Dict[str, Any]]
-    ) -> Callable[[_Gateway], bool]:
+    ) -> Callable[[Gateway], bool]:
         """A transaction operation: True if the comparisons held and `success` ran."""
 
-        def operation(gateway: _Gateway) -> bool:
+        def operation(gateway: Gateway) -> bool:
             answer = gateway.call("/v3/kv/txn", {"compare": compare, "success": success})
             return bool(answer.get("succeeded"))
 
         return operation
 
-    # --- keys ---
-
-    def _mark_key(self, address: IPAddress) -> str:
-        return f"{self.root}/ips/{address}/marked"
-
-    def _pool_key(self, address: IPAddress) -> str:
-        return f"{self.root}/ips/{address}"
-
-    @property
-    def _node_key(self) -> str:
-        return f"{self.root}/nodes/{self.node}"
-
-    def _drain_key(self, node: str) -> str:
-        return f"{self.root}/drain/{node}"
-
-    def _mine(self, kv: _KV) -> bool:
+    def _mine(self, kv: KV) -> bool:
         """A node key or mark of this node (on whatever lease)."""
         return kv.key == self._node_key or (kv.key.endswith("/marked") and kv.value == self.node)
 
@@ -407,13 +220,13 @@ class Backend(DCS):
         leases = {kv.lease for kv in kvs if kv.lease and kv.key.endswith("/marked")}
         return _snapshot(self.root, kvs, {lease: self._time_to_live(lease) for lease in leases})
 
-    def _range(self) -> List[_KV]:
+    def _range(self) -> List[KV]:
         """Every key below the cluster directory (one range request)."""
         prefix = self.root + "/"
-        body = {"key": _b64(prefix), "range_end": _b64(_range_end(prefix))}
+        body = {"key": b64(prefix), "range_end": b64(range_end(prefix))}
         answer = self._call("read " + self.root, lambda gateway: gateway.call("/v3/kv/range", body))
-        revision = _revision(answer)
-        kvs = [_KV.parse(kv) for kv in answer.get("kvs", [])]
+        revision = revision_of(answer)
+        kvs = [KV.parse(kv) for kv in answer.get("kvs", [])]
         self.session.check(revision, {kv.key: kv.lease for kv in kvs if self._mine(kv)})
         self.seen = revision
         return kvs
@@ -433,7 +246,7 @@ class Backend(DCS):
         if lease is None:
             return
 
-        def operation(gateway: _Gateway) -> float:
+        def operation(gateway: Gateway) -> float:
             sent_at = time.monotonic()
             answer = gateway.call("/v3/lease/keepalive", {"ID": str(lease)})
             if int(answer.get("result", {}).get("TTL", 0)) <= 0:
@@ -454,13 +267,13 @@ class Backend(DCS):
 
     def delete_node(self) -> None:
         key = self._node_key
-        body = {"key": _b64(key)}
+        body = {"key": b64(key)}
         self._call("delete " + key, lambda gateway: gateway.call("/v3/kv/deleterange", body))
         self.session.forget(key)
 
     def create_mark(self, address: IPAddress) -> bool:
         key = self._mark_key(address)
-        compare = [_created(key, "EQUAL"), _created(self._pool_key(address), "GREATER")]
+        compare = [created(key, "EQUAL"), created(self._pool_key(address), "GREATER")]
         return self._call("create " + key, lambda g: self._put(g, key, self.node, compare))
 
     def refresh_mark(self, address: IPAddress) -> bool:
@@ -468,16 +281,16 @@ class Backend(DCS):
         if self.session.holds(key):
             return True  # on the lease, which the keep-alive renewed
 
-        def operation(gateway: _Gateway) -> bool:
-            kvs = gateway.call("/v3/kv/range", {"key": _b64(key)}).get("kvs", [])
-            kv = _KV.parse(kvs[0]) if kvs else None
+        def operation(gateway: Gateway) -> bool:
+            kvs = gateway.call("/v3/kv/range", {"key": b64(key)}).get("kvs", [])
+            kv = KV.parse(kvs[0]) if kvs else None
             if kv is None or kv.value != self.node:
                 return False
             if kv.lease == self._lease(gateway):
                 self.session.attach(key, kv.lease, kv.mod_revision)
                 return True
             # Ours by name but on another lease (an earlier run's): move it onto ours.
-            compare = [_compare(key, "MOD", "mod_revision", str(kv.mod_revision))]
+            compare = [comparison(key, "MOD", "mod_revision", str(kv.mod_revision))]
             if not self._put(gateway, key, self.node, compare):
                 return False
             log.info("moved the mark of %s onto the lease of node %s", address, self.node)
@@ -490,22 +303,22 @@ class Backend(DCS):
         late copy of this request (it timed out at a hung member and was applied after
         its retry) must not delete the mark this node made since."""
         key = self._mark_key(address)
-        success = [{"request_delete_range": {"key": _b64(key)}}]
+        success = [{"request_delete_range": {"key": b64(key)}}]
 
-        def operation(gateway: _Gateway) -> bool:
+        def operation(gateway: Gateway) -> bool:
             known = self.session.revision(key)
             if known is None:
-                compare = [_compare(key, "VALUE", "value", _b64(self.node))]
+                compare = [comparison(key, "VALUE", "value", b64(self.node))]
             else:
-                compare = [_compare(key, "MOD", "mod_revision", str(known))]
+                compare = [comparison(key, "MOD", "mod_revision", str(known))]
             if self._txn(compare, success)(gateway):
                 return True
-            kvs = gateway.call("/v3/kv/range", {"key": _b64(key)}).get("kvs", [])
-            kv = _KV.parse(kvs[0]) if kvs else None
+            kvs = gateway.call("/v3/kv/range", {"key": b64(key)}).get("kvs", [])
+            kv = KV.parse(kvs[0]) if kvs else None
             if kv is None or kv.value != self.node:
                 return False
             # Ours, written since (a late copy of one of our own writes): that revision.
-            moved = [_compare(key, "MOD", "mod_revision", str(kv.mod_revision))]
+            moved = [comparison(key, "MOD", "mod_revision", str(kv.mod_revision))]
             return self._txn(moved, success)(gateway)
 
         deleted = self._call("delete " + key, operation)
@@ -515,42 +328,42 @@ class Backend(DCS):
     def write_note(self, kind: str, address: IPAddress, note: str, ttl: int) -> None:
         key = self._note_key(kind, address)
 
-        def operation(gateway: _Gateway) -> None:
+        def operation(gateway: Gateway) -> None:
             lease = gateway.call("/v3/lease/grant", {"TTL": str(ttl)})["ID"]
-            body = {"key": _b64(key), "value": _b64(note), "lease": str(lease)}
+            body = {"key": b64(key), "value": b64(note), "lease": str(lease)}
             gateway.call("/v3/kv/put", body)
 
         self._call("write " + key, operation)
 
     def clear_note(self, kind: str, address: IPAddress, note: str) -> bool:
         key = self._note_key(kind, address)
-        compare = [_compare(key, "VALUE", "value", _b64(note))]
-        success = [{"request_delete_range": {"key": _b64(key)}}]
+        compare = [comparison(key, "VALUE", "value", b64(note))]
+        success = [{"request_delete_range": {"key": b64(key)}}]
         return self._call("delete " + key, self._txn(compare, success))
 
     # --- the operator's operations ---
 
     def add_address(self, address: IPAddress) -> bool:
         key = self._pool_key(address)
-        put = [{"request_put": {"key": _b64(key), "value": ""}}]
-        return self._call("create " + key, self._txn([_created(key, "EQUAL")], put))
+        put = [{"request_put": {"key": b64(key), "value": ""}}]
+        return self._call("create " + key, self._txn([created(key, "EQUAL")], put))
 
     def remove_address(self, address: IPAddress) -> bool:
         key = self._pool_key(address)
         delete = [
-            {"request_delete_range": {"key": _b64(key)}},
-            {"request_delete_range": {"key": _b64(self._mark_key(address))}},
+            {"request_delete_range": {"key": b64(key)}},
+            {"request_delete_range": {"key": b64(self._mark_key(address))}},
         ]
-        return self._call("delete " + key, self._txn([_created(key, "GREATER")], delete))
+        return self._call("delete " + key, self._txn([created(key, "GREATER")], delete))
 
     def drain(self, node: str) -> None:
         key = self._drain_key(node)
-        body = {"key": _b64(key), "value": _b64("drained")}
+        body = {"key": b64(key), "value": b64("drained")}
         self._call("write " + key, lambda gateway: gateway.call("/v3/kv/put", body))
 
     def undrain(self, node: str) -> bool:
         key = self._drain_key(node)
-        body = {"key": _b64(key)}
+        body = {"key": b64(key)}
         answer = self._call("delete " + key, lambda g: g.call("/v3/kv/deleterange", body))
         return int(answer.get("deleted", 0)) > 0
 
@@ -559,15 +372,15 @@ class Backend(DCS):
     def _wait(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
 
-        def operation(gateway: _Gateway) -> bool:
+        def operation(gateway: Gateway) -> bool:
             if self._watch is None or self._watch.gateway is not gateway:
                 self._open_watch(gateway, timeout)
             try:
                 return self._follow(deadline)
-            except _Quiet:
+            except Quiet:
                 self._close_watch()
                 return False
-            except Transient as exc:
+            except (Transient, GatewayError) as exc:
                 self._close_watch()
                 if isinstance(exc, GatewayError) and exc.code == UNAUTHENTICATED:
                     gateway.token = None
@@ -575,16 +388,16 @@ class Backend(DCS):
 
         return self._call("watch " + self.root, operation)
 
-    def _open_watch(self, gateway: _Gateway, timeout: float) -> None:
+    def _open_watch(self, gateway: Gateway, timeout: float) -> None:
         self._close_watch()
         prefix = self.root + "/"
         create = {
-            "key": _b64(prefix),
-            "range_end": _b64(_range_end(prefix)),
+            "key": b64(prefix),
+            "range_end": b64(range_end(prefix)),
             "start_revision": str(self.seen + 1),
         }
         response = gateway.stream("/v3/watch", {"create_request": create}, timeout)
-        self._watch = _Watch(gateway, response, _messages(response))
+        self._watch = _Watch(gateway, response, messages_of(response))
 
     def _close_watch(self) -> None:
         if self._watch is not None:
@@ -595,7 +408,7 @@ class Backend(DCS):
         """Read the open stream until a change that matters (True) or the deadline (False)."""
         for message in self._watch.messages:
             if "error" in message:
-                raise _error(message, 200)
+                raise error_of(message, 200)
             result = message.get("result", {})
             if result.get("canceled"):
                 return self._canceled(result)
@@ -624,7 +437,7 @@ class Backend(DCS):
 
     def _note(self, event: Dict[str, Any]) -> bool:
         """Learn from one event; True if the balancer should act on it."""
-        kv = _KV.parse(event["kv"])
+        kv = KV.parse(event["kv"])
         deleted = event.get("type") == "DELETE"
         self.seen = max(self.seen or 0, kv.mod_revision)
         found = {} if deleted or not self._mine(kv) else {kv.key: kv.lease}
@@ -632,17 +445,8 @@ class Backend(DCS):
         return wakes_balancer(kv.key[len(self.root) :], deleted)
 
 
-def _compare(key: str, target: str, field: str, value: str, result: str = "EQUAL") -> dict:
-    return {"key": _b64(key), "target": target, "result": result, field: value}
-
-
-def _created(key: str, result: str) -> dict:
-    """create_revision EQUAL 0: the key does not exist; GREATER 0: it does."""
-    return _compare(key, "CREATE", "create_revision", "0", result)
-
-
 def _snapshot(
-    root: str, kvs: List[_KV], ttls: Optional[Dict[int, Optional[float]]] = None
+    root: str, kvs: List[KV], ttls: Optional[Dict[int, Optional[float]]] = None
 ) -> Snapshot:
     """Sort the keys below the cluster directory into the layout's parts; `ttls`: the
     seconds left of the leases, where known."""

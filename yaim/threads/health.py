@@ -11,7 +11,7 @@ import time
 from typing import Any, Callable, List, NamedTuple
 
 from yaim.checks import BaseChecker, CheckResult
-from yaim.state import SharedState
+from yaim.state import NodeState
 from yaim.threads.base import Worker
 
 log = logging.getLogger(__name__)
@@ -30,7 +30,7 @@ class HealthThread(Worker):
     def __init__(
         self,
         checker: BaseChecker,
-        state: SharedState,
+        state: NodeState,
         config,
         on_change: Callable[[bool], None],
         **kwargs,

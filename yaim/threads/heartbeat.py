@@ -1,14 +1,12 @@
 """The heartbeat thread: keeps the node key and this node's marks alive in the DCS.
 
-Every refresh that succeeds moves the address's fence time; one that finds the
-mark gone or someone else's drops the address at once, and has the actuator
-thread remove it now rather than at its next round: another node may be taking
-it over. When the DCS cannot be reached nothing moves, and the actuator thread
-fences when the time comes.
-
 A round starts with the session's keep-alive (v3: the one lease every key of the
-node hangs on). The fence time moves to when the request that restarted the TTL
-was sent (`ttl_start`): v2 the refresh itself, v3 that keep-alive, never later.
+node hangs on), then touches or deletes the node key as health says, then renews
+every live claim's mark through the ledger: a refresh that works moves its fence
+time to when the request that restarted the TTL was sent (`DCS.ttl_start`: v2 the
+refresh itself, v3 that keep-alive, never later); one that finds the mark gone or
+someone else's fences it at once. When the DCS cannot be reached nothing moves,
+and the actuator thread fences when the time comes (yaim.claims).
 """
 
 from __future__ import annotations
@@ -17,40 +15,39 @@ import logging
 import time
 from typing import Any, Callable, List
 
+from yaim.claims import Ledger
 from yaim.dcs import DCS
-from yaim.state import SharedState
+from yaim.state import NodeState
 from yaim.threads.base import DCSWorker
-from yaim.view import in_order
 
 log = logging.getLogger(__name__)
 
 
 class HeartbeatThread(DCSWorker):
-    """Advertises the node while it is healthy and refreshes every held mark.
+    """Advertises the node while it is healthy and renews every claimed mark.
 
     `on_change` is called when the node key appears or a mark is lost, so the
-    balancer acts at once instead of at its next interval; `sync_actuator(0.0)`
-    asks the actuator thread for a round without waiting for it.
+    balancer acts at once instead of at its next interval.
     """
 
     def __init__(
         self,
         dcs: DCS,
-        state: SharedState,
+        ledger: Ledger,
+        state: NodeState,
         on_change: Callable[[], None],
-        sync_actuator: Callable[[float], bool],
         **kwargs,
     ) -> None:
         super().__init__("heartbeat", dcs, "heartbeat failed", **kwargs)
+        self.ledger = ledger
         self.state = state
         self.on_change = on_change
-        self.sync_actuator = sync_actuator
         self.advertised = False
 
     def dcs_round(self, messages: List[Any]) -> None:
         self.dcs.keep_alive()
         self._advertise()
-        self._refresh_marks()
+        self._renew_marks()
 
     def _advertise(self) -> None:
         if self.state.healthy:
@@ -63,20 +60,13 @@ class HeartbeatThread(DCSWorker):
             self.advertised = False
             log.info("removed the node key of %s: not healthy", self.dcs.node)
 
-    def _refresh_marks(self) -> None:
+    def _renew_marks(self) -> None:
         lost = False
-        for address in in_order(self.state.held()):
+        for address in self.ledger.renewable():
             sent_at = time.monotonic()
             if self.dcs.refresh_mark(address):
-                self.state.extend(address, self.dcs.ttl_start(sent_at))
-            elif self.state.drop(address, "fence", "mark-lost") is not None:
-                self.metrics.fencing.labels("mark-lost").inc()
-                log.warning(
-                    "fencing %s on node %s: its mark is gone or someone else's",
-                    address,
-                    self.dcs.node,
-                )
+                self.ledger.renewed(address, self.dcs.ttl_start(sent_at))
+            elif self.ledger.lost(address, "gone or someone else's"):
                 lost = True
         if lost:
-            self.sync_actuator(0.0)
             self.on_change()

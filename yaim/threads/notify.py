@@ -19,14 +19,15 @@ import time
 from typing import Any, Callable, Deque, List, NamedTuple, Optional, Tuple
 
 from yaim import command
+from yaim.events import EVENTS
 from yaim.threads.base import Worker
 from yaim.view import IPAddress
 
 log = logging.getLogger(__name__)
 
-EVENTS = ("take", "release", "fence", "health")
 QUEUE_LIMIT = 1000
 IDLE_PERIOD = 60.0  # seconds; the thread has nothing to do until an event pokes it
+CLOSE_SLACK = 1.5  # seconds beyond notify-timeout at shutdown: a killed command's reaping
 # How the outcome of a run is logged: a command that could not start is a config error.
 LEVELS = {"ok": logging.INFO, "failed": logging.WARNING, "timeout": logging.WARNING}
 
@@ -34,7 +35,7 @@ LEVELS = {"ok": logging.INFO, "failed": logging.WARNING, "timeout": logging.WARN
 class Notice(NamedTuple):
     """One event to notify, with what was true when it happened."""
 
-    event: str  # one of EVENTS
+    event: str  # one of yaim.events.EVENTS
     address: Optional[IPAddress]  # None for health
     reason: str
     healthy: bool
@@ -126,6 +127,15 @@ class Notifier(Worker):
         self._deadline = time.monotonic() + self.config.notify_timeout_s
         self.stop.set()
         self.poke()
+
+    def close_and_wait(self) -> None:
+        """The daemon's shutdown: close(), and wait a bounded time for the queue's run."""
+        if not self.is_alive():
+            return
+        self.close()
+        self.join(self.config.notify_timeout_s + CLOSE_SLACK)
+        if self.is_alive():
+            log.warning("a notify command is still running at exit: it is killed")
 
     def finish(self, messages: List[Any]) -> None:
         """After close(): run the queue until its deadline; drop and count the rest."""

@@ -1,4 +1,4 @@
-"""`python -m tests.lab.demo` (as root, from the repo root): three yaim nodes share six
+"""`python -m lab.demo` (as root, from the repo root): three yaim nodes share six
 addresses through one etcd; one node crashes and the others take its addresses over.
 
 Everything runs in throw-away network namespaces and is torn down at the end, also
@@ -16,10 +16,10 @@ from collections import Counter
 from contextlib import ExitStack
 from typing import Callable, List, NoReturn
 
-from tests.lab.daemon import YaimNode, dump_logs, start_nodes
-from tests.lab.etcd import EtcdCluster
-from tests.lab.netns import HUB_DCS, Lab
-from tests.lab.observer import Holders, Observer
+from lab.daemon import YaimNode, dump_logs, start_nodes
+from lab.etcd import EtcdCluster
+from lab.netns import HUB_DCS, Lab
+from lab.observer import Holders, Observer
 
 INTERVAL, TTL = 1000, 3000
 POOL = [ipaddress.ip_address(f"198.51.100.{100 + i}") for i in range(6)]

@@ -29,7 +29,7 @@ from typing import List, Optional, Sequence
 
 import psycopg
 
-from tests.lab.util import (
+from lab.util import (
     Service,
     command_line,
     netns_argv,

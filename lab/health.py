@@ -1,6 +1,6 @@
 """A tiny health endpoint for lab nodes.
 
-    python tests/lab/health.py --port P --state FILE [--host H]
+    python lab/health.py --port P --state FILE [--host H]
 
 GET on any path answers 200 with {"status":"ok"} while FILE contains "ok",
 else 500 with {"status":"fail"}. FILE is read on every request.

@@ -28,8 +28,8 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Set
 
-from tests.lab.rtnl import IPAddress, LinkState, read_link
-from tests.lab.util import command_line, netns_argv, spawn, stop_processes, wait_until
+from lab.rtnl import IPAddress, LinkState, read_link
+from lab.util import command_line, netns_argv, spawn, stop_processes, wait_until
 
 HUB_DCS = "192.0.2.1"
 ETCD_HOSTS = ("192.0.2.1", "192.0.2.2", "192.0.2.3")
@@ -266,7 +266,7 @@ class Lab:
         self._procs = []
 
     def start_health(self, i: int, port: int = 8008) -> str:
-        """Start the health server (tests/lab/health.py) in node i, healthy; its URL."""
+        """Start the health server (lab/health.py) in node i, healthy; its URL."""
         self.set_health(i, True)
         argv = [sys.executable, str(HEALTH_SCRIPT), "--port", str(port)]
         argv += ["--state", str(self._health_file(i))]

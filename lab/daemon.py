@@ -10,8 +10,8 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import yaml
 
-from tests.lab.netns import Lab
-from tests.lab.util import tail
+from lab.netns import Lab
+from lab.util import tail
 
 ALLOWED_NETWORKS = ["198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32"]
 

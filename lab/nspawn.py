@@ -37,9 +37,9 @@ import subprocess
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Union
 
-from tests.lab.util import Service, command_line, stop_processes, tail, wait_until
+from lab.util import Service, command_line, stop_processes, tail, wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 TREES = ROOT / "build" / "nspawn"
 SOURCES = (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list"))
 PREFIX = "ytsd"

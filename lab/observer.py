@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple, TypeVar
 
-from tests.lab.netns import IPAddress, Lab
+from lab.netns import IPAddress, Lab
 
 T = TypeVar("T")
 Holders = Dict[IPAddress, List[int]]

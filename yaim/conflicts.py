@@ -1,0 +1,175 @@
+"""Conflict probing for the balancer: which free addresses to ask the link about, and what
+to do with the answers.
+
+Before a free address it has just marked is held, the link is asked whether a host
+already has it (yaim.actuator.probe: raw sockets, no netlink, so the balancer
+thread may do it). The mark is ours meanwhile, so no yaim node can be the one
+answering. If a host answers, the address is refused: a `conflicts` note goes into
+the DCS first, then the mark is deleted, and every node skips the address until
+the note's TTL ends.
+
+An address handed over needs no probe: its holder took it off its interface, then
+wrote a `released` note naming its mark, then deleted the mark. The note vouches
+only for that mark, which a read sent less than HANDOVER_WINDOW x ttl ago must have
+shown (why that is enough: yaim.claims).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Callable, Dict, FrozenSet, Iterable, NamedTuple, Set
+
+from yaim.actuator.probe import is_local, own_mac, probe
+from yaim.claims import HANDOVER_WINDOW
+from yaim.dcs import DCS
+from yaim.view import ClusterView, Conflict, IPAddress, handed_over, in_order
+
+log = logging.getLogger(__name__)
+
+
+class Seen(NamedTuple):
+    """A mark as the last read that showed it did."""
+
+    holder: str
+    mark: int  # Mark.created
+    read_at: float  # when that read was sent
+
+
+class Handovers:
+    """The marks of the recent reads, and the free addresses released since one was seen."""
+
+    def __init__(self, ttl: float) -> None:
+        self.window = HANDOVER_WINDOW * ttl
+        self.seen: Dict[IPAddress, Seen] = {}
+        self.addresses: FrozenSet[IPAddress] = frozenset()
+
+    def note(self, view: ClusterView, sent_at: float) -> None:
+        """The addresses handed over since their marks were last seen, if recently enough;
+        then remember the marks of this read (sent at `sent_at`)."""
+        now = time.monotonic()
+        self.seen = {a: s for a, s in self.seen.items() if now - s.read_at < self.window}
+        self.addresses = handed_over({a: (s.holder, s.mark) for a, s in self.seen.items()}, view)
+        for address, holder in view.holders.items():
+            if address in view.marks:
+                self.seen[address] = Seen(holder, view.marks[address], sent_at)
+
+
+class Pending(NamedTuple):
+    """A conflict this node saw and could not note in the DCS yet: it skips the address
+    until `until` all the same, so that a failed write cannot let it take it next round."""
+
+    mac: str
+    until: float
+
+
+class Conflicts:
+    """The balancer's side of conflicts: probe, refuse, skip, and clear its own notes."""
+
+    def __init__(self, config, dcs: DCS) -> None:
+        self.config = config
+        self.dcs = dcs
+        self.me = config.node_name
+        self.pending: Dict[IPAddress, Pending] = {}
+        self.reported: Dict[IPAddress, str] = {}  # conflicts logged: address -> MAC
+        self.noted: Set[IPAddress] = set()  # other nodes' conflict notes already logged
+        self.failing = False  # the probe could not run last time
+
+    def skip(self, view: ClusterView) -> ClusterView:
+        """Log other nodes' new conflict notes once; leave out the conflicts this node saw."""
+        for address in in_order(set(view.conflicts) - self.noted):
+            conflict = view.conflicts[address]
+            if conflict.node != self.me:
+                log.info(
+                    "skipping %s on node %s: node %s saw %s answer for it, a host outside yaim",
+                    address,
+                    self.me,
+                    conflict.node,
+                    conflict.mac,
+                )
+        self.noted = set(view.conflicts)
+        now = time.monotonic()
+        self.pending = {a: p for a, p in self.pending.items() if p.until > now}
+        mine = {a: Conflict(p.mac, self.me) for a, p in self.pending.items()}
+        return view._replace(pool=view.pool.difference(mine), conflicts={**mine, **view.conflicts})
+
+    def probe(self, addresses: Iterable[IPAddress]) -> Dict[IPAddress, str]:
+        """Who answers for the addresses on the link (address -> MAC); {} when probing is off.
+
+        A probe that fails (no CAP_NET_RAW, interface down) is logged once and the
+        addresses are taken anyway: a node that cannot ask must not stop taking over.
+        """
+        addresses = list(addresses)
+        if not addresses or self.config.probe_timeout_s <= 0:
+            return {}
+        interface = self.config.interface
+        try:
+            answered = probe(interface, addresses, self.config.probe_timeout_s)
+        except OSError as exc:
+            if not self.failing:
+                log.warning(
+                    "cannot probe %s for conflicts on node %s, taking without asking: %s",
+                    interface,
+                    self.me,
+                    exc,
+                )
+            self.failing = True
+            return {}
+        if self.failing:
+            log.info("probing %s for conflicts works again on node %s", interface, self.me)
+        self.failing = False
+        return answered
+
+    def refuse(self, address: IPAddress, mac: str) -> None:
+        """A host outside yaim has the address: note the conflict in the DCS, then unmark it."""
+        self.pending[address] = Pending(mac, time.monotonic() + self.config.conflict_backoff_s)
+        level = logging.INFO if self.reported.get(address) == mac else logging.WARNING
+        self.reported[address] = mac
+        log.log(
+            level,
+            "not taking %s on node %s: %s already answers for it, a host outside yaim;"
+            " every node skips it for %d s (conflicts note in the DCS), an operator should look",
+            address,
+            self.me,
+            mac,
+            self.dcs.conflict_ttl(),
+        )
+        try:
+            self.dcs.note_conflict(address, Conflict(mac, self.me).text())
+            # Written: every node, this one too, goes by the note now, which the host that
+            # answered may delete if it was a yaim node that had been frozen.
+            del self.pending[address]
+        finally:
+            self.dcs.delete_mark(address)
+
+    def clear_own(
+        self, view: ClusterView, held: Set[IPAddress], removed: Callable[[], bool]
+    ) -> None:
+        """Delete the conflicts notes that name this node's own MAC for addresses it has not.
+
+        While this node was frozen (SIGSTOP, a paused VM) past its marks' TTL, its
+        kernel kept its addresses and answered the others' probes: they noted a conflict
+        with this node's MAC, and would skip those addresses for conflict-backoff after
+        this node dropped them. Once the actuator has removed them (`removed()` waits
+        for that), the notes are wrong. An address still on this host without yaim (a
+        real conflict) keeps its note.
+        """
+        if not view.conflicts:
+            return
+        try:
+            mac = own_mac(self.config.interface)
+        except OSError:
+            return
+        mine = [a for a, c in view.conflicts.items() if c.mac == mac and a not in held]
+        if not mine or not removed():
+            return
+        for address in in_order(mine):
+            if is_local(address):
+                continue
+            if self.dcs.clear_conflict(address, view.conflicts[address].text()):
+                log.info(
+                    "cleared the conflicts note of %s on node %s: the host that answered was"
+                    " this node, frozen while its mark expired; the address is gone from here",
+                    address,
+                    self.me,
+                )

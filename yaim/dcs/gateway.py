@@ -1,0 +1,234 @@
+"""etcd v3's JSON gateway (POST /v3/...): one member's client, the wire format, the errors.
+
+The client is a thin one of our own: the gateway is plain JSON (keys and values
+base64, int64 as strings), and etcd3gw has no authentication and needs a newer
+Python than yaim supports. An error answer carries etcd's gRPC status code and
+message: errors are told apart by the code, and by the message only among the
+errors etcd gives one code. The backend's operations are in yaim.dcs.etcd3.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+from typing import Any, Dict, Iterator, NamedTuple, Optional
+
+import requests
+import urllib3
+
+from yaim.dcs import Refused, Transient, describe, system_ca_file
+
+log = logging.getLogger(__name__)
+
+# gRPC status codes etcd answers with.
+INVALID_ARGUMENT = 3
+NOT_FOUND = 5
+PERMISSION_DENIED = 7
+FAILED_PRECONDITION = 9
+UNAUTHENTICATED = 16
+
+
+class EtcdError(NamedTuple):
+    """One of etcd's errors (its v3rpc/rpctypes) that shares its gRPC code with others:
+    the code, and words of its message that tell it from them."""
+
+    code: int
+    words: str
+
+
+# ErrGRPCAuthNotEnabled: an authenticate request while authentication is off.
+AUTH_NOT_ENABLED = EtcdError(FAILED_PRECONDITION, "authentication is not enabled")
+# ErrGRPCAuthFailed: an unknown user or a wrong password.
+AUTH_FAILED = EtcdError(INVALID_ARGUMENT, "authentication failed")
+# ErrGRPCUserEmpty: a request without a token while authentication is on.
+USER_EMPTY = EtcdError(INVALID_ARGUMENT, "user name is empty")
+# ErrGRPCLeaseNotFound: a write on a lease that expired or was revoked.
+LEASE_NOT_FOUND = EtcdError(NOT_FOUND, "requested lease not found")
+
+
+class GatewayError(Exception):
+    """etcd answered a request with an error: its gRPC code and message. The backend
+    sorts it into Transient or Refused (`classify`)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+    def means(self, error: EtcdError) -> bool:
+        """Whether this is `error`: its code, and its words within that code only."""
+        return self.code == error.code and error.words in str(self)
+
+
+def classify(error: GatewayError, user: Optional[str], prefix: str) -> Exception:
+    """What a failed request is to the retry policy: missing rights, or no credentials
+    where etcd wants them, are Refused (with what to change); the rest is Transient."""
+    if error.code == PERMISSION_DENIED:
+        return Refused(
+            f"{error}: user {user!r} needs read and write permission on the keys with"
+            f" prefix {prefix}"
+        )
+    if user is None and error.means(USER_EMPTY):
+        return Refused(f"etcd requires authentication, set etcd-user: {error}")
+    return Transient(str(error))
+
+
+class Quiet(Exception):
+    """A watch stream brought nothing within its read timeout."""
+
+
+def b64(text: str) -> str:
+    """A key or value as the gateway takes it."""
+    return base64.b64encode(text.encode()).decode("ascii")
+
+
+def unb64(data: str) -> str:
+    """A key or value as the gateway gives it; what is not UTF-8 shows as U+FFFD."""
+    return base64.b64decode(data).decode("utf-8", "replace")
+
+
+def range_end(prefix: str) -> str:
+    """The end of the key range holding every key that starts with `prefix`."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def revision_of(answer: Dict[str, Any]) -> int:
+    """The store's revision an answer reflects."""
+    return int(answer.get("header", {}).get("revision", 0))
+
+
+def error_of(answer: Dict[str, Any], status: int) -> GatewayError:
+    """The error of a unary answer ({"error", "code", "message"}) or a stream message."""
+    error = answer.get("error")
+    if isinstance(error, dict):
+        return GatewayError(int(error.get("grpc_code", 0)), error.get("message", str(error)))
+    message = answer.get("message") or error or f"HTTP {status} without a message"
+    return GatewayError(int(answer.get("code", 0)), message)
+
+
+class KV(NamedTuple):
+    """One key as the gateway lists it, decoded."""
+
+    key: str
+    value: str
+    lease: int
+    mod_revision: int
+    create_revision: int
+
+    @classmethod
+    def parse(cls, kv: Dict[str, Any]) -> KV:
+        return cls(
+            unb64(kv["key"]),
+            unb64(kv.get("value", "")),
+            int(kv.get("lease", 0)),
+            int(kv.get("mod_revision", 0)),
+            int(kv.get("create_revision", 0)),
+        )
+
+
+class Gateway:
+    """One member's JSON gateway: a requests session with the TLS settings, and a token."""
+
+    def __init__(self, url: str, config, timeout: float) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = timeout
+        self.user: Optional[str] = config.etcd_user
+        self.password: str = config.etcd_password or ""
+        self.token: Optional[str] = None
+        self.session = requests.Session()
+        self.session.trust_env = False  # no proxy or CA bundle from the environment
+        self.session.verify = config.etcd_ca_file or system_ca_file()
+        if config.etcd_cert_file:
+            self.session.cert = (config.etcd_cert_file, config.etcd_key_file)
+
+    def call(self, path: str, body: Dict[str, Any]) -> Dict[str, Any]:
+        """One request; a token etcd no longer accepts is renewed once, and so is the
+        empty one of an etcd that had authentication off at the last login."""
+        self._login()
+        try:
+            return self._answer(self._post(path, body, self.timeout))
+        except GatewayError as exc:
+            if self.user is None or not (exc.code == UNAUTHENTICATED or exc.means(USER_EMPTY)):
+                raise
+        self.token = None
+        self._login()
+        return self._answer(self._post(path, body, self.timeout))
+
+    def stream(self, path: str, body: Dict[str, Any], read_timeout: float) -> requests.Response:
+        """A streaming request (watch); its messages are read with `messages_of`."""
+        self._login()
+        response = self._post(path, body, read_timeout, stream=True)
+        if response.status_code != 200:
+            self._answer(response)
+        return response
+
+    def _login(self) -> None:
+        """Get a token when a user is configured and there is none yet."""
+        if self.user is None or self.token is not None:
+            return
+        body = {"name": self.user, "password": self.password}
+        try:
+            answer = self._answer(self._post("/v3/auth/authenticate", body, self.timeout))
+        except GatewayError as exc:
+            if exc.means(AUTH_NOT_ENABLED):
+                log.warning("%s: etcd-user is set but etcd has authentication off", self.url)
+                self.token = ""
+                return
+            failed = f"authentication as {self.user!r} failed: {exc}"
+            if exc.means(AUTH_FAILED):
+                raise Refused(failed) from None
+            raise GatewayError(exc.code, failed) from None
+        self.token = answer.get("token", "")
+
+    def _post(
+        self, path: str, body: Dict[str, Any], read_timeout: float, stream: bool = False
+    ) -> requests.Response:
+        headers = {"Authorization": self.token} if self.token else {}
+        try:
+            return self.session.post(
+                self.url + path,
+                data=json.dumps(body),
+                headers=headers,
+                timeout=(self.timeout, read_timeout),
+                stream=stream,
+            )
+        except (requests.RequestException, OSError, ValueError) as exc:
+            raise Transient(describe(exc)) from exc
+
+    def _answer(self, response: requests.Response) -> Dict[str, Any]:
+        try:
+            answer = response.json()
+        except ValueError:
+            text = " ".join(response.text.split())[:200] or "no answer"
+            raise Transient(f"HTTP {response.status_code}: {text}") from None
+        if response.status_code != 200 or "error" in answer:
+            raise error_of(answer, response.status_code)
+        return answer
+
+
+def messages_of(response: requests.Response) -> Iterator[Dict[str, Any]]:
+    """The newline-separated JSON messages of a stream as they arrive; Quiet on silence."""
+    buffer = b""
+    try:
+        for chunk in response.iter_content(chunk_size=None):
+            buffer += chunk
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                if line.strip():
+                    yield json.loads(line)
+    except requests.exceptions.ConnectionError as exc:
+        if exc.args and isinstance(exc.args[0], urllib3.exceptions.ReadTimeoutError):
+            raise Quiet() from exc
+        raise Transient(describe(exc)) from exc
+    except (requests.RequestException, OSError, ValueError) as exc:
+        raise Transient(describe(exc)) from exc
+
+
+def comparison(key: str, target: str, field: str, value: str, result: str = "EQUAL") -> dict:
+    """One compare of a transaction: `key`'s `target` (`field` in JSON) against `value`."""
+    return {"key": b64(key), "target": target, "result": result, field: value}
+
+
+def created(key: str, result: str) -> dict:
+    """create_revision EQUAL 0: the key does not exist; GREATER 0: it does."""
+    return comparison(key, "CREATE", "create_revision", "0", result)
