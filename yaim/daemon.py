@@ -223,6 +223,7 @@ class Daemon:
         for thread in self.threads:
             thread.poke()
         shutdown.stop(self.config, self.ledger, self.actuator, "actuator" in self.crashed)
+        self.watch.interrupt()
         self.notifier.close_and_wait()
         if self.status_server is not None:
             self.status_server.stop()

@@ -3,6 +3,7 @@ session shared by a node's handles, failover; and the watch of both backends."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import threading
 import time
@@ -331,3 +332,27 @@ def test_a_release_without_the_mark_s_number_leaves_no_note(make):
     assert n1.release_mark(A, None)
     snapshot = n1.read()
     assert str(A) not in snapshot.marks and snapshot.released == {}
+
+
+def test_an_interrupted_watch_ends_at_once_and_is_wound_up_by_its_own_thread(make):
+    """Shutdown interrupts the watch from the main thread: the watching thread's read ends
+    at once and that thread closes the stream, so no suspended stream is left for the
+    interpreter's exit (where urllib3 printed a traceback, found by a chaos run)."""
+    watcher = make("n3")
+    assert watcher.wait_for_change(1.0)  # the resync read; the next call opens the stream
+    finished = threading.Event()
+
+    def watch():
+        with contextlib.suppress(DCSError):
+            watcher.wait_for_change(20.0)
+        finished.set()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    wait_until(lambda: watcher._watch is not None, 5, what="the watch stream to open")
+    watcher.stop.set()  # as the daemon does before it interrupts
+    started = time.monotonic()
+    watcher.interrupt()
+    assert finished.wait(5), "the watch did not end"
+    assert time.monotonic() - started < 1.0
+    assert watcher._watch is None

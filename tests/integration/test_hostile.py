@@ -15,25 +15,21 @@ Timing as in test_daemon: interval 500 ms, ttl 2000 ms.
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 import json
 import signal
 import sys
 import time
-from pathlib import Path
-from typing import Optional, Union
 from urllib.parse import quote
 
 import pytest
 
-from lab.netns import HUB_DCS
+from lab.etcd import ClusterKeys
 from lab.util import wait_until
 from tests.integration.conftest import POOL, settled, start_cluster, yaimctl
 
 pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("no_two_holders")]
 
-ROOT = "/service/yaim"
 BLOCKED = ipaddress.ip_address("198.51.100.251")  # a pool address behind a hostile conflicts note
 DIR_MARKED = ipaddress.ip_address("198.51.100.250")  # v2: its `marked` is a directory
 VALUES = [
@@ -50,64 +46,31 @@ VALUES = [
 NAMES = ["a?b&c=d", "%2e", "n\x1b[2J", "x" * 300, "white space", "sub/child"]
 
 
-class RawKeys:
-    """Writes keys and values exactly as given, bypassing every check yaim makes: curl in
-    the hub namespace, the body from a file (1 MB does not fit on a command line)."""
-
-    def __init__(self, lab, tmp: Path) -> None:
-        self.lab, self.tmp, self.count = lab, tmp, 0
-        self.v3 = lab.dcs_type == "etcd3"
-
-    def put(self, key: Union[str, bytes], value: Optional[bytes]) -> None:
-        """`key` below the cluster directory (bytes: v3 only); value None: a (v2) directory."""
-        self.count += 1
-        body = self.tmp / f"body{self.count}"
-        url = f"http://{HUB_DCS}:2379"
-        if self.v3:
-            raw_key = key if isinstance(key, bytes) else key.encode()
-            payload = {"key": _b64(ROOT.encode() + raw_key), "value": _b64(value or b"")}
-            body.write_text(json.dumps(payload))
-            argv = ["curl", "-sS", "-X", "POST", url + "/v3/kv/put", "--data-binary", f"@{body}"]
-        else:
-            argv = ["curl", "-sS", "-X", "PUT", url + "/v2/keys" + quote(ROOT + str(key))]
-            if value is None:
-                argv += ["-d", "dir=true"]
-            else:
-                body.write_bytes(b"value=" + quote(value).encode())
-                argv += ["--data-binary", f"@{body}"]
-        done = self.lab.lab.run(self.lab.etcd.netns, argv, timeout=20)
-        assert '"error' not in done.stdout, (key, done.stdout[:300])
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def write_names(raw: RawKeys) -> None:
+def write_names(raw: ClusterKeys) -> None:
     """Hostile names (and, in v2, directories where keys belong), written once."""
     for name in NAMES:
-        raw.put(f"/nodes/{name}", b"healthy")
-        raw.put(f"/drain/{name}", b"drained")
+        raw.put_raw(f"/nodes/{name}", b"healthy")
+        raw.put_raw(f"/drain/{name}", b"drained")
         pool_name = quote(name, safe="") if name == "sub/child" else name
-        raw.put(f"/ips/{pool_name}", None if not raw.v3 else b"")
+        raw.put_raw(f"/ips/{pool_name}", None if not raw.v3 else b"")
     for scoped in ("2001:db8::5%lan0", "fe80::1%lan0", "0.0.0.0", "::ffff:c633:6401"):
-        raw.put(f"/ips/{scoped}", None if not raw.v3 else b"")
+        raw.put_raw(f"/ips/{scoped}", None if not raw.v3 else b"")
     if raw.v3:
-        raw.put(b"/nodes/\xff\xfe", b"healthy")  # not UTF-8
+        raw.put_raw(b"/nodes/\xff\xfe", b"healthy")  # not UTF-8
         return
-    raw.put("/nodes/dir/child", b"healthy")  # `dir` must not count as a node
-    raw.put("/drain/n1/child", b"drained")  # nor n1 as drained
-    raw.put("/released/198.51.100.199/child", b"x")
-    raw.put(f"/ips/{DIR_MARKED}/marked/child", b"n1")
+    raw.put_raw("/nodes/dir/child", b"healthy")  # `dir` must not count as a node
+    raw.put_raw("/drain/n1/child", b"drained")  # nor n1 as drained
+    raw.put_raw("/released/198.51.100.199/child", b"x")
+    raw.put_raw(f"/ips/{DIR_MARKED}/marked/child", b"n1")
 
 
-def write_values(raw: RawKeys, value: bytes) -> None:
+def write_values(raw: ClusterKeys, value: bytes) -> None:
     """One hostile value into every kind of key whose value yaim reads."""
     for address in POOL[1:]:
-        raw.put(f"/released/{address}", value)
-    raw.put(f"/conflicts/{BLOCKED}", value)
-    raw.put(f"/ips/{POOL[2]}/other", value)
-    raw.put("/drain/nobody", value)
+        raw.put_raw(f"/released/{address}", value)
+    raw.put_raw(f"/conflicts/{BLOCKED}", value)
+    raw.put_raw(f"/ips/{POOL[2]}/other", value)
+    raw.put_raw("/drain/nobody", value)
 
 
 def pool_holders(lab):
@@ -124,13 +87,13 @@ def checked(request, lab):
     return lab
 
 
-def test_hostile_keys_and_values_change_nothing(checked, tmp_path):
+def test_hostile_keys_and_values_change_nothing(checked):
     lab = checked
     nodes = start_cluster(lab)
-    raw = RawKeys(lab, tmp_path)
+    raw = lab.keys()
     before, since = pool_holders(lab), time.monotonic()
     write_names(raw)  # v2: makes DIR_MARKED a pool entry, its `marked` a directory
-    raw.put(f"/conflicts/{BLOCKED}", VALUES[0])
+    raw.put_raw(f"/conflicts/{BLOCKED}", VALUES[0])
     lab.keys().add(BLOCKED)
     for value in VALUES:
         write_values(raw, value)

@@ -198,6 +198,11 @@ class DCS(abc.ABC):
             observe=self.observe,
         )
 
+    def interrupt(self) -> None:
+        """From another thread, at shutdown: make a blocking watch of this handle end now,
+        so that its thread winds it up itself instead of leaving it to the interpreter's
+        exit. v2 watches are plain requests that need nothing of the kind."""
+
     def keep_alive(self) -> None:
         """Renew the node's session once per interval, before the marks are refreshed.
 

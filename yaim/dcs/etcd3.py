@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import threading
 import time
 from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional
@@ -400,9 +401,24 @@ class Backend(DCS):
         self._watch = _Watch(gateway, response, messages_of(response))
 
     def _close_watch(self) -> None:
+        """Wind the stream up in this thread: its reader first, then the response. A
+        reader left suspended is finalised at the interpreter's exit, after its socket is
+        gone, and urllib3 prints a traceback for it."""
         if self._watch is not None:
+            self._watch.messages.close()
             self._watch.response.close()
             self._watch = None
+
+    def interrupt(self) -> None:
+        """Shut the socket of the open watch stream down (closing it would not end a read
+        blocked on it): the watch thread's read fails at once, and that thread closes
+        the stream (`_close_watch`)."""
+        watch = self._watch
+        connection = getattr(watch.response.raw, "connection", None) if watch else None
+        sock = getattr(connection, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):  # whatever state the stream is in
+                sock.shutdown(socket.SHUT_RDWR)
 
     def _follow(self, deadline: float) -> bool:
         """Read the open stream until a change that matters (True) or the deadline (False)."""

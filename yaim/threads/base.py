@@ -104,6 +104,8 @@ class DCSWorker(Worker):
         try:
             self.dcs_round(messages)
         except DCSError as exc:
+            if self.stop.is_set():
+                return  # shutting down: a request cut short is expected
             if not self.failing:
                 log.warning("%s, node %s: %s", self.what_fails, self.dcs.node, exc)
             self.failing = True

@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 # Seconds one watch request waits for news before it is made again.
 WATCH_WAIT = 30.0
+# Seconds the shutdown waits for the thread once its watch is interrupted.
+STOP_TIMEOUT = 0.5
 
 
 class WatchThread(DCSWorker):
@@ -39,6 +41,12 @@ class WatchThread(DCSWorker):
 
     def next_timeout(self) -> float:
         return self.backoff if self.failing else 0.0
+
+    def interrupt(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Shutdown, from the main thread: end the blocking watch and wait up to `timeout`
+        for the thread to wind it up (the stop Event is set already)."""
+        self.dcs.interrupt()
+        self.join(timeout)
 
     def dcs_round(self, messages: List[Any]) -> None:
         if self.dcs.wait_for_change(self.period):
