@@ -28,7 +28,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Set
 
-from lab.rtnl import IPAddress, LinkState, read_link
+from lab.rtnl import IPAddress, LinkState, NoInterface, read_link
 from lab.util import command_line, netns_argv, spawn, stop_processes, wait_until
 
 HUB_DCS = "192.0.2.1"
@@ -200,8 +200,7 @@ class Lab:
             hub += [
                 f"link add {p}-d{i} type veth peer name dcs0 netns {ns}",
                 f"link set {p}-d{i} master {p}-dcs up",
-                f"link add {p}-l{i} type veth peer name lan0 netns {ns}",
-                f"link set {p}-l{i} master {p}-lan up",
+                *self._lan_veth(i),
             ]
         self._batch(self.hub, hub)
         lan = ["link set lo up", "link set lan0 up"]
@@ -217,13 +216,29 @@ class Lab:
             self._batch(
                 self.node_ns(i),
                 [
-                    *lan,
+                    "link set lo up",
                     "link set dcs0 up",
                     f"addr add {dcs_address(i)}/24 dev dcs0",
-                    f"addr add {lan_address(i)}/24 dev lan0",
-                    f"addr add {lan_address6(i)}/64 dev lan0 nodad",
+                    *self._lan_setup(i),
                 ],
             )
+
+    def _lan_veth(self, i: int) -> List[str]:
+        """The hub's commands that make node i's lan0 and plug it into the lan bridge."""
+        p = self.prefix
+        return [
+            f"link add {p}-l{i} type veth peer name lan0 netns {self.node_ns(i)}",
+            f"link set {p}-l{i} master {p}-lan up",
+        ]
+
+    @staticmethod
+    def _lan_setup(i: int) -> List[str]:
+        """Node i's commands that set its lan0 up with its base addresses."""
+        return [
+            "link set lan0 up",
+            f"addr add {lan_address(i)}/24 dev lan0",
+            f"addr add {lan_address6(i)}/64 dev lan0 nodad",
+        ]
 
     # teardown ------------------------------------------------------------
 
@@ -296,6 +311,28 @@ class Lab:
         """Set node i's `dev` ("dcs0" or "lan0") up or down."""
         self.ip(self.node_ns(i), "link", "set", dev, "up" if up else "down")
 
+    def lan_up(self, i: int) -> None:
+        """Set node i's lan0 up again, with its base IPv6 address (the kernel flushes IPv6
+        addresses from an interface set down)."""
+        ns = self.node_ns(i)
+        self.ip(ns, "link", "set", "lan0", "up")
+        if f"{lan_address6(i)}/64" not in self.ip(ns, "-6", "addr", "show", "dev", "lan0"):
+            self.ip(ns, "addr", "add", f"{lan_address6(i)}/64", "dev", "lan0", "nodad")
+
+    def carrier(self, i: int, up: bool) -> None:
+        """Set the hub's end of node i's lan0 veth up or down: lan0 loses or gets back its
+        carrier while it stays up itself."""
+        self.ip(self.hub, "link", "set", f"{self.prefix}-l{i}", "up" if up else "down")
+
+    def delete_lan(self, i: int) -> None:
+        """Delete node i's lan0 (and so its veth pair)."""
+        self.ip(self.node_ns(i), "link", "del", "lan0")
+
+    def create_lan(self, i: int) -> None:
+        """Make node i's lan0 again as `build` did: veth to the lan bridge, base addresses."""
+        self._batch(self.hub, self._lan_veth(i))
+        self._batch(self.node_ns(i), self._lan_setup(i))
+
     def impair(self, i: int, loss: int = 30, delay_ms: int = 100) -> str:
         """Lose `loss` % of the packets node i sends on dcs0 and lan0, and delay them by
         `delay_ms`, with `tc ... netem`; where the kernel lacks sch_netem, lose them
@@ -324,8 +361,12 @@ class Lab:
 
     def lan_state(self, i: int) -> LinkState:
         """Node i's lan0: whether it is up, and its addresses besides the base and
-        link-local ones, with their labels (IPv6 addresses have none)."""
-        state = read_link(self.node_ns(i), "lan0")
+        link-local ones, with their labels (IPv6 addresses have none). A deleted lan0
+        is down with no address."""
+        try:
+            state = read_link(self.node_ns(i), "lan0")
+        except NoInterface:
+            return LinkState(False, {})
         base = {ipaddress.ip_address(lan_address(i)), ipaddress.ip_address(lan_address6(i))}
         extra = {
             a: lab for a, lab in state.addresses.items() if a not in base and not a.is_link_local

@@ -35,6 +35,10 @@ TIMEOUT = 2.0
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
+class NoInterface(OSError):
+    """The namespace has no interface of that name (deleted, renamed, not made yet)."""
+
+
 @dataclass(frozen=True)
 class LinkState:
     """Whether the link is administratively up, and its addresses with labels."""
@@ -109,7 +113,7 @@ def read_link(netns: str, ifname: str) -> LinkState:
             if name.decode() == ifname:
                 index, up = link_index, bool(link_flags & IFF_UP)
         if index is None:
-            raise OSError(f"no interface {ifname} in {netns}")
+            raise NoInterface(f"no interface {ifname} in {netns}")
         return LinkState(up, dict(_addresses(sock, index)))
 
 

@@ -30,6 +30,10 @@ A release ends the claim; the actuator takes the address off and confirms it;
 only then does the balancer delete the mark, with a `released` note where the
 address is on this interface in no form. Never the other way round.
 
+While the service link is down the ledger is suspended (`suspend`, by the actuator
+thread, yaim.link): every claim ends, released `link-down`, and none is made until
+`resume`; the releases end as any other.
+
 Each event is reported exactly once, to the notifier from under the lock, so an
 address's events come in order and in pairs whichever threads act on it: `take`
 once the actuator confirms the address on the interface, then the end (release
@@ -137,6 +141,7 @@ class Ledger:
         self._lock = threading.Lock()
         self._claims: Dict[IPAddress, Claim] = {}
         self._closed = False
+        self._suspended = False
 
     def fence_time(self, ttl_start: float) -> float:
         """When a claim must be fenced whose mark's TTL started at `ttl_start`."""
@@ -150,19 +155,24 @@ class Ledger:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def refusing(self) -> bool:
+        """Closed, or suspended (see `suspend`): no address is claimed now."""
+        return self._closed or self._suspended
+
     def hold(
         self, address: IPAddress, ttl_start: float, reason: str, mark: Optional[int] = None
     ) -> bool:
         """Claim an address this node has just marked or renewed, taken for `reason`.
 
-        Refused (False) once closed, and while the mark is not sure to live long
+        Refused (False) while closed or suspended, and while the mark is not sure to live long
         enough (see the module's text): with v3 a keep-alive that keeps failing
         leaves the lease's last renewal too old, and the claim would be fenced in
         the same breath, every round until one gets through again. An address whose
         claim is still ending keeps its `take`: it never left the interface.
         """
         with self._lock:
-            if self._closed:
+            if self._closed or self._suspended:
                 return False
             if not self.lasts(ttl_start):
                 why = "its lease was not renewed in time"
@@ -268,7 +278,7 @@ class Ledger:
         """The releases among `addresses` that are done, the address confirmed off: logged,
         counted and forgotten; address -> the mark number its `released` note may name
         (None: no note). One not off yet is held again with its old reason (unless the
-        ledger is closed), and the balancer's next round retries its release."""
+        ledger is closed or suspended), and the balancer's next round retries its release."""
         done: Dict[IPAddress, Optional[int]] = {}
         kept = []
         with self._lock:
@@ -282,7 +292,7 @@ class Ledger:
                     self.metrics.releases.labels(claim.end.reason).inc()
                     why = words(RELEASE, claim.end.reason)
                     log.info("released %s on node %s: %s", address, self.node, why)
-                elif not self._closed:
+                elif not (self._closed or self._suspended):
                     claim.end = None
                     kept.append(address)
         if kept:
@@ -311,7 +321,25 @@ class Ledger:
         """Shutdown: claim nothing from now on; every held claim ends, released 'stopping'."""
         with self._lock:
             self._closed = True
-            for claim in self._claims.values():
-                if claim.end is None:
-                    claim.end = End(RELEASE, "stopping")
+            self._end_all("stopping")
         self.wake()
+
+    def suspend(self) -> None:
+        """The node stops taking part (its service link is down): every held claim ends,
+        released 'link-down', and nothing is claimed until `resume`. The actuator, which
+        calls it, takes the addresses off in the same round; the balancer then deletes
+        their marks with `released` notes, as after any release."""
+        with self._lock:
+            self._suspended = True
+            self._end_all("link-down")
+
+    def resume(self) -> None:
+        """The node takes part again: claims may be made."""
+        with self._lock:
+            self._suspended = False
+
+    def _end_all(self, reason: str) -> None:
+        """Release every held claim for `reason` (lock held)."""
+        for claim in self._claims.values():
+            if claim.end is None:
+                claim.end = End(RELEASE, reason)

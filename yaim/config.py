@@ -125,6 +125,9 @@ class Config:
     allowed_networks: Tuple[IPNetwork, ...] = _key(listing(network), ())
     announce_count: int = _key(integer(0, 100), 3)
     announce_interval: int = _key(_MILLISECONDS, 500)
+    announce_refresh: int = _key(integer(0, DAY_MS), 0)
+    announce_mode: str = _key(choice("request", "reply"), "request")
+    link_rise: int = _key(integer(0, DAY_MS), 1000)
     probe_timeout: int = _key(
         integer(0, DAY_MS), lambda values: min(250, values.get("interval", 0) // 2)
     )
@@ -160,6 +163,8 @@ class Config:
     check_interval_s = _seconds("check_interval")
     check_timeout_s = _seconds("check_timeout")
     announce_interval_s = _seconds("announce_interval")
+    announce_refresh_s = _seconds("announce_refresh")
+    link_rise_s = _seconds("link_rise")
     probe_timeout_s = _seconds("probe_timeout")
     conflict_backoff_s = _seconds("conflict_backoff")
     notify_timeout_s = _seconds("notify_timeout")

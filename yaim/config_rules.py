@@ -35,6 +35,13 @@ def _probe_within_interval(probe: int, interval: int) -> Optional[str]:
     return None
 
 
+def _refresh_not_below_interval(refresh: int, interval: int) -> Optional[str]:
+    """Announcements go out in the actuator's rounds: a shorter period is no period."""
+    if 0 < refresh < interval:
+        return f"must be 0 (off) or at least interval ({interval} ms), got {refresh}"
+    return None
+
+
 def _cert_with_key(cert: Optional[str], key: Optional[str]) -> Optional[str]:
     if (cert is None) != (key is None):
         return "must be given together with etcd-key-file (only one of them is set)"
@@ -75,6 +82,7 @@ class Rule(NamedTuple):
 RULES = (
     Rule(("ttl", "interval"), _ttl_covers_interval),
     Rule(("probe_timeout", "interval"), _probe_within_interval),
+    Rule(("announce_refresh", "interval"), _refresh_not_below_interval),
     Rule(("etcd_cert_file", "etcd_key_file"), _cert_with_key),
     Rule(("etcd_password", "etcd_user"), _password_with_user),
     Rule(("label", "interface"), _label_fits),

@@ -3,7 +3,7 @@
     health     runs the checker, turns results into the node's health (rise/fall)
     heartbeat  keeps the node key and this node's marks alive in the DCS
     balancer   reads the cluster, plans, creates and deletes marks
-    actuator   makes the interface match the held claims; fences on time
+    actuator   makes the interface match the held claims; fences on time; follows the link
     watch      wakes the balancer the moment the cluster changes in the DCS
     notify     runs the operator's notify commands for the events of the others
 
@@ -21,10 +21,7 @@ arbiter does; the loop logs and acts.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import select
 import signal
 import socket
 import threading
@@ -34,7 +31,9 @@ from typing import Any, Dict, List, Optional
 from yaim import checks, dcs, shutdown
 from yaim import config as config_module
 from yaim.actuator import address_protocol
+from yaim.actuator.link import LinkWatch
 from yaim.claims import Ledger
+from yaim.link import Link
 from yaim.metrics import CONTENT_TYPE, Metrics
 from yaim.reload import reload
 from yaim.report import Report
@@ -42,34 +41,13 @@ from yaim.state import NodeState
 from yaim.status import Sources, StatusServer
 from yaim.threads.actuator import ActuatorThread
 from yaim.threads.balancer import BalancerThread
-from yaim.threads.base import Worker
+from yaim.threads.base import Wakeup, Worker
 from yaim.threads.health import HealthThread
 from yaim.threads.heartbeat import HeartbeatThread
 from yaim.threads.notify import Notifier
 from yaim.threads.watch import WatchThread
 
 log = logging.getLogger(__name__)
-
-
-class Wakeup:
-    """What the main loop sleeps on: a byte in a pipe, which a signal handler may write
-    (threading.Event.set takes a lock the interrupted main thread may hold)."""
-
-    def __init__(self) -> None:
-        self._read, self._write = os.pipe()
-        for fd in (self._read, self._write):
-            os.set_blocking(fd, False)
-
-    def set(self) -> None:
-        with contextlib.suppress(BlockingIOError):  # the pipe is full: a wake-up is pending
-            os.write(self._write, b"\0")
-
-    def wait(self, timeout: float) -> None:
-        """Sleep until set or for `timeout` seconds, then clear."""
-        select.select([self._read], [], [], timeout)
-        with contextlib.suppress(BlockingIOError):
-            while os.read(self._read, 512):
-                pass
 
 
 class Daemon:
@@ -84,7 +62,7 @@ class Daemon:
         self.metrics = Metrics()
         self.state = NodeState()
         self.notifier = Notifier(
-            config, lambda: self.state.healthy, on_crash=self._on_crash, metrics=self.metrics
+            config, lambda: self.state.taking_part, on_crash=self._on_crash, metrics=self.metrics
         )
         self.ledger = Ledger(config.node_name, config.ttl_s, self.notifier.submit, self.metrics)
         self._make_threads(config, {"stop": self.stop, "on_crash": self._on_crash})
@@ -94,6 +72,7 @@ class Daemon:
         )
         self.metrics.addresses_held.set_function(lambda: len(self.ledger.held()))
         self.metrics.healthy.set_function(lambda: self.state.healthy)
+        self.metrics.link_up.set_function(lambda: self.state.link.up)
         self.metrics.dcs_last_success_age.set_function(self.report.dcs_age_or_nan)
         self.status_server: Optional[StatusServer] = None
         self.thawed = time.monotonic()  # start, or the end of the last freeze of the process
@@ -107,6 +86,10 @@ class Daemon:
             config.node_name,
             announce_count=config.announce_count,
             announce_interval=config.announce_interval_s,
+            announce_refresh=config.announce_refresh_s,
+            make_link=lambda: LinkWatch(config.interface),
+            link_rise=config.link_rise_s,
+            on_link=self._on_link_change,
             period=period,
             **common,
         )
@@ -138,6 +121,13 @@ class Daemon:
 
     def _on_health_change(self, healthy: bool) -> None:
         self.notifier.submit("health", None, self.state.health_reason)  # before what it causes
+        self.heartbeat.poke()
+        self.balancer.poke()
+
+    def _on_link_change(self, link: Link) -> None:
+        """From the actuator thread, which has just suspended or resumed the ledger."""
+        self.state.link = link
+        self.notifier.submit("health", None, link.cause)
         self.heartbeat.poke()
         self.balancer.poke()
 

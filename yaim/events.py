@@ -28,6 +28,7 @@ REASONS: Mapping[str, Mapping[str, str]] = {
         "drained": "the node is drained",
         "rebalance": "over its share",
         "stopping": "stopping",
+        "link-down": "the service link is down",
     },
     FENCE: {
         "deadline": "its mark could not be refreshed in time",

@@ -59,6 +59,11 @@ class Metrics:
         self.healthy = Gauge(
             "yaim_healthy", "1 if this node is healthy (rise/fall applied)", registry=registry
         )
+        self.link_up = Gauge(
+            "yaim_link_up",
+            "1 if the service link is up (for link-rise, after it was down)",
+            registry=registry,
+        )
         self.drained = Gauge(
             "yaim_drained", "1 if an operator drained this node", registry=registry
         )

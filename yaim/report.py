@@ -61,9 +61,12 @@ class Report:
         return age is not None and age < self.config().ttl_s
 
     def health(self) -> Tuple[bool, str]:
-        """GET /health: healthy, and the DCS answered within the last ttl."""
+        """GET /health: the service link up, healthy, and the DCS answered within the last
+        ttl."""
         age = self.dcs_age().age
         reason = Secrets.of(self.config()).scrub(self.state.health_reason)
+        if not self.state.link.up:
+            return False, "link down: " + self.state.link.cause
         if not self.state.healthy:
             return False, "unhealthy: " + reason
         if not self._fresh(age):
@@ -83,6 +86,7 @@ class Report:
             version=__version__,
             healthy=self.state.healthy,
             health_reason=self.state.health_reason,
+            link={"up": self.state.link.up, "cause": self.state.link.cause},
             drained=self.drained(),
             dcs={
                 "endpoint": mask_url(endpoint),

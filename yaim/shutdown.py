@@ -48,6 +48,7 @@ def make_actuator(config, tools: Optional[List[AddressTool]] = None) -> Actuator
         config.netmask6,
         tools,
         config.allowed_networks,
+        config.announce_mode,
     )
 
 

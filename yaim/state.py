@@ -1,8 +1,10 @@
-"""What the threads know of the node besides its claims: its health and its latest read.
+"""What the threads know of the node besides its claims: its health, its service link and
+its latest read.
 
-Neither is a claim (the claims live in yaim.claims, behind their own lock): each is
-one value, written by one thread (health by the health thread, the read by the
-balancer) and read by the others, and each is replaced whole by one assignment,
+None is a claim (the claims live in yaim.claims, behind their own lock): each is
+one value, written by one thread (health by the health thread, the link by the
+actuator thread, the read by the balancer) and read by the others, and each is
+replaced whole by one assignment,
 so a reader sees the old value or the new one, never half of either, without a
 lock.
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 from typing import NamedTuple, Optional, Tuple
 
+from yaim.link import Link
 from yaim.view import ClusterView, Rejected, Snapshot
 
 
@@ -30,11 +33,26 @@ class Reading(NamedTuple):
 
 
 class NodeState:
-    """The node's health and latest read."""
+    """The node's health, link and latest read.
+
+    `link` is the link as yaim.link.LinkTracker judges it (up: the node may take part;
+    the cause of its last change), not the kernel's every word.
+    """
 
     def __init__(self) -> None:
         self.health = Health(False, "not checked yet")
+        self.link = Link(True, "not looked at yet")
         self.latest: Optional[Reading] = None
+
+    @property
+    def taking_part(self) -> bool:
+        """Healthy, with the service link up: the node advertises itself and holds its share."""
+        return self.health.healthy and self.link.up
+
+    @property
+    def out_reason(self) -> str:
+        """Why the node does not take part (when it does not)."""
+        return "not healthy" if self.link.up else "link down: " + self.link.cause
 
     @property
     def healthy(self) -> bool:

@@ -10,7 +10,9 @@ span windows (an address unheld, an address on two nodes) stay open between them
 - an address that left the pool is off every interface within its bound, and an
   address never in the pool is on none;
 - a node whose health endpoint fails holds nothing once `unhealthy` has passed, a
-  drained or cleanly stopped node nothing once `clean` has passed.
+  drained or cleanly stopped node nothing once `clean` has passed, a node whose lan0
+  lost its carrier nothing once `interval` has passed (it acts on the link event; a
+  lan0 set down or deleted shows no holder at all, the fault itself looks at it).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ REMOVED = "a removed address is on no node"
 UNHEALTHY = "no address on an unhealthy node"
 DRAINED = "no address on a drained node"
 STOPPED = "no address on a stopped node"
+LINK_DOWN = "no address on a node whose link is down"
 
 
 class _Overlap:
@@ -188,6 +191,7 @@ class Analyser:
             (UNHEALTHY, self.timeline.unhealthy, self.bounds.unhealthy, "unhealthy"),
             (DRAINED, self.timeline.drained, self.bounds.clean, "drained"),
             (STOPPED, self.timeline.stopped, self.bounds.clean, "stopped"),
+            (LINK_DOWN, self.timeline.link_down, self.bounds.interval, "link down"),
         )
         for name, spans, grace, state in rules:
             for n in spans.subjects():

@@ -218,6 +218,84 @@ def loss(world: World, rng: random.Random) -> Fault:
     return fault
 
 
+LINK_EMPTY = "nothing on a node whose link is down, nor when it returns"
+
+
+def _lan_empty(world: World, i: int, when: str) -> None:
+    """Check that node i's lan0 has no pool address (the observer sees none on a lan0
+    that is down or gone, so this looks at the interface itself)."""
+    left = set(world.lab.addresses(i)) & world.pool
+    text = f"n{i} has {sorted(map(str, left))} {when}" if left else ""
+    world.ledger.check(LINK_EMPTY, not left, text, world.now())
+
+
+def _service_link(
+    world: World, rng: random.Random, kind: str, cut: Callable[[int], None], heal
+) -> Fault:
+    """Node i's service link (lan0) goes away for a while; its DCS link stays. It must
+    take its addresses off and hand them over at once (its addresses are held elsewhere
+    within the clean bound: the fault's class), and hold none until it is back."""
+    (i,) = victims(world, rng)
+    length = rng.uniform(1.0, 5.0)
+    fault = begin(world, kind, CLEAN, f"n{i} for {length:.1f}s")
+    world.cut.add(i)
+    world.timeline.link_down.begin(i, world.now())
+    cut(i)
+    play(world, rng, fault, length)
+    _lan_empty(world, i, "while its link is down")
+    heal(i)
+    _lan_empty(world, i, "when its link returns")
+    world.timeline.link_down.end(i, world.now())
+    world.cut.discard(i)
+    return fault
+
+
+def link_down(world: World, rng: random.Random) -> Fault:
+    """`ip link set lan0 down` on a node, later up again."""
+    lab = world.lab
+    return _service_link(
+        world, rng, "link-down", lambda i: lab.link(i, "lan0", up=False), lab.lan_up
+    )
+
+
+def carrier_lost(world: World, rng: random.Random) -> Fault:
+    """The hub's end of a node's lan0 goes down: no carrier, lan0 itself stays up."""
+    lab = world.lab
+    return _service_link(
+        world, rng, "carrier-lost", lambda i: lab.carrier(i, False), lambda i: lab.carrier(i, True)
+    )
+
+
+def interface_deleted(world: World, rng: random.Random) -> Fault:
+    """A node's lan0 is deleted, and made again later (with no address but its own)."""
+    lab = world.lab
+    return _service_link(world, rng, "interface-deleted", lab.delete_lan, lab.create_lan)
+
+
+FLAP_EVERY = 0.3  # seconds between a flapping link's changes
+
+
+def link_flap(world: World, rng: random.Random) -> Fault:
+    """A node's carrier flaps every FLAP_EVERY s for a few seconds: after the first drop
+    nothing more may move until it stays up for link-rise."""
+    (i,) = victims(world, rng)
+    flaps = rng.randint(6, 16)
+    fault = begin(world, "link-flap", CLEAN, f"n{i} x{flaps}")
+    world.cut.add(i)
+    world.timeline.link_down.begin(i, world.now())
+    world.lab.carrier(i, False)
+    up = True
+    for _ in range(flaps):
+        world.sleep(FLAP_EVERY)
+        world.lab.carrier(i, up)
+        up = not up
+    world.lab.carrier(i, True)
+    _lan_empty(world, i, "when its flapping link returns")
+    world.timeline.link_down.end(i, world.now())
+    world.cut.discard(i)
+    return fault
+
+
 MEMBER_LOST = "one etcd member lost changes nothing"
 HOSTILE = "hostile keys change nothing"
 
@@ -511,4 +589,8 @@ KINDS: Dict[str, Kind] = {
     "drain": Kind(drain),
     "storm": Kind(storm),
     "hostile": Kind(hostile),
+    "link-down": Kind(link_down),
+    "carrier-lost": Kind(carrier_lost),
+    "link-flap": Kind(link_flap),
+    "interface-deleted": Kind(interface_deleted),
 }

@@ -149,6 +149,7 @@ class Timeline:
     drained: Spans = field(default_factory=Spans)  # node -> drain key set
     paused: Spans = field(default_factory=Spans)  # node -> SIGSTOP .. SIGCONT
     stopped: Spans = field(default_factory=Spans)  # node -> stopped cleanly, not running
+    link_down: Spans = field(default_factory=Spans)  # node -> lan0 down, no carrier or gone
     dcs_down: Spans = field(default_factory=Spans)  # "etcd" -> no quorum
 
     def fault_at(self, t: float) -> Optional[Fault]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 
 from lab.observer import Sample
-from tests.chaos.analysis import HELD, REMOVED, TWO_HOLDERS, UNHEALTHY, Analyser
+from tests.chaos.analysis import HELD, LINK_DOWN, REMOVED, TWO_HOLDERS, UNHEALTHY, Analyser
 from tests.chaos.model import CLEAN, HARD, Bounds, Fault, Ledger, Timeline
 
 A = ipaddress.ip_address("198.51.100.100")
@@ -110,6 +110,15 @@ def test_an_unhealthy_node_must_hold_nothing_after_the_unhealthy_bound():
     assert failed(ledger) == []
     analyser.feed(samples(3.9, 4.2, {A: [1], B: [2]}))
     assert failed(ledger) == [UNHEALTHY]
+
+
+def test_a_node_whose_link_is_down_must_hold_nothing_after_one_interval():
+    timeline, ledger, analyser = setup()
+    timeline.link_down.begin(1, 1.0)
+    analyser.feed(samples(0, 1.5, {A: [1], B: [2]}))
+    assert failed(ledger) == []
+    analyser.feed(samples(1.5, 1.8, {A: [1], B: [2]}))
+    assert failed(ledger) == [LINK_DOWN]
 
 
 def test_with_etcd3_a_new_leader_s_lease_renewal_is_added_after_an_outage():

@@ -14,7 +14,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Set
 
 from lab.daemon import YaimNode
 from lab.etcd import ClusterKeys, EtcdCluster, EtcdError, EtcdUnreachable
-from lab.netns import ETCD_HOSTS, Lab, LabError, lan_address6
+from lab.netns import ETCD_HOSTS, Lab, LabError
 from lab.observer import Holders, Observer, Sample, format_holders
 from lab.rtnl import IPAddress
 from lab.util import wait_until
@@ -243,11 +243,8 @@ class World:
         for address in self.lab.addresses(i):
             prefix = 32 if address.version == 4 else 128
             self.lab.ip(ns, "addr", "del", f"{address}/{prefix}", "dev", "lan0")
-        self.lab.ip(ns, "-batch", "-", input="link set dcs0 up\nlink set lan0 up\n")
-        base6 = f"{lan_address6(i)}/64"
-        present = self.lab.ip(ns, "-6", "addr", "show", "dev", "lan0")
-        if lan_address6(i) + "/64" not in present:
-            self.lab.ip(ns, "addr", "add", base6, "dev", "lan0", "nodad")
+        self.lab.link(i, "dcs0", up=True)
+        self.lab.lan_up(i)
         self.cut.discard(i)
         self.start(i)
 

@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from yaim import cli, config, ctl, daemon, dcs, reload
 from yaim.checks import BaseChecker, CheckResult
 from yaim.events import REASONS
+from yaim.link import Link
 from yaim.metrics import CONTENT_TYPE, Metrics
 from yaim.state import NodeState, Reading
 from yaim.status import Sources, StatusError, StatusServer
@@ -313,6 +314,21 @@ def test_health_needs_a_healthy_node_and_a_fresh_dcs_session(node):
     assert (status["node"], status["healthy"], status["drained"]) == ("n1", True, False)
     assert status["addresses"] == [] and status["cluster"] == "/service/yaim"
     assert (status["ips"], status["nodes"], status["problems"]) == ([], [], [])
+
+
+def test_a_link_down_is_503_with_its_cause_in_health_status_metric_and_notify(node):
+    node.state.set_health(True, "always")
+    node.balancer.dcs.last_success = time.monotonic()
+    submitted = []
+    node.notifier.submit = lambda *event: submitted.append(event)
+    node._on_link_change(Link(False, "lo has no carrier"))
+    assert node.report.health() == (False, "link down: lo has no carrier")
+    assert node.report.status()["link"] == {"up": False, "cause": "lo has no carrier"}
+    assert b"yaim_link_up 0.0" in node.metrics.exposition()
+    assert submitted == [("health", None, "lo has no carrier")]
+    assert not node.notifier.healthy(), "YAIM_HEALTHY=0 while the link is down"
+    node._on_link_change(Link(True, "lo is up again for 1 s"))
+    assert node.report.health() == (True, "healthy: always")
 
 
 def test_status_shows_the_cluster_in_yaimctl_status_s_shape(node):

@@ -109,8 +109,10 @@ class Actuator:
         netmask6: int,
         tools: Optional[List[AddressTool]] = None,
         allowed: Iterable[IPNetwork] = (),
+        announce_mode: str = "request",
     ) -> None:
         self.interface = interface
+        self.reply = announce_mode == "reply"
         self.label = f"{interface}:{label}"
         self.protocol = address_protocol(self.label)
         self.prefixlen = {4: netmask, 6: netmask6}
@@ -205,12 +207,13 @@ class Actuator:
         self._added.discard(address)
 
     def announce(self, address: IPAddress) -> None:
-        """Tell the neighbours the address moved here (gratuitous ARP, unsolicited NA).
+        """Tell the neighbours the address is here (gratuitous ARP request or reply as
+        `announce-mode` says, unsolicited NA).
 
         Failures are logged, never raised: the address works without it.
         """
         try:
-            announce(self.interface, address)
+            announce(self.interface, address, self.reply)
         except OSError as exc:
             log.warning("announcing %s on %s failed: %s", address, self.interface, exc)
 

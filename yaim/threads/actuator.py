@@ -5,8 +5,19 @@ fencing the claims whose fence time has passed (yaim.claims), however long the D
 keeps the other threads waiting. Its reconcile is harmless to repeat; it also puts
 back an address that someone removed by hand while it is held, and at start it
 removes marked leftovers of an earlier run. After adding an address it announces
-it `announce-count` times, `announce-interval` apart. After each round it tells the
-ledger what is on the interface, which reports the takes and ends that makes true.
+it `announce-count` times, `announce-interval` apart, and with `announce-refresh`
+every held address again once per period, spread over it (yaim.actuator.announce).
+After each round it tells the ledger what is on the interface, which reports the
+takes and ends that makes true.
+
+It also follows the service link (yaim.actuator.link: it owns that netlink socket
+too, and a link event wakes it). When the link goes down (yaim.link's rules) it
+suspends the ledger, which ends every claim, and takes the addresses off in the
+same round; a link back up for `link-rise` resumes it. Either way it tells the
+daemon (`on_link`), which has the node key withdrawn or put back and the balancer
+hand the marks over or take the node's share again. A round that fails to change
+the interface makes it look at the link at once: an add refused because the
+interface went down or away counts as that link event.
 """
 
 from __future__ import annotations
@@ -14,11 +25,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import AbstractSet, Any, Dict, List, NamedTuple, Optional, Set, Tuple
+from typing import AbstractSet, Any, Callable, Dict, List, NamedTuple, Optional, Set, Tuple
 
 from yaim.actuator import Actuator, AddressRefused
+from yaim.actuator.announce import Refresh
+from yaim.actuator.link import LinkWatch
 from yaim.claims import Interface, Ledger
 from yaim.errors import ActuatorError
+from yaim.link import Change, Link, LinkTracker
 from yaim.threads.base import Worker
 from yaim.view import IPAddress, in_order
 
@@ -41,11 +55,15 @@ class Announcement(NamedTuple):
 
 
 class ActuatorThread(Worker):
-    """Owns the Actuator (and so the netlink socket) for the daemon's whole life.
+    """Owns the Actuator and the LinkWatch (and so the netlink sockets) for the daemon's
+    whole life.
 
     `interface` is what the last round left on the interface; it is read by others
-    only once this thread has ended (shutdown).
+    only once this thread has ended (shutdown). `make_link` None: the link is not
+    followed (tests of the addresses alone).
     """
+
+    watches_fd = True
 
     def __init__(
         self,
@@ -54,6 +72,10 @@ class ActuatorThread(Worker):
         node: str,
         announce_count: int = 3,
         announce_interval: float = 0.5,
+        announce_refresh: float = 0.0,
+        make_link: Optional[Callable[[], LinkWatch]] = None,
+        link_rise: float = 1.0,
+        on_link: Callable[[Link], None] = lambda link: None,
         **kwargs,
     ) -> None:
         super().__init__("actuator", **kwargs)
@@ -63,6 +85,12 @@ class ActuatorThread(Worker):
         self.node = node
         self.announce_count = announce_count
         self.announce_interval = announce_interval
+        self.refresh = Refresh(announce_refresh)
+        self.make_link = make_link
+        self.link: Optional[LinkWatch] = None
+        self.link_rise = link_rise
+        self.tracker: Optional[LinkTracker] = None
+        self.on_link = on_link
         self.interface: Optional[Interface] = None
         self._foreign: Set[IPAddress] = set()
         self._announce: Dict[IPAddress, Announcement] = {}
@@ -75,20 +103,67 @@ class ActuatorThread(Worker):
 
     def next_timeout(self) -> float:
         due = [self.ledger.next_fence_time()] + [a.due for a in self._announce.values()]
+        if self.tracker is not None:
+            due.append(self.tracker.due())
         soonest = min((t for t in due if t is not None), default=None)
         if soonest is None:
             return self.period
         return min(self.period, soonest - time.monotonic())
 
+    def watched_fd(self) -> Optional[int]:
+        return None if self.link is None else self.link.fileno()
+
     def step(self, messages: List[Any]) -> None:
         if self.actuator is None:
             self.actuator = self.make_actuator()
+            self._open_link()
+        if self.link is not None:
+            self._follow(self.link.changes())
         self.ledger.expired()
         ok = self.reconcile()
+        if not ok and self.link is not None and self._follow([self.link.current()]):
+            ok = self.reconcile()  # the link went down: now the addresses go off
         self._send_announcements()
         for request in messages:
             request.ok = ok
             request.done.set()
+
+    def _open_link(self) -> None:
+        """Start following the link; a link down at start keeps the node out until it rises."""
+        if self.make_link is None:
+            return
+        self.link = self.make_link()
+        link = self.link.open()
+        self.tracker = LinkTracker(self.link_rise, link)
+        if not link.up:
+            self._apply(Change(False, link.cause))
+
+    def _follow(self, links: List[Link]) -> bool:
+        """Feed the kernel's words on the link to the tracker, in order, and act once on
+        where they leave it (a deletion comes as "set down", then "gone": one line, the
+        latest cause); True if the node stopped taking part."""
+        now = time.monotonic()
+        was = self.tracker.taking_part
+        for link in links:
+            self.tracker.observe(link, now)
+        self.tracker.tick(now)
+        if self.tracker.taking_part == was:
+            return False
+        self._apply(Change(self.tracker.taking_part, self.tracker.cause))
+        return was
+
+    def _apply(self, change: Change) -> None:
+        if change.taking_part:
+            self.ledger.resume()
+            log.info("node %s takes part again: %s", self.node, change.cause)
+        else:
+            self.ledger.suspend()
+            log.warning(
+                "node %s stops taking part: %s; its addresses go off and over to the others",
+                self.node,
+                change.cause,
+            )
+        self.on_link(Link(change.taking_part, change.cause))
 
     def reconcile(self) -> bool:
         """Add what is held and missing, remove what is ours and not held; True if all worked.
@@ -98,6 +173,8 @@ class ActuatorThread(Worker):
         logged once. One outside allowed-networks is never added (the actuator
         logs it). Neither counts as a failure.
         """
+        if self.tracker is not None and self.tracker.link.deleted:
+            return self._deleted()
         wanted = self.ledger.held()
         try:
             present, owned = self.actuator.scan()
@@ -114,6 +191,14 @@ class ActuatorThread(Worker):
         )
         self.ledger.confirm(self.interface)
         return not (failed_adds or failed_removes)
+
+    def _deleted(self) -> bool:
+        """The interface was deleted, and every address on it with it (the ledger is
+        suspended, so none is wanted): the ledger hears that nothing is on it, so that its
+        releases end; nothing is scanned until the interface is back."""
+        self.interface = Interface(frozenset(), frozenset())
+        self.ledger.confirm(self.interface)
+        return True
 
     def _add(
         self, addresses: Set[IPAddress], before: AbstractSet[IPAddress]
@@ -177,6 +262,9 @@ class ActuatorThread(Worker):
     def _send_announcements(self) -> None:
         now = time.monotonic()
         held = self.ledger.held()
+        for address in self.refresh.due(held, now):
+            if address not in self._announce:  # else its first announcements are still going
+                self.actuator.announce(address)
         for address, (due, left) in list(self._announce.items()):
             if address not in held:
                 del self._announce[address]
@@ -190,3 +278,5 @@ class ActuatorThread(Worker):
     def finish(self, messages: List[Any]) -> None:
         """Shutdown: the ledger is closed and holds nothing, so this removes every address."""
         self.step(messages)
+        if self.link is not None:
+            self.link.close()

@@ -67,7 +67,7 @@ class BalancerThread(DCSWorker):
         self._note_drain(self.me in snapshot.drained)
         view = self.conflicts.skip(view)
         self.state.latest = Reading(snapshot, view, rejected)
-        if not self.state.healthy:
+        if not self.state.taking_part:
             view = view._replace(nodes=view.nodes - {self.me})
         return view
 
@@ -94,8 +94,10 @@ class BalancerThread(DCSWorker):
         plan = balancer.plan(view, self.me)
         if self.drained:
             reason = "drained"
+        elif self.me in view.nodes:
+            reason = "rebalance"
         else:
-            reason = "unhealthy" if self.me not in view.nodes else "rebalance"
+            reason = "unhealthy" if self.state.link.up else "link-down"
         self._release(plan.release, reason, view)
         for address in in_order(plan.keep - self.ledger.held()):
             self._resume(address, view)
@@ -142,27 +144,29 @@ class BalancerThread(DCSWorker):
     ) -> None:
         """Claim a freshly marked address, its mark's request sent at `sent_at`. A mark
         marked a while ago (the probe took time) is renewed first if it would not last
-        (the ledger's rule); one the ledger refuses for good (closed) is given back."""
+        (the ledger's rule); one the ledger refuses for now (closed, or suspended while the
+        link is down) is given back."""
         ttl_start = self.dcs.ttl_start(sent_at)
         if not self.ledger.lasts(ttl_start):
             renewed = time.monotonic()
             if self.dcs.refresh_mark(address):
                 ttl_start = self.dcs.ttl_start(renewed)
-        if not self.ledger.hold(address, ttl_start, reason, mark) and self.ledger.closed:
+        if not self.ledger.hold(address, ttl_start, reason, mark) and self.ledger.refusing:
             self.dcs.delete_mark(address)
 
     def _release(self, addresses: Iterable[IPAddress], reason: str, view: ClusterView) -> None:
         """End the claims, wait for one actuator round that takes every address off, then
-        delete the marks of those that are off. A mark never claimed here goes after that
+        delete the marks of those that are off; also of those the actuator released itself
+        when the link went down (Ledger.suspend). A mark never claimed here goes after that
         round too (a leftover of an earlier run is removed in it); one whose claim is still
         ending (fenced, not off yet) is left for a later round."""
         addresses = set(addresses)
         if not addresses:
             return
-        claimed = self.ledger.release(addresses, reason)
+        self.ledger.release(addresses, reason)
         removed = self.sync_actuator(self.config.interval_s)
-        marks: Dict[IPAddress, Optional[int]] = self.ledger.finish(claimed)
-        unclaimed = addresses - set(claimed) - self.ledger.claimed() if removed else set()
+        marks: Dict[IPAddress, Optional[int]] = self.ledger.finish(addresses)
+        unclaimed = addresses - set(marks) - self.ledger.claimed() if removed else set()
         for address in in_order(unclaimed):
             log.debug("unmarked %s on node %s: %s", address, self.me, words(RELEASE, reason))
             mine = view.holders.get(address) == self.me

@@ -1,11 +1,17 @@
-"""What every role thread shares: a period, a wake-up queue, a stop Event, crash reporting."""
+"""What every role thread shares: a period, a wake-up queue, a stop Event, crash reporting;
+and the one selectable wake-up of the daemon (a pipe), for the main loop and for a
+thread that also waits on a file descriptor of its own (the actuator's link events)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import queue
+import select
 import threading
 import time
+import weakref
 from typing import Any, Callable, List, Optional
 
 from yaim.errors import DCSError
@@ -14,13 +20,49 @@ from yaim.metrics import Metrics
 log = logging.getLogger(__name__)
 
 
+class Wakeup:
+    """A byte in a pipe to sleep on: `set` may be called from any thread, and from a
+    signal handler (threading.Event.set takes a lock the interrupted thread may hold).
+    The pipe is closed when the object is collected."""
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        for fd in (self._read, self._write):
+            os.set_blocking(fd, False)
+        weakref.finalize(self, _close, self._read, self._write)
+
+    def set(self) -> None:
+        with contextlib.suppress(BlockingIOError):  # the pipe is full: a wake-up is pending
+            os.write(self._write, b"\0")
+
+    def wait(self, timeout: float, fd: Optional[int] = None) -> None:
+        """Sleep until set, `fd` is readable, or for `timeout` seconds; then clear."""
+        poller = select.poll()
+        for watched in (self._read, fd):
+            if watched is not None:
+                poller.register(watched, select.POLLIN)
+        poller.poll(max(0.0, timeout) * 1000)
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._read, 512):
+                pass
+
+
+def _close(*fds: int) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
 class Worker(threading.Thread):
     """Runs `step()` every `period` seconds, or at once when poked.
 
-    `queue.get(timeout=...)` is both the sleep and the "act now" trigger. An
-    exception escaping `step()` is a bug: it is logged and reported through
-    `on_crash`, and the daemon shuts down instead of running half alive.
+    `queue.get(timeout=...)` is both the sleep and the "act now" trigger; a worker
+    whose `watched_fd()` names a file descriptor sleeps on a Wakeup with it instead,
+    so that the descriptor becoming readable wakes it too. An exception escaping
+    `step()` is a bug: it is logged and reported through `on_crash`, and the daemon
+    shuts down instead of running half alive.
     """
+
+    watches_fd = False  # a subclass that overrides watched_fd says so
 
     def __init__(
         self,
@@ -38,21 +80,34 @@ class Worker(threading.Thread):
         self._loop_duration = self.metrics.loop_duration.labels(name)
         self.inbox: queue.Queue = queue.Queue()
         self.last_success = time.monotonic()
+        self._wakeup = Wakeup() if self.watches_fd else None
 
     def poke(self, item: Any = None) -> None:
         """Wake the thread now (with an optional message for it)."""
         self.inbox.put(item)
+        if self._wakeup is not None:
+            self._wakeup.set()
 
     def next_timeout(self) -> float:
         """Seconds until the next step is due; roles with deadlines shorten it."""
         return self.period
 
+    def watched_fd(self) -> Optional[int]:
+        """A file descriptor whose readability also wakes the thread (`watches_fd`)."""
+        return None
+
     def _wait(self) -> List[Any]:
-        """Sleep until the next step is due or a poke arrives; return every message waiting."""
-        try:
-            items = [self.inbox.get(timeout=max(0.0, self.next_timeout()))]
-        except queue.Empty:
-            return []
+        """Sleep until the next step is due, a poke arrives or the watched descriptor is
+        readable; return every message waiting."""
+        timeout = max(0.0, self.next_timeout())
+        if self._wakeup is not None:
+            self._wakeup.wait(timeout, self.watched_fd())
+            items: List[Any] = []
+        else:
+            try:
+                items = [self.inbox.get(timeout=timeout)]
+            except queue.Empty:
+                return []
         while True:
             try:
                 items.append(self.inbox.get_nowait())

@@ -1,7 +1,7 @@
 """The heartbeat thread: keeps the node key and this node's marks alive in the DCS.
 
 A round starts with the session's keep-alive (v3: the one lease every key of the
-node hangs on), then touches or deletes the node key as health says, then renews
+node hangs on), then touches or deletes the node key as health and the link say, then renews
 every live claim's mark through the ledger: a refresh that works moves its fence
 time to when the request that restarted the TTL was sent (`DCS.ttl_start`: v2 the
 refresh itself, v3 that keep-alive, never later); one that finds the mark gone or
@@ -50,7 +50,7 @@ class HeartbeatThread(DCSWorker):
         self._renew_marks()
 
     def _advertise(self) -> None:
-        if self.state.healthy:
+        if self.state.taking_part:
             self.dcs.touch_node()
             if not self.advertised:
                 self.advertised = True
@@ -58,7 +58,7 @@ class HeartbeatThread(DCSWorker):
         elif self.advertised:
             self.dcs.delete_node()
             self.advertised = False
-            log.info("removed the node key of %s: not healthy", self.dcs.node)
+            log.info("removed the node key of %s: %s", self.dcs.node, self.state.out_reason)
 
     def _renew_marks(self) -> None:
         lost = False

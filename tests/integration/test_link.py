@@ -1,0 +1,148 @@
+"""The service link in the lab, separate from the DCS link (lan0 and dcs0 of each node):
+lan0 set down, its carrier lost (the hub's end of its veth down, lan0 still up), lan0
+deleted and made again, and a flapping link; then the periodic announcements as a
+client on the lan sees them.
+
+Each link case runs RUNS times in one lab and prints its times (how long until the
+others held the node's addresses, how long until it held its share again), so that
+a run of the file is also the measurement of the closing note.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Callable, Dict, List, Tuple
+
+import pytest
+
+from lab.netns import Lab
+from tests.conftest import LabEnv
+from tests.integration.conftest import (
+    CLEAN_BOUND,
+    INTERVAL,
+    POOL,
+    TTL,
+    holding,
+    put_address,
+    request,
+    settled,
+    start_cluster,
+    unchanged_for,
+)
+
+pytestmark = pytest.mark.netns
+
+RISE = 1000  # link-rise, ms
+TAKEN_BOUND = CLEAN_BOUND  # 2 x interval + 1 s: the others hold the node's addresses
+BACK_BOUND = RISE / 1000 + CLEAN_BOUND  # link-rise + 2 x interval + 1 s: its share back
+RUNS = 5
+FLAP = 0.3  # seconds between the flapping link's changes
+FLAPPING = 5.0  # seconds it flaps
+ARPWATCH = Path(__file__).resolve().parents[2] / "lab" / "arpwatch.py"
+
+Action = Callable[[Lab], None]
+CASES: Dict[str, Tuple[Action, Action, str]] = {
+    "set down": (lambda net: net.link(1, "lan0", False), lambda net: net.lan_up(1), "set down"),
+    "carrier lost": (
+        lambda net: net.carrier(1, False),
+        lambda net: net.carrier(1, True),
+        "has no carrier",
+    ),
+    "deleted": (lambda net: net.delete_lan(1), lambda net: net.create_lan(1), "is gone"),
+}
+
+
+def figures(name: str, times: List[float]) -> str:
+    return f"{name}: p50 {statistics.median(times):.2f} s, max {max(times):.2f} s"
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_node_whose_service_link_goes_hands_over_and_takes_its_share_back(
+    lab: LabEnv, no_two_holders, case: str
+) -> None:
+    cut, heal, cause = CASES[case]
+    start_cluster(lab, link_rise=RISE)
+    net, pool = lab.lab, set(POOL)
+    taken: List[float] = []
+    back: List[float] = []
+    for run in range(RUNS):
+        mine = holding(lab, 1)
+        assert mine, f"run {run}: n1 holds nothing to hand over"
+        cut_at = time.monotonic()
+        cut(net)
+        sample = lab.observer.wait_for(
+            settled([2, 3]), TAKEN_BOUND + 2, f"n2 and n3 to hold n1's {sorted(map(str, mine))}"
+        )
+        taken.append(sample.time - cut_at)
+        assert not net.addresses(1) & pool, "n1 keeps nothing while its link is down"
+        code, body = request(lab, 1, "/health")
+        assert (code, cause in body) == (503, True), body
+        healed_at = time.monotonic()
+        heal(net)
+        assert not net.addresses(1) & pool, "nothing on n1 when its link returns"
+        sample = lab.observer.wait_for(settled([1, 2, 3]), BACK_BOUND + 3, "n1's share back")
+        back.append(sample.time - healed_at)
+    print(
+        f"link {case} (interval {INTERVAL} ms, ttl {TTL} ms, link-rise {RISE} ms, {RUNS} runs):"
+        f" {figures('others hold', taken)}; {figures('share back', back)}"
+    )
+    assert max(taken) <= TAKEN_BOUND, taken
+    assert max(back) <= BACK_BOUND, back
+    stops = [line for line in lab.nodes[0].log().splitlines() if "stops taking part" in line]
+    assert len(stops) == RUNS and all(cause in line for line in stops), stops
+
+
+def test_a_link_flapping_faster_than_link_rise_moves_nothing_after_the_first_drop(
+    lab: LabEnv, no_two_holders
+) -> None:
+    start_cluster(lab, link_rise=RISE)
+    net = lab.lab
+    net.carrier(1, False)
+    lab.observer.wait_for(settled([2, 3]), TAKEN_BOUND + 2, "n2 and n3 to hold everything")
+    before, since = lab.observer.holders(), time.monotonic()
+    up = True
+    for _ in range(int(FLAPPING / FLAP)):  # the fault's own pace, not a wait for yaim
+        time.sleep(FLAP)
+        net.carrier(1, up)
+        up = not up
+    flapped = time.monotonic() - since
+    assert unchanged_for(lab, before, since, flapped + 0.5) == []
+    net.carrier(1, True)
+    lab.observer.wait_for(settled([1, 2, 3]), BACK_BOUND + 3, "n1's share back after the flaps")
+
+
+def test_announce_refresh_sends_each_held_address_every_period_and_reply_mode_replies(
+    lab: LabEnv, no_two_holders
+) -> None:
+    refresh = 2000
+    for address in POOL:
+        put_address(lab, address)
+    for i in (1, 2, 3):
+        mode = "reply" if i == 3 else "request"
+        lab.node(
+            i, interval=INTERVAL, ttl=TTL, announce_refresh=refresh, announce_mode=mode
+        ).start()
+    lab.observer.wait_for(settled([1, 2, 3]), 15, "the pool to settle")
+    holders, since = lab.observer.holders(), time.monotonic()
+    seconds = 4 * refresh / 1000
+    argv = [sys.executable, str(ARPWATCH), "--seconds", str(seconds)]
+    seen = json.loads(lab.lab.run(lab.lab.cli, argv, timeout=seconds + 10).stdout)
+    assert unchanged_for(lab, holders, since, seconds) == [], "nothing moved meanwhile"
+    times: Dict[str, List[float]] = defaultdict(list)
+    operations: Dict[str, set] = defaultdict(set)
+    for when, operation, sender, target in seen:
+        if sender == target:
+            times[sender].append(when)
+            operations[sender].add(operation)
+    slack = refresh / 1000 + INTERVAL / 1000 + 0.5
+    for address in POOL:
+        (holder,) = holders[address]
+        sent = times[str(address)]
+        gaps = [b - a for a, b in zip([0.0, *sent], [*sent, seconds])]
+        assert len(sent) >= 3 and max(gaps) <= slack, (address, sent)
+        assert operations[str(address)] == ({2} if holder == 3 else {1}), (address, holder)

@@ -1,0 +1,190 @@
+"""The kernel side of the service link: rtnetlink's link events, and a look at the flags.
+
+A netlink socket bound to the RTMGRP_LINK group hears every RTM_NEWLINK and
+RTM_DELLINK of the namespace: an interface set up or down, its carrier or operstate
+changing, its deletion or rename. The actuator thread owns the socket and waits on
+it (yaim.threads.base.Worker.watched_fd), so a link event wakes it at once; nothing
+is polled. The interface is followed by its name: a message naming it tells its
+state (yaim.link.from_flags), a deletion or a rename of its index says it is gone,
+and one that names it again (re-created, renamed back) tells its new state.
+
+Written by hand on the standard library's AF_NETLINK socket rather than with pyroute2:
+only a few fields of one message type are needed, pyroute2's event interface differs
+between 0.7 (Debian bookworm's) and 0.9, and the `ip` fallback of the actuator runs
+without pyroute2 at all. The state at start, after a lost event (the socket's buffer
+overran) and after an address add that failed, is read with SIOCGIFFLAGS, an ioctl
+on a socket of the node's own namespace (sysfs could show another namespace's).
+
+Where no netlink socket can be opened (a sandbox refusing AF_NETLINK), the flags are
+read at every actuator round instead, which is polling at the round's pace: logged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import logging
+import socket
+import struct
+from typing import List, NamedTuple, Optional
+
+from yaim.link import Link, from_flags, gone
+
+log = logging.getLogger(__name__)
+
+RTMGRP_LINK = 0x1
+RTM_NEWLINK, RTM_DELLINK = 16, 17
+IFLA_IFNAME = 3
+SIOCGIFFLAGS = 0x8913
+NLMSG = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port
+IFINFO = struct.Struct("=BxHiII")  # ifinfomsg: family, type, index, flags, change
+RTATTR = struct.Struct("=HH")  # rtattr: length, type
+RECEIVE_BUFFER = 1 << 20  # a burst of link events (a bridge of many ports) fits
+
+
+class LinkMessage(NamedTuple):
+    """One RTM_NEWLINK or RTM_DELLINK: which interface, its name and flags."""
+
+    deleted: bool
+    index: int
+    name: Optional[str]
+    flags: int
+
+
+def _align(length: int) -> int:
+    return (length + 3) & ~3
+
+
+def _name(data: bytes, start: int, end: int) -> Optional[str]:
+    """The IFLA_IFNAME attribute among the attributes in data[start:end]."""
+    while start + RTATTR.size <= end:
+        length, kind = RTATTR.unpack_from(data, start)
+        if length < RTATTR.size:
+            return None
+        if kind == IFLA_IFNAME:
+            value = data[start + RTATTR.size : start + length]
+            return value.split(b"\0", 1)[0].decode(errors="replace")
+        start += _align(length)
+    return None
+
+
+def parse(data: bytes) -> List[LinkMessage]:
+    """The link messages in one datagram from the socket; anything else is skipped."""
+    found = []
+    offset = 0
+    while offset + NLMSG.size <= len(data):
+        length, kind, _flags, _seq, _port = NLMSG.unpack_from(data, offset)
+        if length < NLMSG.size or offset + length > len(data):
+            break
+        body = offset + NLMSG.size
+        if kind in (RTM_NEWLINK, RTM_DELLINK) and length >= NLMSG.size + IFINFO.size:
+            _family, _type, index, flags, _change = IFINFO.unpack_from(data, body)
+            name = _name(data, body + IFINFO.size, offset + length)
+            found.append(LinkMessage(kind == RTM_DELLINK, index, name, flags))
+        offset += _align(length)
+    return found
+
+
+def read_flags(ifname: str) -> Link:
+    """The interface's state now (SIOCGIFFLAGS); gone if it does not exist."""
+    request = struct.pack("16sH14x", ifname.encode(), 0)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            answer = fcntl.ioctl(sock.fileno(), SIOCGIFFLAGS, request)
+    except OSError as exc:
+        if exc.errno == errno.ENODEV:
+            return gone(ifname)
+        raise
+    return from_flags(ifname, struct.unpack_from("16sH", answer)[1])
+
+
+class LinkWatch:
+    """Follows one interface's link; not thread-safe: it belongs to the actuator thread."""
+
+    def __init__(self, ifname: str) -> None:
+        self.ifname = ifname
+        self.index: Optional[int] = None
+        self._sock: Optional[socket.socket] = None
+
+    def open(self) -> Link:
+        """Start listening (before the first look, so that no change falls between), and
+        return the state now."""
+        try:
+            sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+            sock.bind((0, RTMGRP_LINK))
+            sock.setblocking(False)
+            self._sock = sock
+        except OSError as exc:
+            log.warning(
+                "cannot listen to link events of %s (%s): reading its state every round",
+                self.ifname,
+                exc,
+            )
+        return self.current()
+
+    def fileno(self) -> Optional[int]:
+        """The socket to wait on; None without one."""
+        return None if self._sock is None else self._sock.fileno()
+
+    def current(self) -> Link:
+        """Look at the interface now; a look that fails counts as the link down. Gone under
+        its name while its index still exists: renamed."""
+        try:
+            link = read_flags(self.ifname)
+        except OSError as exc:
+            return Link(False, f"the state of {self.ifname} cannot be read: {exc}")
+        if link.deleted and self.index is not None:
+            with contextlib.suppress(OSError):
+                return gone(self.ifname, socket.if_indextoname(self.index))
+        try:
+            self.index = socket.if_nametoindex(self.ifname)
+        except OSError:
+            self.index = None
+        return link
+
+    def changes(self) -> List[Link]:
+        """What the link did since the last call, in order; without a socket, a look now.
+        Ending down, a look now comes last: an interface being deleted is set down first,
+        and the look tells it is gone."""
+        if self._sock is None:
+            return [self.current()]
+        found = self._receive()
+        if found and not found[-1].up:
+            found.append(self.current())
+        return found
+
+    def _receive(self) -> List[Link]:
+        """The messages waiting on the socket, as links of our interface."""
+        found: List[Link] = []
+        while True:
+            try:
+                data = self._sock.recv(65536)
+            except BlockingIOError:
+                return found
+            except OSError as exc:
+                if exc.errno != errno.ENOBUFS:
+                    raise
+                log.warning("link events of %s were lost (%s): looking again", self.ifname, exc)
+                found.append(self.current())
+                continue
+            found += [link for link in map(self._judge, parse(data)) if link is not None]
+
+    def _judge(self, message: LinkMessage) -> Optional[Link]:
+        """What a link message says of our interface; None if it is about another."""
+        if message.name == self.ifname:
+            if message.deleted:
+                self.index = None
+                return gone(self.ifname)
+            self.index = message.index
+            return from_flags(self.ifname, message.flags)
+        if message.index == self.index:
+            self.index = None
+            return gone(self.ifname, "" if message.deleted else message.name or "?")
+        return None
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
