@@ -195,3 +195,13 @@ class NotedDCS(FakeDCS):
     def clear_note(self, kind: str, address, note: str) -> bool:
         self.calls.append(f"clear {kind} {address}")
         return self.released.pop(str(address), None) == note
+
+
+class Clock:
+    """A monotonic clock the test moves by hand (`now`)."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

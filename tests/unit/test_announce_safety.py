@@ -14,6 +14,7 @@ import pytest
 from tests.unit.fakes import (
     V4,
     V6,
+    Clock,
     FakeTool,
     balancer_round_setup,
 )
@@ -78,14 +79,6 @@ def test_the_actuator_refuses_an_address_outside_allowed_networks_and_says_so_on
     assert tool.adds == [V4]
     refusals = [r for r in caplog.records if "refusing to add 203.0.113.7" in r.getMessage()]
     assert len(refusals) == 1
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Recorder:

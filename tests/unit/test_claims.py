@@ -9,6 +9,7 @@ from typing import List, Tuple
 
 import pytest
 
+from tests.unit.fakes import Clock
 from yaim.claims import HANDOVER_WINDOW, Interface, Ledger, fence_margin
 from yaim.metrics import Metrics
 
@@ -16,19 +17,11 @@ A, B, C = (ipaddress.ip_address(f"198.51.100.{i}") for i in (1, 2, 3))
 TTL = 3.0  # the margin is 0.3 s, so a mark lasts 2.7 s from its TTL's start
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class Made:
     """A ledger of node n1 on a test clock, its events and its metrics."""
 
     def __init__(self) -> None:
-        self.clock = Clock()
+        self.clock = Clock(100.0)
         self.events: List[Tuple[str, object, str]] = []
         self.wakes = 0
         self.metrics = Metrics()
