@@ -42,6 +42,7 @@ from yaim.config_values import (
     listing,
     network,
     no_credentials,
+    switch,
     text,
     url,
 )
@@ -154,6 +155,9 @@ class Config:
     log_level: str = _key(choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), "INFO")
     log_file: Optional[str] = _key(_OPTIONAL_TEXT, None)
     log_syslog: Optional[str] = _key(text(facility, optional=True), None)
+    failsafe: bool = _key(switch, False)
+    peer_listen: Optional[str] = _key(text(host_port, optional=True), None)
+    peer_secret_file: Optional[str] = _key(_OPTIONAL_TEXT, None)
     source: str = ""
     warnings: Tuple[str, ...] = ()
 
@@ -168,6 +172,11 @@ class Config:
     probe_timeout_s = _seconds("probe_timeout")
     conflict_backoff_s = _seconds("conflict_backoff")
     notify_timeout_s = _seconds("notify_timeout")
+
+    @property
+    def failsafe_on(self) -> bool:
+        """The failsafe hold applies: asked for, and the conflict probe on (yaim.failsafe)."""
+        return self.failsafe and self.probe_timeout > 0
 
     def as_dict(self, mask_secrets: bool = True) -> Dict[str, Any]:
         """Effective config with the contract's keys and plain values, for --check-config."""

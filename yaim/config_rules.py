@@ -72,6 +72,13 @@ def _required_by(kind: str) -> Callable[[Any, str], Optional[str]]:
     return check
 
 
+def _secret_for_failsafe(failsafe: bool, secret_file: Optional[str]) -> Optional[str]:
+    """No unauthenticated host may make a node keep or drop anything (yaim.peers)."""
+    if failsafe and secret_file is None:
+        return "needs peer-secret-file: the peers' messages are authenticated with it"
+    return None
+
+
 class Rule(NamedTuple):
     """A rule and the keys whose values it is called with."""
 
@@ -89,6 +96,7 @@ RULES = (
     Rule(("http_url", "checker_type"), _required_by("http")),
     Rule(("postgres_dsn", "checker_type"), _required_by("postgres")),
     Rule(("shell_command", "checker_type"), _required_by("shell")),
+    Rule(("failsafe", "peer_secret_file"), _secret_for_failsafe),
 )
 
 
@@ -154,4 +162,10 @@ def risks(values: Mapping[str, Any]) -> List[Risk]:
     if url and url_password(url) and urlsplit(url).scheme == "http":
         risk = f"its password is sent in clear to {shown(mask_url(url))}; use https://"
         found.append(Risk("http_url", risk))
+    if values["failsafe"] and values["probe_timeout"] <= 0:
+        risk = (
+            "off: it needs probe-timeout > 0, as the conflict probe is what holds off a node"
+            " that knows nothing of the peers' promises"
+        )
+        found.append(Risk("failsafe", risk))
     return found

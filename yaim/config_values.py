@@ -142,6 +142,17 @@ def choice(*supported: str, planned: Tuple[str, ...] = ()) -> Parser:
     return parse
 
 
+def switch(raw: Any) -> bool:
+    """On or off: YAML's true/false (`on`/`off` too), or those words from the environment."""
+    if isinstance(raw, bool):
+        return raw
+    words = {"true": True, "on": True, "yes": True, "false": False, "off": False, "no": False}
+    value = words.get(_string(raw).lower())
+    if value is None:
+        raise ValueError(f"must be on or off, got {brief(raw)}")
+    return value
+
+
 def listing(item: Parser, nonempty: bool = False) -> Parser:
     """A YAML list, or a comma-separated string as the environment gives it."""
 

@@ -101,6 +101,9 @@ DEFAULTS = {
     "log_level": "INFO",
     "log_file": None,
     "log_syslog": None,
+    "failsafe": False,
+    "peer_listen": None,
+    "peer_secret_file": None,
 }
 
 
@@ -970,3 +973,25 @@ def test_http_url_password_over_plain_http_warns(tmp_path):
         assert not any("in clear" in w for w in load(tmp_path, quiet).warnings)
     unused = {"http-url": url, "checker-type": "none"}
     assert not any("in clear" in w for w in load(tmp_path, unused).warnings)
+
+
+# --- the failsafe hold's keys ---
+
+
+@pytest.mark.parametrize("raw, on", [(True, True), ("on", True), ("off", False), (False, False)])
+def test_failsafe_is_a_switch_and_needs_the_probe(tmp_path, raw, on):
+    loaded = load(tmp_path, {"failsafe": raw, "peer-secret-file": "/etc/yaim/peer.key"})
+    assert loaded.failsafe is on and loaded.failsafe_on is on
+    off = load(tmp_path, {"failsafe": raw, "peer-secret-file": "/x", "probe-timeout": 0})
+    assert not off.failsafe_on
+    assert any("failsafe: off: it needs probe-timeout > 0" in w for w in off.warnings) is on
+
+
+def test_failsafe_needs_a_peer_secret(tmp_path):
+    assert "failsafe: needs peer-secret-file" in one_problem(tmp_path, {"failsafe": "yes"})
+    assert "must be on or off" in one_problem(tmp_path, {"failsafe": "sometimes"})
+
+
+def test_peer_listen_is_host_port(tmp_path):
+    assert load(tmp_path, {"peer-listen": "[2001:db8::1]:9721"}).peer_listen == "[2001:db8::1]:9721"
+    assert "must be HOST:PORT" in one_problem(tmp_path, {"peer-listen": "9721"})

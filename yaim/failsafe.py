@@ -1,0 +1,200 @@
+"""The failsafe hold's decisions: keeping held addresses through a whole-etcd outage.
+
+Without it, a node whose etcd does not answer fences every address at its mark's
+fence time (yaim.claims), so an outage of every etcd member drops the whole pool
+after one ttl although every node and link is fine. With it, a node about to fence
+asks every other node of its last good view (the nodes that had node keys) whether
+it may keep what it holds; this module decides, the peer messages and their
+authentication are yaim.peers', the threads and the DCS the daemon's.
+
+The rules, each a method of `Failsafe` (one per node, both roles):
+
+- Asking (`ask`, `answered`): the asker sends its view and the addresses it has on
+  its interface. With a yes from every other node of that view it may keep each of
+  them until the ask was *sent*, by its own clock, plus ttl minus the fence margin;
+  any no, or a peer that does not answer, and the hold is not extended: the
+  addresses are fenced at their current deadline, as today.
+- Answering (`answer`): yes only if this node cannot reach etcd itself, has a view
+  of its own since it started, the same nodes as the asker's, and holds none of the
+  asker's addresses. A yes is a promise: not to take any of those addresses until
+  the answer time, by the promiser's clock, plus ttl, even if etcd comes back for it
+  meanwhile. The answer comes after the ask was sent, so every promise outlasts the
+  hold it grants by the margin at least; no clock is compared with another node's.
+- Holding (`holding`, `may_take`, `may_release`): while a hold lasts the node takes
+  nothing and releases only when it is unhealthy or stopping (its addresses then
+  wait for etcd); a node takes no address it promised not to take, and nothing at
+  all for ttl after it started (`quiet`): a promise lives in memory only, and a
+  node that crashed and came back may have given one just before.
+- Coming back (`returned`, `remarked`): when etcd answers again, the holder
+  re-creates the marks of the addresses it kept before anything else (a mark
+  someone else has by then fences the address at once, as a lost mark does).
+
+A node that knows nothing of the promises (one not in the asker's view: joined or
+turned healthy during the outage) is held off by the conflict probe only, which is
+why the failsafe needs `probe-timeout` > 0 (yaim.config_rules turns it off
+otherwise). README.rst ("Failsafe hold") gives the safety argument.
+
+Pure module: no I/O, no threads, no clock reads. Every time is the caller's own
+monotonic clock, passed in.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, FrozenSet, Hashable, Iterable, List, Mapping, NamedTuple, Optional
+
+from yaim.claims import fence_margin
+
+Address = Hashable  # an IPAddress in the daemon; anything hashable in the model test
+
+# The release reasons a node in the hold still acts on: the others keep waiting for
+# etcd, so nothing moves (yaim.threads.balancer names the reasons).
+RELEASE_IN_HOLD = frozenset({"unhealthy", "stopping"})
+
+
+class Ask(NamedTuple):
+    """What an asker sends: who it is, the nodes of its last good view, what it holds."""
+
+    node: str
+    view: FrozenSet[str]
+    held: FrozenSet[Address]
+
+
+class Answer(NamedTuple):
+    """A peer's answer to an ask, and why (for the asker's log line)."""
+
+    node: str
+    yes: bool
+    reason: str
+
+
+class Promise(NamedTuple):
+    """A yes given: not to take `addresses` until `until` (the promiser's clock)."""
+
+    asker: str
+    addresses: FrozenSet[Address]
+    until: float
+
+
+class Verdict(NamedTuple):
+    """What the answers to one ask gave: the hold's new end, or None and why not."""
+
+    until: Optional[float]
+    reason: str
+
+
+class Failsafe:
+    """One node's failsafe state: the hold it was granted and the promises it gave."""
+
+    def __init__(self, node: str, ttl: float, started: float) -> None:
+        self.node = node
+        self.ttl = ttl
+        self.lifetime = ttl - fence_margin(ttl)
+        self.quiet_until = started + ttl
+        self.covered: Dict[Address, float] = {}  # address -> end of the hold granted for it
+        self.promises: List[Promise] = []
+
+    # --- the asker's side ---
+
+    def ask(self, view: Optional[FrozenSet[str]], held: Iterable[Address]) -> Optional[Ask]:
+        """The ask to send to every other node of `view`; None with no view or nothing held."""
+        held = frozenset(held)
+        if view is None or not held or self.node not in view:
+            return None
+        return Ask(self.node, frozenset(view), held)
+
+    def answered(self, ask: Ask, sent_at: float, answers: Mapping[str, Answer]) -> Verdict:
+        """Take the answers to `ask`, sent at `sent_at`: extend the hold if every peer said yes.
+
+        A no does not shorten a hold granted before: the promises behind it stand.
+        """
+        for peer in sorted(ask.view - {self.node}):
+            answer = answers.get(peer)
+            if answer is None:
+                return Verdict(None, f"node {peer} did not answer")
+            if not answer.yes or answer.node != peer:
+                return Verdict(None, f"node {peer} said no: {answer.reason}")
+        until = sent_at + self.lifetime
+        for address in ask.held:
+            self.covered[address] = max(self.covered.get(address, until), until)
+        return Verdict(until, "every node of the view promised")
+
+    def deadline(self, address: Address, fence: float) -> float:
+        """When a claim must be fenced whose mark-based fence time is `fence`."""
+        return max(fence, self.covered.get(address, fence))
+
+    def holding(self, now: float) -> bool:
+        """Whether a hold is live: some address is kept past its mark on the peers' word."""
+        return any(until > now for until in self.covered.values())
+
+    def lapse(self, now: float) -> List[Address]:
+        """Forget the holds that ended (their addresses are fenced by then); those, sorted."""
+        ended = sorted((a for a, until in self.covered.items() if until <= now), key=str)
+        for address in ended:
+            del self.covered[address]
+        return ended
+
+    def returned(self, held: Iterable[Address]) -> List[Address]:
+        """etcd answers again: the held addresses whose marks to re-create first, sorted."""
+        return sorted((a for a in held if a in self.covered), key=str)
+
+    def remarked(self, address: Address) -> None:
+        """Its mark was re-created (or found someone else's and the address fenced)."""
+        self.covered.pop(address, None)
+
+    # --- the promiser's side ---
+
+    def answer(
+        self,
+        ask: Ask,
+        now: float,
+        reaches_etcd: bool,
+        view: Optional[FrozenSet[str]],
+        held: Iterable[Address],
+    ) -> Answer:
+        """Answer an authenticated ask; a yes is recorded as a promise (see the module's text)."""
+        reason = self._refusal(ask, reaches_etcd, view, frozenset(held))
+        if reason:
+            return Answer(self.node, False, reason)
+        self.expire(now)
+        self.promises.append(Promise(ask.node, ask.held, now + self.ttl))
+        return Answer(self.node, True, "promised")
+
+    def _refusal(
+        self,
+        ask: Ask,
+        reaches_etcd: bool,
+        view: Optional[FrozenSet[str]],
+        held: FrozenSet[Address],
+    ) -> Optional[str]:
+        if ask.node == self.node or self.node not in ask.view:
+            return "not asked as a peer"
+        if reaches_etcd:
+            return "etcd answers here: only the asker lost it"
+        if view is None:
+            return "no view of the cluster since this node started"
+        if view != ask.view:
+            return "our views of the nodes differ"
+        both = held & ask.held
+        if both:
+            return "this node holds " + ", ".join(sorted(map(str, both))) + " too"
+        return None
+
+    def expire(self, now: float) -> None:
+        """Forget the promises that ended."""
+        self.promises = [p for p in self.promises if p.until > now]
+
+    def promised(self, now: float) -> FrozenSet[Address]:
+        """The addresses this node promised not to take, as of `now`."""
+        return frozenset(a for p in self.promises if p.until > now for a in p.addresses)
+
+    # --- what the node may do ---
+
+    def may_take(self, address: Address, now: float) -> bool:
+        """Whether the balancer may take `address` now (a free one, or a handover)."""
+        if now < self.quiet_until or self.holding(now):
+            return False
+        return address not in self.promised(now)
+
+    def may_release(self, reason: str, now: float) -> bool:
+        """Whether a release for `reason` may go ahead now: during the hold nothing moves."""
+        return not self.holding(now) or reason in RELEASE_IN_HOLD
