@@ -134,8 +134,12 @@ class Failsafe:
         return ended
 
     def returned(self, held: Iterable[Address]) -> List[Address]:
-        """etcd answers again: the held addresses whose marks to re-create first, sorted."""
-        return sorted((a for a in held if a in self.covered), key=str)
+        """etcd answers again: the held addresses whose marks to re-create first, sorted.
+        The holds of addresses gone meanwhile (released unhealthy) end here: nothing to
+        re-create, and they must not keep the node from taking."""
+        held = set(held)
+        self.covered = {a: until for a, until in self.covered.items() if a in held}
+        return sorted(self.covered, key=str)
 
     def remarked(self, address: Address) -> None:
         """Its mark was re-created (or found someone else's and the address fenced)."""

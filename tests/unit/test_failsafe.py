@@ -112,3 +112,11 @@ def test_lapse_forgets_the_ended_holds():
     assert asker.lapse(until - 0.01) == []
     assert asker.lapse(until) == ["x"]
     assert asker.returned({"x"}) == []
+
+
+def test_coming_back_a_hold_of_an_address_gone_meanwhile_ends():
+    asker = started("a")
+    asker.answered(asker.ask(VIEW, {"x", "y"}), 0.0, {"b": yes("b"), "c": yes("c")})
+    assert asker.returned({"y"}) == ["y"]  # x was released (unhealthy) during the hold
+    asker.remarked("y")
+    assert not asker.holding(1.0)
