@@ -178,6 +178,11 @@ class Model(RuleBasedStateMachine):
             self.nodes[name] = Node(name, self.kind, self.clock(name), self.clock(name))
 
     @rule(name=nodes)
+    def restarted_at_once(self, name: str) -> None:
+        """The process dies and systemd starts it again in the same breath."""
+        self.nodes[name] = Node(name, self.kind, self.clock(name), self.clock(name))
+
+    @rule(name=nodes)
     def sigstop(self, name: str) -> None:
         if self.nodes[name].status == "up":
             self.nodes[name].status = "stopped"
@@ -211,6 +216,8 @@ class Model(RuleBasedStateMachine):
             else:
                 del node.claims[address]  # someone else's: fenced at once
             node.failsafe.remarked(address)
+        if not node.failsafe.holding(own):
+            node.granted = set()  # back on marks: no hold, no view it was granted on
         for address in list(node.claims):  # the heartbeat
             if self.mark_of(address) == name:
                 self.marks[address] = (name, self.now + TTL)
