@@ -13,7 +13,9 @@ keeps, under one lock, each claim's fence time, reason, mark number and phase:
                                         └─ off ──> gone
 
 The safety rule, stated here and nowhere else: an address is on the interface
-only while this node's mark for it is sure to live. Every claim has a fence
+only while this node's mark for it is sure to live, or, in the failsafe hold
+(yaim.failsafe, `extend`), while every other node's promise to keep off it does.
+Every claim has a fence
 time, by which its mark must have been refreshed again: when the request that
 last started the mark's TTL was sent (`DCS.ttl_start`), plus the TTL, minus a
 margin for the actuator's reaction and clock skew (`fence_margin`). The actuator
@@ -222,6 +224,17 @@ class Ledger:
             claim = self._claims.get(address)
             if claim is not None and claim.alive:
                 claim.fence = max(claim.fence, self.fence_time(ttl_start))
+
+    def extend(self, addresses: Iterable[IPAddress], until: float) -> List[IPAddress]:
+        """The failsafe hold (yaim.failsafe): every other node promised to keep off these
+        addresses, so their live claims may outlast their marks until `until` (never
+        less than their marks give). Returns those extended, in order."""
+        with self._lock:
+            kept = [a for a in in_order(addresses) if a in self._claims and self._claims[a].alive]
+            for address in kept:
+                claim = self._claims[address]
+                claim.fence = max(claim.fence, until)
+        return kept
 
     def lost(self, address: IPAddress, detail: str) -> bool:
         """The mark was found gone or someone else's ("its mark is `detail`"): fence the claim

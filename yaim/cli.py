@@ -177,6 +177,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_CONFIG
     try:
         return daemon.Daemon(cfg).run()
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return EXIT_CONFIG
     except YaimError as exc:
         log.critical("%s", exc)
         return EXIT_FATAL

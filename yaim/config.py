@@ -50,6 +50,7 @@ from yaim.config_yaml import read_yaml
 from yaim.errors import ConfigError
 from yaim.names import BadName, check_name, shown
 from yaim.redact import mask_dsn, mask_url
+from yaim.view import Endpoint
 
 __all__ = ["Config", "listen_address", "load"]
 
@@ -172,6 +173,11 @@ class Config:
     probe_timeout_s = _seconds("probe_timeout")
     conflict_backoff_s = _seconds("conflict_backoff")
     notify_timeout_s = _seconds("notify_timeout")
+
+    @property
+    def peer_endpoint(self) -> Optional[Endpoint]:
+        """Where the peer endpoint listens and the others ask (set at start if not given)."""
+        return None if self.peer_listen is None else Endpoint.parse(self.peer_listen)
 
     @property
     def failsafe_on(self) -> bool:

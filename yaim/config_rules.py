@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 from yaim.config_values import IFNAMSIZ, IPNetwork, brief, some
 from yaim.names import shown
 from yaim.redact import mask_url, url_password
+from yaim.view import Endpoint
 
 # --- rules between keys: called with the named keys' values, return a problem or None ---
 
@@ -79,6 +80,16 @@ def _secret_for_failsafe(failsafe: bool, secret_file: Optional[str]) -> Optional
     return None
 
 
+def _published_peer(peer_listen: Optional[str], failsafe: bool) -> Optional[str]:
+    """The others ask at this very address (yaim.view.Endpoint): no name, no wildcard."""
+    if failsafe and peer_listen is not None and Endpoint.parse(peer_listen) is None:
+        return (
+            "must be IP:PORT ([IP]:PORT for IPv6) of this node's own address, which the"
+            f" others ask at (no host name, no 0.0.0.0 or ::), got {brief(peer_listen)}"
+        )
+    return None
+
+
 class Rule(NamedTuple):
     """A rule and the keys whose values it is called with."""
 
@@ -97,6 +108,7 @@ RULES = (
     Rule(("postgres_dsn", "checker_type"), _required_by("postgres")),
     Rule(("shell_command", "checker_type"), _required_by("shell")),
     Rule(("failsafe", "peer_secret_file"), _secret_for_failsafe),
+    Rule(("peer_listen", "failsafe"), _published_peer),
 )
 
 

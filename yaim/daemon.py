@@ -6,6 +6,7 @@
     actuator   makes the interface match the held claims; fences on time; follows the link
     watch      wakes the balancer the moment the cluster changes in the DCS
     notify     runs the operator's notify commands for the events of the others
+    failsafe   with `failsafe` on: asks the peers to hold while etcd is silent, answers them
 
 around the claims ledger (yaim.claims), which holds every address's claim, and the
 node's health and latest read (yaim.state).
@@ -21,20 +22,24 @@ arbiter does; the loop logs and acts.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import socket
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from yaim import checks, dcs, shutdown
 from yaim import config as config_module
-from yaim.actuator import address_protocol
+from yaim.actuator import address_protocol, first_ipv4
 from yaim.actuator.link import LinkWatch
 from yaim.claims import Ledger
+from yaim.errors import ConfigError, YaimError
+from yaim.failsafe import Failsafe
 from yaim.link import Link
 from yaim.metrics import CONTENT_TYPE, Metrics
+from yaim.peers import DEFAULT_PORT, Seal, read_secret
 from yaim.reload import reload
 from yaim.report import Report
 from yaim.state import NodeState
@@ -42,6 +47,7 @@ from yaim.status import Sources, StatusServer
 from yaim.threads.actuator import ActuatorThread
 from yaim.threads.balancer import BalancerThread
 from yaim.threads.base import Wakeup, Worker
+from yaim.threads.failsafe import FailsafeThread, Policy
 from yaim.threads.health import HealthThread
 from yaim.threads.heartbeat import HeartbeatThread
 from yaim.threads.notify import Notifier
@@ -54,6 +60,7 @@ class Daemon:
     """One node: built from a validated config, run until a signal or a crash."""
 
     def __init__(self, config) -> None:
+        config, secret = prepare_failsafe(config)
         self.config = config
         self.stop = threading.Event()
         self.wakeup = Wakeup()
@@ -65,11 +72,21 @@ class Daemon:
             config, lambda: self.state.taking_part, on_crash=self._on_crash, metrics=self.metrics
         )
         self.ledger = Ledger(config.node_name, config.ttl_s, self.notifier.submit, self.metrics)
+        failsafe = Failsafe(config.node_name, config.ttl_s, time.monotonic())
+        self.policy = Policy(failsafe if config.failsafe_on else None)
         self._make_threads(config, {"stop": self.stop, "on_crash": self._on_crash})
+        if secret is not None:
+            self._make_failsafe(config, secret)
         stores = (self.heartbeat.dcs, self.balancer.dcs)
         self.report = Report(
-            lambda: self.config, self.state, self.ledger, stores, lambda: self.balancer.drained
+            lambda: self.config,
+            self.state,
+            self.ledger,
+            stores,
+            lambda: self.balancer.drained,
+            self.policy.report,
         )
+        self.metrics.failsafe.set_function(lambda: self.policy.holding())
         self.metrics.addresses_held.set_function(lambda: len(self.ledger.held()))
         self.metrics.healthy.set_function(lambda: self.state.healthy)
         self.metrics.link_up.set_function(lambda: self.state.link.up)
@@ -97,12 +114,9 @@ class Daemon:
         # One DCS handle per thread, sharing the node's session (the v3 lease).
         store = dcs.connect(config, stop=self.stop, observe=self.metrics.dcs_request)
         args = (self.ledger, self.state)
-        self.balancer = BalancerThread(
-            store, *args, config, self.actuator.sync, period=period, **common
-        )
-        self.heartbeat = HeartbeatThread(
-            store.clone(), *args, self.balancer.poke, period=period, **common
-        )
+        guarded = dict(common, period=period, policy=self.policy)  # what the failsafe allows
+        self.balancer = BalancerThread(store, *args, config, self.actuator.sync, **guarded)
+        self.heartbeat = HeartbeatThread(store.clone(), *args, self.balancer.poke, **guarded)
         checker, on_change = checks.create(config), self._on_health_change
         self.health = HealthThread(
             checker, self.state, config, on_change, period=config.check_interval_s, **common
@@ -110,6 +124,32 @@ class Daemon:
         self.watch = WatchThread(store.clone(), self.balancer.poke, period, **common)
         self.threads: List[Worker] = [self.notifier, self.actuator, self.health]
         self.threads += [self.heartbeat, self.balancer, self.watch]
+
+    def _make_failsafe(self, config, secret: bytes) -> None:
+        """The failsafe thread and its peer endpoint on `peer-listen`."""
+        seal = Seal(config.node_name, secret, config.ttl_s)
+        common = {"stop": self.stop, "on_crash": self._on_crash, "metrics": self.metrics}
+        try:
+            thread = FailsafeThread(
+                self.policy,
+                self.ledger,
+                self.state,
+                config,
+                seal,
+                self._reaches_etcd,
+                period=config.interval_s,
+                **common,
+            )
+        except OSError as exc:
+            problem = f"peer-listen {config.peer_listen}: cannot listen there: {exc}"
+            raise YaimError(problem) from exc
+        self.threads.append(thread)
+
+    def _reaches_etcd(self, now: float) -> bool:
+        """etcd answers this node: a request worked less than ttl / 2 ago (the heartbeat
+        makes one every interval, and ttl is 3 x interval at least)."""
+        times = [s.last_success for s in (self.heartbeat.dcs, self.balancer.dcs) if s.last_success]
+        return bool(times) and now - max(times) < self.config.ttl_s / 2
 
     def _on_crash(self, name: str) -> None:
         self.crashed.append(name)
@@ -227,6 +267,27 @@ class Daemon:
         sources = Sources(report.health, report.status, self.metrics.exposition, CONTENT_TYPE)
         address = config_module.listen_address(self.config.status_listen)
         self.status_server = StatusServer(address, sources).start()
+
+
+def prepare_failsafe(config) -> Tuple[Any, Optional[bytes]]:
+    """With the failsafe on: the peer secret, and `peer-listen` set to the interface's own
+    address if it is not given. ConfigError (exit 2) when either cannot be had."""
+    if not config.failsafe_on:
+        return config, None
+    try:
+        secret = read_secret(config.peer_secret_file)
+    except (OSError, ValueError) as exc:
+        raise ConfigError([f"{config.source}: peer-secret-file: {exc}"]) from None
+    if config.peer_listen is None:
+        address = first_ipv4(config.interface)
+        if address is None:
+            problem = (
+                f"{config.source}: peer-listen: not set, and interface {config.interface} has"
+                " no IPv4 address of its own to publish: set it"
+            )
+            raise ConfigError([problem])
+        config = dataclasses.replace(config, peer_listen=f"{address}:{DEFAULT_PORT}")
+    return config, secret
 
 
 def interface_exists(name: str) -> bool:

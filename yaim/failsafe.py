@@ -48,7 +48,7 @@ Address = Hashable  # an IPAddress in the daemon; anything hashable in the model
 
 # The release reasons a node in the hold still acts on: the others keep waiting for
 # etcd, so nothing moves (yaim.threads.balancer names the reasons).
-RELEASE_IN_HOLD = frozenset({"unhealthy", "stopping"})
+RELEASE_IN_HOLD = frozenset({"unhealthy", "stopping", "link-down"})
 
 
 class Ask(NamedTuple):
@@ -80,6 +80,37 @@ class Verdict(NamedTuple):
 
     until: Optional[float]
     reason: str
+
+
+class Membership:
+    """The nodes of this node's last good view (the ones it asks and answers with), and
+    what their node keys publish (where to ask them).
+
+    A read is good only once etcd has answered this node for ttl without a break: right
+    after an outage the node keys of the nodes still cut from etcd have expired, though
+    those nodes may be alive and holding, and a view without them would ask none of
+    them if etcd went again (the shrunken view the model test found). Every node that
+    is alive and reaches etcd refreshes its key within ttl, so a read made that long
+    into a stretch of answers has every one of them.
+    """
+
+    def __init__(self, ttl: float) -> None:
+        self.ttl = ttl
+        self.since: Optional[float] = None  # since when etcd has answered without a break
+        self.view: Optional[FrozenSet[str]] = None
+        self.published: Mapping[str, Hashable] = {}
+
+    def follow(self, reaches: bool, now: float) -> None:
+        """Whether etcd answers this node, as of `now`."""
+        if not reaches:
+            self.since = None
+        elif self.since is None:
+            self.since = now
+
+    def saw(self, members: FrozenSet[str], published: Mapping[str, Hashable], at: float) -> None:
+        """A read sent at `at` found these node keys, publishing these endpoints."""
+        if self.since is not None and at - self.since >= self.ttl:
+            self.view, self.published = frozenset(members), dict(published)
 
 
 class Failsafe:
@@ -132,6 +163,10 @@ class Failsafe:
         for address in ended:
             del self.covered[address]
         return ended
+
+    def covers(self, address: Address) -> bool:
+        """Whether `address` was kept on the peers' word and its mark not re-created yet."""
+        return address in self.covered
 
     def returned(self, held: Iterable[Address]) -> List[Address]:
         """etcd answers again: the held addresses whose marks to re-create first, sorted.

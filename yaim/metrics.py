@@ -59,6 +59,12 @@ class Metrics:
         self.healthy = Gauge(
             "yaim_healthy", "1 if this node is healthy (rise/fall applied)", registry=registry
         )
+        self.failsafe = Gauge(
+            "yaim_failsafe",
+            "1 while the node keeps addresses past their marks on its peers' promises"
+            " (the failsafe hold: etcd does not answer)",
+            registry=registry,
+        )
         self.link_up = Gauge(
             "yaim_link_up",
             "1 if the service link is up (for link-rise, after it was down)",

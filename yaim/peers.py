@@ -37,6 +37,7 @@ import http.client
 import ipaddress
 import json
 import secrets
+import socket
 import socketserver
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -52,6 +53,7 @@ DEFAULT_PORT = 9721
 MESSAGE_LIMIT = 256 * 1024  # bytes of one message: a pool of thousands of addresses fits
 ITEM_LIMIT = 4096  # names in a view, addresses held
 NONCE_LIMIT = 65536
+CONNECTION_LIMIT = 32  # connections served at once (a few per peer is plenty)
 SECRET_MINIMUM = 16  # bytes
 
 
@@ -237,9 +239,24 @@ class PeerServer(socketserver.ThreadingMixIn, HTTPServer):
     daemon_threads = True
 
     def __init__(self, address: Tuple[str, int], answer: Handle, timeout: float) -> None:
+        self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         super().__init__(address, _Handler)
         self.answer = answer
         self.request_timeout = timeout
+        self.slots = threading.BoundedSemaphore(CONNECTION_LIMIT)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        """A connection past CONNECTION_LIMIT is closed at once: anyone may connect."""
+        if not self.slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.serve_forever, name="peers", daemon=True)

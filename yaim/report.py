@@ -38,12 +38,14 @@ class Report:
         ledger: Ledger,
         stores: Sequence[DCS],
         drained: Callable[[], bool],
+        failsafe: Callable[[], Dict[str, Any]],
     ) -> None:
         self.config = config
         self.state = state
         self.ledger = ledger
         self.stores = stores
         self.drained = drained
+        self.failsafe = failsafe
 
     def dcs_age(self) -> Freshness:
         latest = max(self.stores, key=lambda store: store.last_success or float("-inf"))
@@ -79,7 +81,9 @@ class Report:
         config = self.config()
         endpoint, age = self.dcs_age()
         latest = self.state.latest
-        cluster = ctl.Cluster((), (), ()) if latest is None else ctl.summary(*latest)
+        cluster = ctl.Cluster((), (), ())
+        if latest is not None:
+            cluster = ctl.summary(latest.snapshot, latest.view, latest.rejected)
         shown = ctl.status_value(cluster, self.stores[0].root, mask_url(endpoint))
         shown.update(
             node=config.node_name,
@@ -88,6 +92,7 @@ class Report:
             health_reason=self.state.health_reason,
             link={"up": self.state.link.up, "cause": self.state.link.cause},
             drained=self.drained(),
+            failsafe=self.failsafe(),
             dcs={
                 "endpoint": mask_url(endpoint),
                 "last_success_age": None if age is None else round(age, 3),

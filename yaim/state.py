@@ -25,11 +25,13 @@ class Health(NamedTuple):
 
 
 class Reading(NamedTuple):
-    """The balancer's latest read: as the DCS gave it, as planned from, and what it refused."""
+    """The balancer's latest read: as the DCS gave it, as planned from, what it refused, and
+    when it was sent (monotonic)."""
 
     snapshot: Snapshot
     view: ClusterView
     rejected: Tuple[Rejected, ...]
+    at: float = 0.0
 
 
 class NodeState:

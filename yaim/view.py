@@ -68,6 +68,7 @@ class Snapshot(NamedTuple):
     directory -> reason), e.g. a directory where a node key belongs.
     conflicts: the `conflicts` notes, address name -> the note's text.
     released: the `released` notes, address name -> the note's text.
+    node_values: the node keys' values, node name -> value (the peer endpoint).
     """
 
     pool: FrozenSet[str]
@@ -78,6 +79,47 @@ class Snapshot(NamedTuple):
     conflicts: Mapping[str, str] = {}
     released: Mapping[str, str] = {}
     odd: Mapping[str, str] = {}
+    node_values: Mapping[str, str] = {}
+
+
+class Endpoint(NamedTuple):
+    """Where a node's peer endpoint listens (`peer-listen`): an IP address and a port,
+    published in its node key so that the others can ask it (yaim.failsafe)."""
+
+    host: IPAddress
+    port: int
+
+    def text(self) -> str:
+        host = f"[{self.host}]" if self.host.version == 6 else str(self.host)
+        return f"{host}:{self.port}"
+
+    @classmethod
+    def parse(cls, text: str) -> Optional[Endpoint]:
+        """HOST:PORT ([HOST]:PORT for IPv6) with HOST an address another host can reach;
+        None for anything else."""
+        if not isinstance(text, str) or len(text) > ADDRESS_LIMIT + 8:
+            return None
+        host, _, port = text.rpartition(":")
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        try:
+            address = ipaddress.ip_address(host)
+        except ValueError:
+            return None
+        if not port.isdigit() or not 0 < int(port) < 65536 or address.is_unspecified:
+            return None
+        if address.is_multicast:
+            return None
+        return cls(address, int(port))
+
+    def node_value(self) -> str:
+        """The node key's value that publishes it."""
+        return json.dumps({"peer": self.text()})
+
+    @classmethod
+    def of_node_value(cls, value: str) -> Optional[Endpoint]:
+        """The endpoint a node key's value publishes; None if it publishes none."""
+        return _read_note(value, lambda note: cls.parse(note["peer"]))
 
 
 class Conflict(NamedTuple):
@@ -170,6 +212,8 @@ class ClusterView(NamedTuple):
     (a `conflicts` note, until its TTL ends): nobody takes them meanwhile.
     marks: address -> `Mark.created` of its mark, where the backend tells it.
     released: pool addresses with a readable `released` note.
+    members: every node with a node key, drained ones included (the failsafe's view).
+    peers: node -> the peer endpoint its node key publishes, where it publishes one.
     """
 
     nodes: FrozenSet[str]
@@ -178,6 +222,8 @@ class ClusterView(NamedTuple):
     conflicts: Mapping[IPAddress, Conflict] = {}
     marks: Mapping[IPAddress, int] = {}
     released: Mapping[IPAddress, Release] = {}
+    members: FrozenSet[str] = frozenset()
+    peers: Mapping[str, Endpoint] = {}
 
 
 def is_allowed(address: IPAddress, allowed: Iterable[IPNetwork]) -> bool:
@@ -266,7 +312,13 @@ def parse_snapshot(
             rejected.append(Rejected(f"released/{address}", "not a released note", "key"))
         else:
             released[address] = release
-    nodes = _names(snapshot.nodes, "nodes", rejected) - _names(snapshot.drained, "drain", rejected)
+    members = _names(snapshot.nodes, "nodes", rejected)
+    nodes = members - _names(snapshot.drained, "drain", rejected)
+    peers = {}
+    for name in members:
+        endpoint = Endpoint.of_node_value(snapshot.node_values.get(name, ""))
+        if endpoint is not None:
+            peers[name] = endpoint
     view = ClusterView(
         nodes=frozenset(nodes),
         pool=frozenset(pool.difference(conflicts)),
@@ -274,6 +326,8 @@ def parse_snapshot(
         conflicts=conflicts,
         marks=marks,
         released=released,
+        members=members,
+        peers=peers,
     )
     return view, tuple(rejected)
 

@@ -25,7 +25,11 @@ so the daemon keeps every call to it in its actuator thread.
 from __future__ import annotations
 
 import abc
+import fcntl
+import ipaddress
 import logging
+import socket
+import struct
 import zlib
 from typing import Iterable, List, NamedTuple, Optional, Set
 
@@ -34,6 +38,24 @@ from yaim.errors import ActuatorError
 from yaim.view import IPAddress, IPNetwork, is_allowed
 
 log = logging.getLogger(__name__)
+
+SIOCGIFADDR = 0x8915
+
+
+def first_ipv4(interface: str) -> Optional[ipaddress.IPv4Address]:
+    """The interface's first IPv4 address (the kernel's SIOCGIFADDR), None without one.
+
+    At start that is the node's own address, ahead of any pool address yaim adds; the
+    failsafe publishes it as `peer-listen` when that key is not set. One ioctl, before
+    the threads start: not worth a netlink socket outside the actuator thread.
+    """
+    request = struct.pack("256s", interface.encode()[:15])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            answer = fcntl.ioctl(probe.fileno(), SIOCGIFADDR, request)
+        except OSError:
+            return None
+    return ipaddress.IPv4Address(answer[20:24])
 
 
 def address_protocol(label: str) -> int:

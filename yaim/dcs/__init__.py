@@ -25,7 +25,7 @@ import time
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple, Type, TypeVar
 
 from yaim.errors import DCSError
-from yaim.view import IPAddress, Mark, Release, Snapshot
+from yaim.view import Endpoint, IPAddress, Mark, Release, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,13 @@ class DCS(abc.ABC):
         self.last_success: Optional[float] = None
         # The index (v2) or revision (v3) the last read reflects; the watch resumes after it.
         self.seen: Optional[int] = None
+
+    @property
+    def node_value(self) -> str:
+        """The node key's value: the peer endpoint the others ask with the failsafe on
+        (yaim.failsafe), "healthy" without."""
+        endpoint = Endpoint.parse(self.config.peer_listen or "")
+        return endpoint.node_value() if self.config.failsafe_on and endpoint else "healthy"
 
     @property
     def endpoint(self) -> str:
@@ -354,6 +361,7 @@ def snapshot_of(root: str, entries: Iterable[Entry], pool_dirs: bool) -> Snapsho
     is listed in `odd`, and so skipped, not taken for what it is named after.
     """
     pool, malformed, marks, nodes, drained, odd = set(), {}, {}, set(), set(), {}
+    node_values: Dict[str, str] = {}
     notes: Dict[str, Dict[str, str]] = {"conflicts": {}, "released": {}}
     named = {"nodes": nodes, "drain": drained}
     for entry in entries:
@@ -373,6 +381,8 @@ def snapshot_of(root: str, entries: Iterable[Entry], pool_dirs: bool) -> Snapsho
             marks[name] = Mark(entry.value, entry.ttl, entry.created)
         elif len(parts) == 2 and kind in named:
             named[kind].add(name)
+            if kind == "nodes":
+                node_values[name] = entry.value
         elif len(parts) == 2 and kind in notes:
             notes[kind][name] = entry.value
     return Snapshot(
@@ -384,4 +394,5 @@ def snapshot_of(root: str, entries: Iterable[Entry], pool_dirs: bool) -> Snapsho
         conflicts=notes["conflicts"],
         released=notes["released"],
         odd=odd,
+        node_values=node_values,
     )

@@ -227,7 +227,7 @@ class Backend(DCS):
             if self._renew(client, key, None):
                 return
             try:
-                made = client.write(key, "healthy", ttl=self.etcd_ttl, prevExist=False)
+                made = client.write(key, self.node_value, ttl=self.etcd_ttl, prevExist=False)
             except etcd.EtcdAlreadyExist:  # a late copy of an earlier write made it meanwhile
                 self._renew(client, key, None)
                 return

@@ -51,8 +51,6 @@ from yaim.view import IPAddress, Snapshot
 
 log = logging.getLogger(__name__)
 
-NODE_VALUE = "healthy"
-
 
 class _Watch(NamedTuple):
     """The open watch stream: the gateway it runs on, and its messages as they come."""
@@ -264,7 +262,7 @@ class Backend(DCS):
         key = self._node_key
         if self.session.holds(key):
             return  # on the lease: the keep-alive renews it
-        self._call("write " + key, lambda gateway: self._put(gateway, key, NODE_VALUE, []))
+        self._call("write " + key, lambda gateway: self._put(gateway, key, self.node_value, []))
 
     def delete_node(self) -> None:
         key = self._node_key

@@ -3,7 +3,9 @@
 Take = create the mark (atomically), ask the link about it unless it was handed
 over (yaim.conflicts), then claim it in the ledger, which has the actuator add it.
 Release = end the claim, wait for the actuator to take the address off, then delete
-the mark. The rules a claim lives by are the ledger's (yaim.claims).
+the mark. The rules a claim lives by are the ledger's (yaim.claims); in the failsafe
+hold, and while this node's promises to others last, the failsafe policy says what
+may be taken and released (yaim.failsafe).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from yaim.dcs import DCS
 from yaim.events import RELEASE, words
 from yaim.state import NodeState, Reading
 from yaim.threads.base import DCSWorker
+from yaim.threads.failsafe import Policy
 from yaim.view import ClusterView, IPAddress, Rejected, Release, in_order, parse_snapshot
 
 log = logging.getLogger(__name__)
@@ -39,11 +42,13 @@ class BalancerThread(DCSWorker):
         state: NodeState,
         config,
         sync_actuator: Callable[[float], bool],
+        policy: Optional[Policy] = None,
         **kwargs,
     ) -> None:
         super().__init__("balancer", dcs, "balancer cannot reach the DCS", **kwargs)
         self.ledger = ledger
         self.state = state
+        self.policy = Policy(None) if policy is None else policy
         self.config = config
         self.me = config.node_name
         self.sync_actuator = sync_actuator
@@ -66,7 +71,7 @@ class BalancerThread(DCSWorker):
         self.rejected = set(rejected)
         self._note_drain(self.me in snapshot.drained)
         view = self.conflicts.skip(view)
-        self.state.latest = Reading(snapshot, view, rejected)
+        self.state.latest = Reading(snapshot, view, rejected, sent_at)
         if not self.state.taking_part:
             view = view._replace(nodes=view.nodes - {self.me})
         return view
@@ -89,6 +94,8 @@ class BalancerThread(DCSWorker):
         self._release(held - view.pool, "removed", view)
         for address in in_order(held & view.pool):
             holder = view.holders.get(address)
+            if holder is None and self.policy.covers(address):
+                continue  # kept through an outage: the heartbeat makes its mark again
             if holder != self.me:
                 self.ledger.lost(address, "held by " + holder if holder else "gone")
         plan = balancer.plan(view, self.me)
@@ -98,10 +105,11 @@ class BalancerThread(DCSWorker):
             reason = "rebalance"
         else:
             reason = "unhealthy" if self.state.link.up else "link-down"
-        self._release(plan.release, reason, view)
+        if self.policy.may_release(reason):
+            self._release(plan.release, reason, view)
         for address in in_order(plan.keep - self.ledger.held()):
             self._resume(address, view)
-        self._take_free(plan.take)
+        self._take_free(a for a in plan.take if self.policy.may_take(a))
         removed = functools.partial(self.sync_actuator, self.config.interval_s)
         self.conflicts.clear_own(view, self.ledger.held(), removed)
 
