@@ -63,12 +63,14 @@ class Entry(NamedTuple):
 
 
 class Node(NamedTuple):
-    """A node the DCS knows of: healthy = its node key is there."""
+    """A node the DCS knows of: healthy = its node key is there; peer = the failsafe's
+    peer endpoint its node key publishes (None: the failsafe is off there, or no key)."""
 
     name: str
     healthy: bool
     drained: bool
     addresses: Tuple[IPAddress, ...]
+    peer: Optional[str] = None
 
     def as_json(self) -> Dict[str, Any]:
         return {
@@ -76,6 +78,7 @@ class Node(NamedTuple):
             "healthy": self.healthy,
             "drained": self.drained,
             "addresses": [str(a) for a in self.addresses],
+            "peer": self.peer,
         }
 
 
@@ -107,6 +110,7 @@ def summary(snapshot: Snapshot, view: ClusterView, refused: Sequence[Rejected]) 
             name in snapshot.nodes,
             name in snapshot.drained,
             tuple(e.address for e in entries if e.holder == name),
+            view.peers[name].text() if name in view.peers else None,
         )
         for name in sorted(named.union(view.holders.values()))
     )
@@ -154,10 +158,28 @@ def problems(cluster: Cluster) -> List[str]:
     free = [str(e.address) for e in cluster.entries if e.holder is None]
     if free:
         lines.append("not held by any node: " + ", ".join(free))
+    keyed = [n for n in cluster.nodes if n.healthy]
+    off = [n.name for n in keyed if n.peer is None]
+    if off and len(off) < len(keyed):
+        lines.append(
+            f"failsafe off on {', '.join(off)}: a whole-etcd outage drops every address, as"
+            " the hold needs every node's promise"
+        )
     for node in cluster.nodes:
         if node.addresses and not node.healthy:
             lines.append(f"{node.name} holds addresses but has no node key (gone or unhealthy)")
     return lines
+
+
+def failsafe_text(cluster: Cluster) -> str:
+    """Which nodes with a node key have the failsafe hold on (they publish a peer endpoint)."""
+    keyed = [n for n in cluster.nodes if n.healthy]
+    on = [n.name for n in keyed if n.peer is not None]
+    if not on:
+        return "off"
+    if len(on) == len(keyed):
+        return "on (every node)"
+    return f"on for {', '.join(on)} only"
 
 
 def status_text(cluster: Cluster, where: str) -> str:
@@ -171,6 +193,7 @@ def status_text(cluster: Cluster, where: str) -> str:
         ("pool", f"{len(cluster.entries)} addresses, {held} held, {spread} spread"),
         ("nodes", f"{len(healthy)} taking part: {', '.join(healthy) or '-'}"),
         ("drained", ", ".join(drained) or "-"),
+        ("failsafe", failsafe_text(cluster)),
     ]
     parts = [
         "\n".join(f"{key:<8} {value}" for key, value in head),

@@ -166,6 +166,16 @@ def settled(nodes, addresses=POOL):
     return check
 
 
+def failsafe_settings(lab) -> Dict[str, object]:
+    """The settings of a node with the failsafe on: the cluster's one peer secret (written
+    once per lab, readable by its owner only); peer-listen defaults to lan0's address."""
+    path = lab.lab.base_dir / "peer.key"
+    if not path.exists():
+        path.write_bytes(b"the lab cluster's shared peer secret\n")
+        path.chmod(0o600)
+    return {"failsafe": True, "peer_secret_file": str(path)}
+
+
 def start_cluster(lab, n=3, **settings):
     """n daemons on the pool written straight into etcd, settled."""
     settings.setdefault("interval", INTERVAL)

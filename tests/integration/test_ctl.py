@@ -154,7 +154,7 @@ def test_drain_moves_addresses_cleanly_and_survives_a_restart(checked):
     print(f"drain: addresses moved in {sample.time - drained_at:.2f} s")
     assert sample.time - drained_at <= CLEAN_BOUND
     n1 = next(n for n in as_json(lab, "nodes") if n["name"] == "n1")
-    assert n1 == {"name": "n1", "healthy": True, "drained": True, "addresses": []}
+    assert n1 == {"name": "n1", "healthy": True, "drained": True, "addresses": [], "peer": None}
     log = nodes[0].log()
     assert "drained node n1: releasing" in log
     assert "on node n1: the node is drained" in log  # one "released" line per address

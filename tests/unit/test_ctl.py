@@ -234,14 +234,16 @@ def test_nodes_and_status(store, run):
         "healthy": True,
         "drained": True,
         "addresses": ["198.51.100.2"],
+        "peer": None,
     }
     out, _ = run("status")
     lines = out.splitlines()
-    assert lines[:4] == [
+    assert lines[:5] == [
         "cluster  /service/yaim via http://192.0.2.1:2379",
         "pool     4 addresses, 3 held, uneven spread",
         "nodes    2 taking part: n1, n3",
         "drained  n2",
+        "failsafe off",
     ]
     assert "! refused pool entry 'junk': not an IP address" in lines
     assert "! not held by any node: 2001:db8::1" in lines
@@ -259,3 +261,22 @@ def test_an_unreachable_dcs_exits_1_with_one_line(store, run):
         assert (
             err.startswith("yaimctl: DCS unreachable: read /service/yaim") and err.count("\n") == 1
         )
+
+
+def test_status_says_where_the_failsafe_is_on_and_warns_of_a_node_without_it():
+    peer = '{"peer": "198.51.100.1:9721"}'
+    snapshot = Snapshot(
+        pool=frozenset(),
+        marks={},
+        nodes=frozenset({"n1", "n2", "n3"}),
+        node_values={"n1": peer, "n2": peer, "n3": "healthy"},
+    )
+    cluster = ctl.summarize(snapshot)
+    assert [n.peer for n in cluster.nodes] == ["198.51.100.1:9721", "198.51.100.1:9721", None]
+    assert ctl.failsafe_text(cluster) == "on for n1, n2 only"
+    assert ctl.problems(cluster) == [
+        "failsafe off on n3: a whole-etcd outage drops every address, as the hold needs"
+        " every node's promise"
+    ]
+    everywhere = ctl.summarize(snapshot._replace(node_values={"n1": peer, "n2": peer, "n3": peer}))
+    assert ctl.failsafe_text(everywhere) == "on (every node)" and ctl.problems(everywhere) == []

@@ -129,7 +129,13 @@ def failsafe_yes(node: str) -> Answer:
 def test_off_the_policy_allows_everything_and_covers_nothing():
     policy = Policy(None)
     assert policy.may_take(A) and policy.may_release("rebalance") and not policy.covers(A)
-    assert policy.report() == {"on": False, "holding": False, "hold_left": None, "promised": []}
+    assert policy.report() == {
+        "on": False,
+        "view": None,
+        "holding": False,
+        "hold_left": None,
+        "promised": [],
+    }
 
 
 def test_in_the_hold_nothing_is_taken_and_only_a_node_going_out_releases():

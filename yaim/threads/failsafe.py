@@ -39,10 +39,12 @@ PEER_WORKERS = 8  # asks in flight at once
 
 
 class Policy:
-    """The failsafe state of the node (None: the failsafe is off) for every thread."""
+    """The failsafe state of the node (None: the failsafe is off) for every thread, and its
+    good view (written by the failsafe thread only)."""
 
     def __init__(self, failsafe: Optional[Failsafe], clock: Callable[[], float] = time.monotonic):
         self.failsafe = failsafe
+        self.membership = Membership(0.0 if failsafe is None else failsafe.ttl)
         self.clock = clock
         self.lock = threading.Lock()
 
@@ -85,15 +87,18 @@ class Policy:
             return self.failsafe.holding(self.clock())
 
     def report(self) -> Dict[str, Any]:
-        """What /status shows: on, holding, the seconds the hold has left, what was promised."""
+        """What /status shows: on, the good view (the nodes asked), holding, the seconds the
+        hold has left, what this node promised to keep off."""
         if self.failsafe is None:
-            return {"on": False, "holding": False, "hold_left": None, "promised": []}
+            return {"on": False, "view": None, "holding": False, "hold_left": None, "promised": []}
         now = self.clock()
         with self.lock:
             ends = [until for until in self.failsafe.covered.values() if until > now]
             promised = self.failsafe.promised(now)
+        view = self.membership.view
         return {
             "on": True,
+            "view": None if view is None else sorted(view),
             "holding": bool(ends),
             "hold_left": round(max(ends) - now, 3) if ends else None,
             "promised": [str(a) for a in in_order(promised)],
@@ -128,7 +133,7 @@ class FailsafeThread(Worker):
         self.timeout = max(0.1, config.interval_s / 2)
         self.seal = seal
         self.reaches = reaches
-        self.membership = Membership(config.ttl_s)
+        self.membership = policy.membership
         self.reached = True
         self.held_on_word = False
         self.why_not = ""  # the last reason no hold was granted, logged once
@@ -211,16 +216,15 @@ class FailsafeThread(Worker):
     def answer(self, data: bytes) -> Optional[bytes]:
         """An ask from the endpoint (its own thread): the sealed answer, None to refuse it."""
         now, wall = self.policy.clock(), time.time()
-        try:
-            ask, nonce = self.seal.open_ask(data, wall)
-        except peers.Refused as exc:
-            self._refused(f"an ask: {exc}")
-            return None
         reaching = self.reaches(now)
-        with self.policy.lock:
-            answer = self.failsafe.answer(
-                ask, now, reaching, self.membership.view, self.ledger.renewable()
-            )
+        with self.policy.lock:  # the nonces' too: of two copies of one ask, one passes
+            try:
+                ask, nonce = self.seal.open_ask(data, wall)
+            except peers.Refused as exc:
+                self._refused(f"an ask: {exc}")
+                return None
+            held = self.ledger.renewable()
+            answer = self.failsafe.answer(ask, now, reaching, self.membership.view, held)
         self._note_answer(ask, answer)
         return self.seal.answer(answer, ask.node, nonce, wall)
 

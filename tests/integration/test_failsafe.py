@@ -1,0 +1,170 @@
+"""The failsafe hold end to end: real daemons asking each other over their peer endpoints
+while the real etcd is stopped or cut away, sampled every 50 ms by the observer.
+
+Timing as in test_daemon (interval 500 ms, ttl 2000 ms). Each test waits until every
+node has a good view (its /status names the nodes it would ask) before it breaks
+etcd: a node that just started, or whose etcd came back less than a ttl ago, holds
+nothing on its peers' word. The fixture's teardown fails a test on any address seen
+on two nodes. Every test runs against both DCS APIs.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from lab.util import wait_until
+from tests.integration.conftest import (
+    CRASH_BOUND,
+    INTERVAL,
+    POOL,
+    TTL,
+    failsafe_settings,
+    settled,
+    start_cluster,
+    status,
+    unchanged_for,
+)
+
+pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("no_two_holders")]
+
+OUTAGE = 3 * TTL / 1000
+
+
+@pytest.fixture(autouse=True, params=["etcd", "etcd3"])
+def dcs_type(request, lab):
+    lab.dcs_type = request.param
+    return request.param
+
+
+def start_failsafe(lab, n=3, **settings):
+    """n daemons with the failsafe on, settled, each with a good view of all n."""
+    nodes = start_cluster(lab, n, **failsafe_settings(lab), **settings)
+    names = sorted(node.name for node in nodes)
+    wait_until(
+        lambda: all(status(lab, node.i)["failsafe"]["view"] == names for node in nodes),
+        3 * TTL / 1000 + 5,
+        what="every node's failsafe view",
+    )
+    return nodes
+
+
+def holding_on_word(lab, nodes):
+    return all(status(lab, node.i)["failsafe"]["holding"] for node in nodes)
+
+
+def full_share(lab, since, until):
+    """The share of the samples in [since, until] with every pool address on one node."""
+    window = [s for s in lab.observer.samples if since <= s.time <= until]
+    full = [s for s in window if all(len(s.holders.get(a, ())) == 1 for a in POOL)]
+    return len(full) / max(1, len(window))
+
+
+def marks_match_interfaces(lab):
+    expected = {str(a): f"n{h[0]}" for a, h in lab.observer.holders().items()}
+    return lab.keys().holders() == expected
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+def test_a_whole_etcd_outage_drops_nothing_and_moves_nothing(lab, how):
+    nodes = start_failsafe(lab)
+    before = lab.observer.holders()
+    stopped_at = time.monotonic()
+    lab.etcd.stop_member(0, sig=how)
+    changed = unchanged_for(lab, before, stopped_at, OUTAGE)
+    share = full_share(lab, stopped_at, stopped_at + OUTAGE)
+    assert changed == [], f"the pool changed during the outage: {changed[:3]}"
+    assert holding_on_word(lab, nodes)
+    back_at = time.monotonic()
+    lab.etcd.start_member(0)
+    wait_until(lambda: marks_match_interfaces(lab), CRASH_BOUND, what="the marks made again")
+    remade = time.monotonic() - back_at
+    assert unchanged_for(lab, before, back_at, 2 * TTL / 1000) == []
+    wait_until(lambda: not holding_on_word(lab, nodes[:1]), TTL / 1000 + 2, what="the hold's end")
+    logs = "".join(node.log() for node in nodes)
+    assert "every node of the view" in logs and "leaves the failsafe hold" in logs
+    print(f"etcd {how.name} for {OUTAGE:.1f} s: pool fully held in {share:.1%} of the samples;")
+    print(f"marks all made again {remade:.2f} s after etcd started")
+
+
+def test_one_node_cut_from_etcd_still_fences_and_the_others_take_over(lab):
+    start_failsafe(lab)
+    mine = {a for a, h in lab.observer.holders().items() if h == [1]}
+    cut_at = time.monotonic()
+    lab.lab.link(1, "dcs0", up=False)
+    gone = lab.observer.wait_for(
+        lambda h: not any(1 in h.get(a, ()) for a in mine), TTL / 1000 + 2, "n1 to fence"
+    )
+    lab.observer.wait_for(settled([2, 3]), CRASH_BOUND + 5, "the takeover")
+    assert gone.time - cut_at < TTL / 1000
+    assert "said no: etcd answers here" in lab.nodes[0].log()
+    lab.lab.link(1, "dcs0", up=True)
+    lab.observer.wait_for(settled([1, 2, 3]), 10, "n1 to rejoin")
+
+
+def test_etcd_back_for_one_node_first_puts_no_address_on_two_nodes(lab):
+    nodes = start_failsafe(lab)
+    lab.etcd.stop_member(0)
+    wait_until(lambda: holding_on_word(lab, nodes), 2 * TTL / 1000, what="the hold")
+    for i in (2, 3):
+        lab.lab.link(i, "dcs0", up=False)
+    lab.etcd.start_member(0)
+    # n1 keeps its promises, n2 and n3 fence when it says no; then n1 takes the pool over.
+    lab.observer.wait_for(settled([1]), CRASH_BOUND + TTL / 1000 + 2, "n1 to hold the pool")
+    assert "refused node n2 a hold" in nodes[0].log()
+    for i in (2, 3):
+        lab.lab.link(i, "dcs0", up=True)
+    lab.observer.wait_for(settled([1, 2, 3]), 15, "the pool to settle again")
+
+
+def test_a_holder_crashed_in_the_outage_has_its_addresses_held_once_etcd_is_back(lab):
+    nodes = start_failsafe(lab)
+    lab.etcd.stop_member(0)
+    wait_until(lambda: holding_on_word(lab, nodes), 2 * TTL / 1000, what="the hold")
+    nodes[2].crash()
+    lab.etcd.start_member(0)
+    back_at = time.monotonic()
+    taken = lab.observer.wait_for(settled([1, 2]), CRASH_BOUND + TTL / 1000 + 5, "the takeover")
+    print(f"crashed holder's addresses held again {taken.time - back_at:.2f} s after etcd")
+    # the promises to n3 last up to one ttl past its last ask
+    assert taken.time - back_at <= CRASH_BOUND + TTL / 1000
+
+
+def test_a_node_started_with_etcd_reachable_from_it_alone_takes_nothing_held(lab):
+    nodes = start_failsafe(lab, n=2)
+    before = lab.observer.holders()
+    for node in nodes:
+        lab.lab.link(node.i, "dcs0", up=False)
+    wait_until(lambda: holding_on_word(lab, nodes), 2 * TTL / 1000, what="the hold")
+    wait_until(lambda: not lab.keys().holders(), 2 * TTL / 1000 + 2, what="the marks to expire")
+    started_at = time.monotonic()
+    newcomer = lab.node(3, interval=INTERVAL, ttl=TTL, **failsafe_settings(lab)).start()
+    assert unchanged_for(lab, before, started_at, OUTAGE) == []
+    assert "not taking" in newcomer.log()
+    for node in nodes:
+        lab.lab.link(node.i, "dcs0", up=True)
+
+
+def test_an_ask_sealed_with_another_secret_is_refused(lab):
+    nodes = start_cluster(lab, 2, **failsafe_settings(lab))
+    other = lab.lab.base_dir / "other-peer.key"
+    other.write_bytes(b"not the cluster's secret, 32 b")
+    other.chmod(0o600)
+    intruder = lab.node(3, interval=INTERVAL, ttl=TTL, **failsafe_settings(lab))
+    intruder.config["peer-secret-file"] = str(other)
+    intruder.start()
+    lab.observer.wait_for(settled([1, 2, 3]), 15, "the pool to settle")
+    names = ["n1", "n2", "n3"]
+    wait_until(
+        lambda: all(status(lab, i)["failsafe"]["view"] == names for i in (1, 2, 3)),
+        3 * TTL / 1000 + 5,
+        what="every node's failsafe view",
+    )
+    lab.etcd.stop_member(0)
+    lab.observer.wait_for(lambda h: not h, TTL / 1000 + 2, "every address fenced")
+    assert "refused an ask: wrong signature" in intruder.log()
+    assert not any(status(lab, node.i)["failsafe"]["holding"] for node in nodes)
+    lab.etcd.start_member(0)
+    lab.observer.wait_for(settled([1, 2, 3]), CRASH_BOUND + 5, "the pool back")
