@@ -12,6 +12,7 @@ import ipaddress
 import json
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Dict, List
@@ -185,6 +186,19 @@ def start_cluster(lab, n=3, **settings):
     nodes = [lab.node(i, **settings).start() for i in range(1, n + 1)]
     lab.observer.wait_for(settled(range(1, n + 1)), 15, "the pool to settle")
     return nodes
+
+
+def cut_n1_from_etcd(lab):
+    """Set n1's dcs0 down; (when it was cut, when n1 had fenced, when n2 and n3 had taken
+    over) as monotonic times."""
+    mine = {a for a, h in lab.observer.holders().items() if h == [1]}
+    cut_at = time.monotonic()
+    lab.lab.link(1, "dcs0", up=False)
+    gone = lab.observer.wait_for(
+        lambda h: not any(1 in h.get(a, ()) for a in mine), TTL / 1000 + 2, "n1 to fence\n"
+    )
+    taken = lab.observer.wait_for(settled([2, 3]), CRASH_BOUND + 5, "takeover")
+    return cut_at, gone.time, taken.time
 
 
 def unchanged_for(lab, before, since, seconds):

@@ -128,6 +128,14 @@ def balancer_round_setup(monkeypatch, answers, dcs: type = FakeDCS):
     monkeypatch.setattr(conflicts, "probe", probe)
     store = dcs([V4, V6])
     ledger = Ledger("n1", 3.0)
+    return healthy_balancer(store, ledger), store, ledger, probed
+
+
+def healthy_balancer(
+    store: FakeDCS, ledger: Ledger, probe_timeout: float = 0.25, **kwargs
+) -> balancer_thread.BalancerThread:
+    """The balancer thread of a healthy n1 (interval 0.5 s, ttl 3 s) over `store`, its
+    actuator a FakeInterface; `kwargs` go to the thread (a failsafe `policy`)."""
     state = NodeState()
     state.set_health(True, "fine")
     config = SimpleNamespace(
@@ -135,11 +143,11 @@ def balancer_round_setup(monkeypatch, answers, dcs: type = FakeDCS):
         allowed_networks=(),
         interval_s=0.5,
         interface="lan0",
-        probe_timeout_s=0.25,
+        probe_timeout_s=probe_timeout,
         conflict_backoff_s=300.0,
         ttl_s=3.0,
     )
-    thread = balancer_thread.BalancerThread(
+    return balancer_thread.BalancerThread(
         store,
         ledger,
         state,
@@ -148,8 +156,8 @@ def balancer_round_setup(monkeypatch, answers, dcs: type = FakeDCS):
         period=0.5,
         stop=threading.Event(),
         on_crash=print,
+        **kwargs,
     )
-    return thread, store, ledger, probed
 
 
 class NotedDCS(FakeDCS):

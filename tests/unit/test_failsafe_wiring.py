@@ -9,10 +9,11 @@ import socket
 import threading
 import time
 from types import SimpleNamespace
+from typing import Callable, Tuple
 
 import pytest
 
-from tests.unit.fakes import Clock, FakeDCS, FakeInterface
+from tests.unit.fakes import Clock, FakeDCS, FakeInterface, healthy_balancer
 from yaim import config as config_module
 from yaim.claims import Ledger
 from yaim.daemon import prepare_failsafe
@@ -114,12 +115,19 @@ def test_a_hold_extends_live_claims_only_and_never_shortens_one():
 # --- the policy the threads follow ---
 
 
-def held_by_word(now: float = 100.0) -> Policy:
-    """A policy of a node that was granted a hold of A until now + 2."""
+def held_by_word(clock: Callable[[], float] = lambda: 100.0) -> Policy:
+    """A policy of a node that was granted a hold of A until 2 s from now by `clock`."""
     failsafe = Failsafe("n1", TTL, started=0.0)
     ask = failsafe.ask(frozenset({"n1", "n2"}), {A})
-    failsafe.answered(ask, now + 2 - failsafe.lifetime, {"n2": failsafe_yes("n2")})
-    return Policy(failsafe, clock=lambda: now)
+    failsafe.answered(ask, clock() + 2 - failsafe.lifetime, {"n2": failsafe_yes("n2")})
+    return Policy(failsafe, clock=clock)
+
+
+def kept() -> Tuple[Ledger, Policy]:
+    """n1 holds A, kept on its peers' word for 2 s more: etcd is back."""
+    ledger = Ledger("n1", TTL)
+    ledger.hold(A, time.monotonic(), "free")
+    return ledger, held_by_word(time.monotonic)
 
 
 def failsafe_yes(node: str) -> Answer:
@@ -150,36 +158,12 @@ def test_in_the_hold_nothing_is_taken_and_only_a_node_going_out_releases():
 
 
 def balancer_with(policy: Policy, store: FakeDCS, ledger: Ledger) -> BalancerThread:
-    state = NodeState()
-    state.set_health(True, "fine")
-    config = SimpleNamespace(
-        node_name="n1",
-        allowed_networks=(),
-        interval_s=0.5,
-        interface="lan0",
-        probe_timeout_s=0.0,
-        conflict_backoff_s=300.0,
-        ttl_s=TTL,
-    )
-    return BalancerThread(
-        store,
-        ledger,
-        state,
-        config,
-        FakeInterface(ledger).sync,
-        policy=policy,
-        period=0.5,
-        stop=threading.Event(),
-        on_crash=print,
-    )
+    return healthy_balancer(store, ledger, probe_timeout=0.0, policy=policy)
 
 
 def test_coming_back_the_balancer_neither_fences_a_kept_address_nor_takes_another():
-    ledger = Ledger("n1", TTL)
-    ledger.hold(A, time.monotonic(), "free")
-    store = FakeDCS([A, B])  # etcd is back, A's mark expired meanwhile: both look free
-    policy = held_by_word(time.monotonic())
-    policy.clock = time.monotonic
+    ledger, policy = kept()
+    store = FakeDCS([A, B])  # A's mark expired meanwhile: both look free
     balancer_with(policy, store, ledger).step([])
     assert ledger.held() == {A} and store.marks == {}
 
@@ -234,23 +218,17 @@ def heartbeat_with(policy: Policy, store: FakeDCS, ledger: Ledger) -> HeartbeatT
 
 
 def test_coming_back_the_heartbeat_makes_a_kept_mark_again_and_the_hold_of_it_ends():
-    ledger = Ledger("n1", TTL)
-    ledger.hold(A, time.monotonic(), "free")
+    ledger, policy = kept()
     store = Outage([A])
-    policy = held_by_word(time.monotonic())
-    policy.clock = time.monotonic
     heartbeat_with(policy, store, ledger).step([])
     assert store.marks == {str(A): "n1"} and ledger.held() == {A}
     assert not policy.covers(A)
 
 
 def test_a_kept_mark_someone_else_made_meanwhile_fences_the_address():
-    ledger = Ledger("n1", TTL)
-    ledger.hold(A, time.monotonic(), "free")
+    ledger, policy = kept()
     store = Outage([A])
     store.marks[str(A)] = "n9"
-    policy = held_by_word(time.monotonic())
-    policy.clock = time.monotonic
     heartbeat_with(policy, store, ledger).step([])
     assert ledger.held() == set() and ledger.claim(A).end == ("fence", "mark-lost")
     assert not policy.covers(A)
