@@ -206,6 +206,14 @@ class Daemon:
             config.dcs_namespace,
             config.dcs_clustername,
         )
+        if config.failsafe_on:
+            log.info(
+                "node %s has the failsafe hold on, its peer endpoint on %s; it takes no address"
+                " for its first %.1fs: a promise its earlier run gave may still stand",
+                config.node_name,
+                config.peer_listen,
+                config.ttl_s,
+            )
         label = f"{config.interface}:{config.label}"
         log.info(
             "node %s marks the addresses it adds with label %s (IPv4) and address protocol %#x",

@@ -1,14 +1,14 @@
 """A model test of the failsafe hold: the decision code of yaim.failsafe, driven by
 hypothesis's stateful testing through the interleavings a lab cannot reach.
 
-Three nodes, each with its own monotonic clock (offsets apart: the protocol must
-never compare them), run the daemon's rounds in a few lines each, the decisions
-being yaim.failsafe's (ask, answered, answer, deadline, may_take, may_release,
-returned, remarked, lapse). Around them: etcd (up or down, reachable or not from
-each node, marks and node keys that expire with real time, also while etcd is down:
-the worst case), the peer links, crashes and restarts (a node forgets its promises),
-SIGSTOP (time passes, the node does nothing, its kernel keeps its addresses) and
-time. An ask is sent, delivered to each peer and collected in separate steps, and a
+Three nodes, each with its own monotonic clock (offsets apart: the protocol must never
+compare them), run the daemon's rounds in a few lines each, the decisions being
+yaim.failsafe's (ask, answered, answer, deadline, may_take, may_release, returned,
+remarked, lapse, and Membership's good view). Around them: etcd (up or down, reachable
+or not from each node, marks and node keys that expire with real time, also while etcd
+is down: the worst case), the peer links, crashes and restarts (a node forgets its
+promises), SIGSTOP (time passes, the node does nothing, its kernel keeps its addresses)
+and time. An ask is sent, delivered to each peer and collected in separate steps, and a
 peer's answer may be lost after it promised.
 
 After every step it asserts: no address is on two nodes; every promise is kept (a
@@ -38,7 +38,7 @@ from hypothesis.stateful import (
 )
 
 from yaim.claims import fence_margin
-from yaim.failsafe import Answer, Ask, Failsafe, Verdict
+from yaim.failsafe import Answer, Ask, Failsafe, Membership, Verdict
 
 TTL = 3.0
 LIFETIME = TTL - fence_margin(TTL)
@@ -76,7 +76,7 @@ class Node:
         self.status = "up"  # up, stopped (SIGSTOP) or down (crashed)
         self.failsafe = kind(name, TTL, started=started)
         self.claims: Dict[str, float] = {}  # on the interface: address -> mark-based fence
-        self.view: Optional[FrozenSet[str]] = None  # the nodes of its last good read
+        self.membership = Membership(TTL)  # the nodes of its last good read: its view
         self.healthy = True
         self.pending: Optional[Pending] = None
         self.granted: Set[str] = set()  # the nodes of the views its live holds were granted on
@@ -202,6 +202,7 @@ class Model(RuleBasedStateMachine):
         if node.status != "up":
             return
         STATS["rounds"] += 1
+        node.membership.follow(self.reaches(name), self.clock(name))
         if self.reaches(name):
             self._with_etcd(node)
         elif not node.healthy:
@@ -228,12 +229,13 @@ class Model(RuleBasedStateMachine):
             self.keys[name] = self.now + TTL
         else:
             self.keys.pop(name, None)
-        node.view = frozenset(n for n, until in self.keys.items() if until > self.now)
+        keys = frozenset(n for n, until in self.keys.items() if until > self.now)
+        node.membership.saw(keys, {}, own)
         node.failsafe.expire(own)
         if not node.healthy:
             self._release(node, list(node.claims), "unhealthy")
             return
-        share = math.ceil(len(ADDRESSES) / max(1, len(node.view)))
+        share = math.ceil(len(ADDRESSES) / max(1, len(keys)))
         extra = sorted(node.claims)[share:]
         if extra and node.failsafe.may_release("rebalance", own):
             self._release(node, extra, "rebalance")
@@ -258,6 +260,8 @@ class Model(RuleBasedStateMachine):
         every etcd member just gone, where the failsafe starts."""
         for _ in range(3):
             self.everyone_rounds()
+        self.pass_time(TTL)  # a whole ttl of answers: every view is a good one
+        self.everyone_rounds()
         self.etcd_up = not outage
 
     @rule(lost=st.booleans())
@@ -282,7 +286,7 @@ class Model(RuleBasedStateMachine):
         node = self.nodes[name]
         if node.status != "up" or self.reaches(name):
             return
-        ask = node.failsafe.ask(node.view, node.claims)
+        ask = node.failsafe.ask(node.membership.view, node.claims)
         if ask is not None:
             node.pending = Pending(ask, self.clock(name), {})
 
@@ -296,7 +300,7 @@ class Model(RuleBasedStateMachine):
             return
         own = self.clock(peer)
         answer = other.failsafe.answer(
-            pending.ask, own, self.reaches(peer), other.view, other.claims
+            pending.ask, own, self.reaches(peer), other.membership.view, other.claims
         )
         if answer.yes:
             self.ghosts.append(Ghost(peer, name, pending.ask.held, self.now + TTL))
