@@ -156,7 +156,7 @@ class Config:
     log_level: str = _key(choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), "INFO")
     log_file: Optional[str] = _key(_OPTIONAL_TEXT, None)
     log_syslog: Optional[str] = _key(text(facility, optional=True), None)
-    failsafe: bool = _key(switch, False)
+    failsafe: str = _key(switch, "auto")
     peer_listen: Optional[str] = _key(text(host_port, optional=True), None)
     peer_secret_file: Optional[str] = _key(_OPTIONAL_TEXT, None)
     source: str = ""
@@ -181,8 +181,10 @@ class Config:
 
     @property
     def failsafe_on(self) -> bool:
-        """The failsafe hold applies: asked for, and the conflict probe on (yaim.failsafe)."""
-        return self.failsafe and self.probe_timeout > 0
+        """The failsafe hold applies: on, or auto with a peer secret given; and the conflict
+        probe on (yaim.failsafe)."""
+        wanted = self.failsafe == "on" or (self.failsafe == "auto" and self.peer_secret_file)
+        return bool(wanted) and self.probe_timeout > 0
 
     def as_dict(self, mask_secrets: bool = True) -> Dict[str, Any]:
         """Effective config with the contract's keys and plain values, for --check-config."""

@@ -73,16 +73,16 @@ def _required_by(kind: str) -> Callable[[Any, str], Optional[str]]:
     return check
 
 
-def _secret_for_failsafe(failsafe: bool, secret_file: Optional[str]) -> Optional[str]:
+def _secret_for_failsafe(failsafe: str, secret_file: Optional[str]) -> Optional[str]:
     """No unauthenticated host may make a node keep or drop anything (yaim.peers)."""
-    if failsafe and secret_file is None:
+    if failsafe == "on" and secret_file is None:
         return "needs peer-secret-file: the peers' messages are authenticated with it"
     return None
 
 
-def _published_peer(peer_listen: Optional[str], failsafe: bool) -> Optional[str]:
+def _published_peer(peer_listen: Optional[str], failsafe: str) -> Optional[str]:
     """The others ask at this very address (yaim.view.Endpoint): no name, no wildcard."""
-    if failsafe and peer_listen is not None and Endpoint.parse(peer_listen) is None:
+    if failsafe != "off" and peer_listen is not None and Endpoint.parse(peer_listen) is None:
         return (
             "must be IP:PORT ([IP]:PORT for IPv6) of this node's own address, which the"
             f" others ask at (no host name, no 0.0.0.0 or ::), got {brief(peer_listen)}"
@@ -174,7 +174,9 @@ def risks(values: Mapping[str, Any]) -> List[Risk]:
     if url and url_password(url) and urlsplit(url).scheme == "http":
         risk = f"its password is sent in clear to {shown(mask_url(url))}; use https://"
         found.append(Risk("http_url", risk))
-    if values["failsafe"] and values["probe_timeout"] <= 0:
+    failsafe = values["failsafe"]
+    wanted = failsafe == "on" or (failsafe == "auto" and values["peer_secret_file"])
+    if wanted and values["probe_timeout"] <= 0:
         risk = (
             "off: it needs probe-timeout > 0, as the conflict probe is what holds off a node"
             " that knows nothing of the peers' promises"

@@ -142,14 +142,15 @@ def choice(*supported: str, planned: Tuple[str, ...] = ()) -> Parser:
     return parse
 
 
-def switch(raw: Any) -> bool:
-    """On or off: YAML's true/false (`on`/`off` too), or those words from the environment."""
+def switch(raw: Any) -> str:
+    """auto, on or off: YAML's true/false (`on`/`off`, `yes`/`no` too) are on and off, and
+    the same words from the environment."""
     if isinstance(raw, bool):
-        return raw
-    words = {"true": True, "on": True, "yes": True, "false": False, "off": False, "no": False}
-    value = words.get(_string(raw).lower())
+        return "on" if raw else "off"
+    words = {"true": "on", "on": "on", "yes": "on", "false": "off", "off": "off", "no": "off"}
+    value = "auto" if _string(raw).lower() == "auto" else words.get(_string(raw).lower())
     if value is None:
-        raise ValueError(f"must be on or off, got {brief(raw)}")
+        raise ValueError(f"must be auto, on or off, got {brief(raw)}")
     return value
 
 

@@ -101,7 +101,7 @@ DEFAULTS = {
     "log_level": "INFO",
     "log_file": None,
     "log_syslog": None,
-    "failsafe": False,
+    "failsafe": "auto",
     "peer_listen": None,
     "peer_secret_file": None,
 }
@@ -978,10 +978,13 @@ def test_http_url_password_over_plain_http_warns(tmp_path):
 # --- the failsafe hold's keys ---
 
 
-@pytest.mark.parametrize("raw, on", [(True, True), ("on", True), ("off", False), (False, False)])
-def test_failsafe_is_a_switch_and_needs_the_probe(tmp_path, raw, on):
+@pytest.mark.parametrize(
+    "raw, value, on",
+    [(True, "on", True), ("on", "on", True), ("auto", "auto", True), ("off", "off", False)],
+)
+def test_failsafe_is_a_switch_and_needs_the_probe(tmp_path, raw, value, on):
     loaded = load(tmp_path, {"failsafe": raw, "peer-secret-file": "/etc/yaim/peer.key"})
-    assert loaded.failsafe is on and loaded.failsafe_on is on
+    assert loaded.failsafe == value and loaded.failsafe_on is on
     off = load(tmp_path, {"failsafe": raw, "peer-secret-file": "/x", "probe-timeout": 0})
     assert not off.failsafe_on
     assert any("failsafe: off: it needs probe-timeout > 0" in w for w in off.warnings) is on
@@ -989,7 +992,12 @@ def test_failsafe_is_a_switch_and_needs_the_probe(tmp_path, raw, on):
 
 def test_failsafe_needs_a_peer_secret(tmp_path):
     assert "failsafe: needs peer-secret-file" in one_problem(tmp_path, {"failsafe": "yes"})
-    assert "must be on or off" in one_problem(tmp_path, {"failsafe": "sometimes"})
+    assert "must be auto, on or off" in one_problem(tmp_path, {"failsafe": "sometimes"})
+
+
+def test_auto_is_on_wherever_a_peer_secret_is_given(tmp_path):
+    assert not load(tmp_path, {}).failsafe_on  # no secret, no failsafe, no warning
+    assert load(tmp_path, {"peer-secret-file": "/etc/yaim/peer.key"}).failsafe_on
 
 
 def test_peer_listen_is_host_port(tmp_path):
