@@ -135,7 +135,8 @@ class Conflicts:
             self.dcs.conflict_ttl(),
         )
         try:
-            self.dcs.note_conflict(address, Conflict(mac, self.me).text())
+            until = int(time.time() + self.config.conflict_backoff_s)
+            self.dcs.note_conflict(address, Conflict(mac, self.me, until).text())
             # Written: every node, this one too, goes by the note now, which the host that
             # answered may delete if it was a yaim node that had been frozen.
             del self.pending[address]

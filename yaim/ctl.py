@@ -12,6 +12,7 @@ import argparse
 import ipaddress
 import json
 import sys
+import time
 from typing import (
     Any,
     Callable,
@@ -91,7 +92,7 @@ class Cluster(NamedTuple):
 
 def summarize(snapshot: Snapshot, allowed: Sequence[Any] = ()) -> Cluster:
     """The pool with holders and TTLs, and every node named by a key or a mark."""
-    view, refused = parse_snapshot(snapshot, allowed)
+    view, refused = parse_snapshot(snapshot, allowed, time.time())
     return summary(snapshot, view, refused)
 
 

@@ -123,20 +123,43 @@ class Endpoint(NamedTuple):
 
 
 class Conflict(NamedTuple):
-    """A `conflicts` note: `node` saw a host yaim does not control (`mac`) answer for it."""
+    """A `conflicts` note: `node` saw a host yaim does not control (`mac`) answer for it;
+    every node skips the address until `until` (wall time, seconds; None: as long as the
+    note lives).
+
+    The note's TTL alone is not enough with v3: a new etcd leader renews every lease to
+    its whole TTL, so leader changes closer than `conflict-backoff` keep a note alive
+    for ever (a 30-minute chaos run met one blocking its address 25 minutes on).
+    """
 
     mac: str
     node: str
+    until: Optional[int] = None
 
     def text(self) -> str:
         """The note's value in the DCS."""
-        return json.dumps({"mac": self.mac, "node": self.node}, sort_keys=True)
+        note: Dict[str, Any] = {"mac": self.mac, "node": self.node}
+        if self.until is not None:
+            note["until"] = self.until
+        return json.dumps(note, sort_keys=True)
 
     @classmethod
     def parse(cls, text: str) -> Conflict:
-        """A note's value; one that cannot be read still counts, as from an unknown host."""
-        note = _read_note(text, lambda note: cls(_field(note, "mac"), _field(note, "node")))
+        """A note's value; one that cannot be read still counts, as from an unknown host,
+        and one with an `until` that is no time counts as long as the note lives."""
+        note = _read_note(text, cls._of)
         return cls("?", "?") if note is None else note
+
+    @classmethod
+    def _of(cls, note: Dict[str, Any]) -> Conflict:
+        until = note.get("until")
+        if type(until) is not int or not 0 < until < MARK_LIMIT:  # bool is an int
+            until = None
+        return cls(_field(note, "mac"), _field(note, "node"), until)
+
+    def over(self, now: Optional[float]) -> bool:
+        """Whether the backoff has ended by `now` (wall time; None: not known)."""
+        return now is not None and self.until is not None and self.until <= now
 
 
 class Release(NamedTuple):
@@ -279,9 +302,10 @@ def _parse_address(name: str, allowed: Tuple[IPNetwork, ...]) -> Tuple[Optional[
 
 
 def parse_snapshot(
-    snapshot: Snapshot, allowed: Iterable[IPNetwork] = ()
+    snapshot: Snapshot, allowed: Iterable[IPNetwork] = (), now: Optional[float] = None
 ) -> Tuple[ClusterView, Tuple[Rejected, ...]]:
-    """Turn raw key names into a view; entries that are not usable come back as rejected."""
+    """Turn raw key names into a view; entries that are not usable come back as rejected.
+    `now` (wall time) ends the conflicts notes whose backoff is over."""
     allowed = tuple(allowed)
     named: Dict[str, IPAddress] = {}  # pool key name -> address; marks and notes use the name
     rejected = [Rejected(name, reason) for name, reason in sorted(snapshot.malformed.items())]
@@ -303,8 +327,9 @@ def parse_snapshot(
                 marks[address] = mark.created
     conflicts = {}
     for address, text in _notes(snapshot.conflicts, named):
-        if address not in holders:
-            conflicts[address] = Conflict.parse(text)
+        conflict = Conflict.parse(text)
+        if address not in holders and not conflict.over(now):
+            conflicts[address] = conflict
     released = {}
     for address, text in _notes(snapshot.released, named):
         release = Release.parse(text)

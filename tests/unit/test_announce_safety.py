@@ -7,6 +7,7 @@ import ipaddress
 import json
 import logging
 import threading
+import time
 from typing import List
 
 import pytest
@@ -186,12 +187,15 @@ def test_an_answered_probe_notes_the_conflict_then_unmarks_and_never_holds(monke
     assert probed == [[str(V4), str(V6)]], "one probe for every address taken in a round"
     assert state.held() == {V4}
     assert store.calls[-2:] == [f"note {V6}", f"delete {V6}"], "the note first, then the mark"
-    assert json.loads(store.notes[str(V6)]) == {"mac": "02:00:00:00:ab:02", "node": "n1"}
+    note = json.loads(store.notes[str(V6)])
+    until = note.pop("until")
+    assert note == {"mac": "02:00:00:00:ab:02", "node": "n1"}
+    assert time.time() + 299 <= until <= time.time() + 300, "conflict-backoff from now"
     for _ in range(3):
         thread.step([])
     assert store.calls.count(f"create {V6}") == 1
     assert state.held() == {V4}
-    assert thread.state.view.conflicts == {V6: Conflict("02:00:00:00:ab:02", "n1")}
+    assert thread.state.view.conflicts == {V6: Conflict("02:00:00:00:ab:02", "n1", until)}
     warnings = [r for r in caplog.records if r.getMessage().startswith(f"not taking {V6}")]
     assert [r.levelno for r in warnings] == [logging.WARNING]
     assert not [r for r in caplog.records if r.getMessage().startswith("skipping")]
@@ -273,3 +277,24 @@ def test_yaimctl_still_lists_an_address_in_conflict_and_names_the_conflict():
         " nobody takes it until the note expires",
         f"not held by any node: {V6}",
     ]
+
+
+def test_a_conflict_whose_backoff_is_over_blocks_nothing_though_its_note_lives_on():
+    """A new etcd leader renews every lease, the notes' too: their own end counts."""
+    ended = Conflict("02:00:00:00:ab:02", "n2", 1000).text()
+    lives = Conflict("02:00:00:00:ab:02", "n2", 3000).text()
+    snapshot = Snapshot(
+        pool=frozenset({str(V4), str(V6)}),
+        marks={},
+        nodes=frozenset({"n1"}),
+        conflicts={str(V4): ended, str(V6): lives},
+    )
+    view, _ = parse_snapshot(snapshot, (), now=2000.0)
+    assert view.pool == {V4} and set(view.conflicts) == {V6}
+    assert set(parse_snapshot(snapshot)[0].conflicts) == {V4, V6}, "no clock: the TTL decides"
+
+
+@pytest.mark.parametrize("until", [True, -1, 1.5, "2000", 2**63, None])
+def test_an_until_that_is_no_time_leaves_the_note_to_its_ttl(until):
+    text = json.dumps({"mac": "aa", "node": "n2", "until": until})
+    assert Conflict.parse(text) == Conflict("aa", "n2") and not Conflict.parse(text).over(1e12)

@@ -63,7 +63,7 @@ class BalancerThread(DCSWorker):
     def _read_view(self) -> ClusterView:
         sent_at = time.monotonic()
         snapshot = self.dcs.read()
-        view, rejected = parse_snapshot(snapshot, self.config.allowed_networks)
+        view, rejected = parse_snapshot(snapshot, self.config.allowed_networks, time.time())
         self.handovers.note(view, sent_at)
         self.ledger.saw({a: n for a, n in view.marks.items() if view.holders.get(a) == self.me})
         for entry in sorted(set(rejected) - self.rejected):
