@@ -68,7 +68,7 @@ def marks_match_interfaces(lab):
     return lab.keys().holders() == expected
 
 
-@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_a_whole_etcd_outage_drops_nothing_and_moves_nothing(lab, how):
     nodes = start_failsafe(lab)
     before = lab.observer.holders()
