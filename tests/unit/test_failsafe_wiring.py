@@ -367,3 +367,6 @@ def test_a_node_out_of_the_hold_releases_at_once(pair):
     asker.thread.step([])
     assert asker.ledger.held() == set()
     assert asker.ledger.claim(A).end == ("release", "unhealthy")
+    FakeInterface(asker.ledger).sync(1.0)  # the actuator takes it off
+    asker.thread.step([])
+    assert asker.ledger.claim(A) is None, "logged as released and forgotten"

@@ -139,6 +139,7 @@ class FailsafeThread(Worker):
         self.why_not = ""  # the last reason no hold was granted, logged once
         self.answered: Dict[str, str] = {}  # asker -> the reason of the last answer logged
         self.refusals: Set[str] = set()  # refused messages, logged once each
+        self.stepping_out: Set[IPAddress] = set()  # released in the hold, not yet off
         self.pool = ThreadPoolExecutor(PEER_WORKERS, thread_name_prefix="failsafe-ask")
         self.server = peers.PeerServer(
             (str(config.peer_endpoint.host), config.peer_endpoint.port),
@@ -173,9 +174,7 @@ class FailsafeThread(Worker):
     def _silent(self, now: float) -> None:
         """etcd does not answer: release if out, else ask every peer to keep what is held."""
         if not self.state.taking_part:
-            if self.policy.holding():
-                reason = "unhealthy" if self.state.link.up else "link-down"
-                self.ledger.release(self.ledger.held(), reason)
+            self._step_out()
             return
         with self.policy.lock:
             ask = self.failsafe.ask(self.membership.view, self.ledger.renewable())
@@ -188,6 +187,21 @@ class FailsafeThread(Worker):
         if verdict.until is not None:
             self.ledger.extend(ask.held, verdict.until)
         self._note_verdict(ask, verdict)
+
+    def _step_out(self) -> None:
+        """Out of the hold (unhealthy, link down): release what is held at once, and log
+        and forget each release once its address is off; the marks wait for etcd (the
+        balancer deletes those still there when it can read again)."""
+        if self.policy.holding():
+            reason = "unhealthy" if self.state.link.up else "link-down"
+            self.stepping_out.update(self.ledger.release(self.ledger.held(), reason))
+        off = set()
+        for address in self.stepping_out:
+            claim = self.ledger.claim(address)
+            if claim is None or claim.off:
+                off.add(address)
+        self.ledger.finish(off)
+        self.stepping_out -= off
 
     def _ask_all(self, ask: Ask) -> Dict[str, Answer]:
         """Every other node of the view asked at once; the answers that came, authentic."""
