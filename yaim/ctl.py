@@ -9,6 +9,7 @@ refused (nothing changed), 1 the DCS could not be reached.
 from __future__ import annotations
 
 import argparse
+import http.client
 import ipaddress
 import json
 import sys
@@ -354,6 +355,33 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def own_word(status_listen: str, timeout: float = 2.0) -> str:
+    """What this host's node says of its failsafe hold (its GET /status): while etcd is
+    down, the one place that knows whether the addresses are kept."""
+    host, port = config.listen_address(status_listen)
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/status"
+    connection = http.client.HTTPConnection(host, port, timeout=timeout)  # no proxy here
+    try:
+        connection.request("GET", "/status")
+        state = json.loads(connection.getresponse().read(1 << 20))
+        node, failsafe = shown(str(state["node"])), dict(state["failsafe"])
+        addresses = ", ".join(shown(str(a)) for a in state["addresses"]) or "no address"
+    except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError) as exc:
+        return f"no word from this host's node at {url}: {exc}"
+    finally:
+        connection.close()
+    if not failsafe.get("on"):
+        return f"node {node} (its {url}): failsafe off, holding {addresses}"
+    if failsafe.get("holding"):
+        left = shown(str(failsafe.get("hold_left")))
+        return (
+            f"node {node} (its {url}): failsafe hold, keeping {addresses} on its peers'"
+            f" word ({left} s left of the hold, renewed every half interval)"
+        )
+    return f"node {node} (its {url}): failsafe on, not holding; holding {addresses}"
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     cfg = load_or_report(args.config)
@@ -368,6 +396,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return EXIT_REFUSED
     except DCSError as exc:
         print(secrets.scrub(f"yaimctl: DCS unreachable: {exc}"), file=sys.stderr)
+        if args.command == "status" and cfg.status_listen:
+            print(secrets.scrub(f"yaimctl: {own_word(cfg.status_listen)}"), file=sys.stderr)
         return EXIT_DCS
     if getattr(args, "json", False):
         print(json.dumps(secrets.scrub_value(value), indent=2))

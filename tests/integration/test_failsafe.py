@@ -27,6 +27,7 @@ from tests.integration.conftest import (
     start_cluster,
     status,
     unchanged_for,
+    yaimctl,
 )
 
 pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("no_two_holders")]
@@ -78,6 +79,8 @@ def test_a_whole_etcd_outage_drops_nothing_and_moves_nothing(lab, how):
     share = full_share(lab, stopped_at, stopped_at + OUTAGE)
     assert changed == [], f"the pool changed during the outage: {changed[:3]}"
     assert holding_on_word(lab, nodes)
+    asked = yaimctl(lab, "status")
+    assert asked.returncode == 1 and "failsafe hold, keeping 198.51.100." in asked.stderr
     back_at = time.monotonic()
     lab.etcd.start_member(0)
     wait_until(lambda: marks_match_interfaces(lab), CRASH_BOUND, what="the marks made again")

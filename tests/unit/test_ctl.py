@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Dict, Optional, Set
 
 import pytest
@@ -280,3 +283,44 @@ def test_status_says_where_the_failsafe_is_on_and_warns_of_a_node_without_it():
     ]
     everywhere = ctl.summarize(snapshot._replace(node_values={"n1": peer, "n2": peer, "n3": peer}))
     assert ctl.failsafe_text(everywhere) == "on (every node)" and ctl.problems(everywhere) == []
+
+
+class OwnStatus(BaseHTTPRequestHandler):
+    """A node's GET /status as the daemon answers it during an outage (the body: `state`)."""
+
+    state: bytes = b""
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(self.state)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    "failsafe, says",
+    [
+        ({"on": True, "holding": True, "hold_left": 1.7}, "failsafe hold, keeping 198.51.100.1"),
+        ({"on": True, "holding": False}, "failsafe on, not holding"),
+        ({"on": False}, "failsafe off, holding 198.51.100.1"),
+    ],
+)
+def test_status_without_etcd_gives_the_own_word_of_this_hosts_node(failsafe, says):
+    state = {"node": "n1", "addresses": ["198.51.100.1"], "failsafe": failsafe}
+    handler = type("Handler", (OwnStatus,), {"state": json.dumps(state).encode()})
+    server = HTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.handle_request, daemon=True).start()
+    try:
+        word = ctl.own_word(f"127.0.0.1:{server.server_port}")
+    finally:
+        server.server_close()
+    assert word.startswith("node n1 (its http://127.0.0.1:") and says in word
+
+
+def test_no_word_when_nobody_answers():
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    assert ctl.own_word(f"127.0.0.1:{port}").startswith("no word from this host's node")
