@@ -13,13 +13,16 @@ span windows (an address unheld, an address on two nodes) stay open between them
   drained or cleanly stopped node nothing once `clean` has passed, a node whose lan0
   lost its carrier nothing once `interval` has passed (it acts on the link event; a
   lan0 set down or deleted shows no holder at all, the fault itself looks at it).
+
+`full_share` and `first_move` measure a window of samples for the faults that
+expect the failsafe hold (tests/chaos/faults.py).
 """
 
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Optional, Set, Tuple
+from typing import Collection, Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
-from lab.observer import Sample
+from lab.observer import Holders, Sample
 from lab.rtnl import IPAddress
 from tests.chaos.model import Ledger, Timeline
 
@@ -212,3 +215,20 @@ class Analyser:
 
     def _violation(self, name: str, t: float, text: str) -> None:
         self.ledger.check(name, False, text, t, count=0)
+
+
+def full_share(samples: Sequence[Sample], pool: Collection[IPAddress]) -> float:
+    """The share of `samples` in which every address of `pool` is on exactly one node
+    (0 without samples: an outage nobody watched proves nothing)."""
+    full = [s for s in samples if all(len(s.holders.get(a, ())) == 1 for a in pool)]
+    return len(full) / len(samples) if samples else 0.0
+
+
+def first_move(samples: Iterable[Sample], before: Holders) -> Optional[Tuple[Sample, IPAddress]]:
+    """The first sample in which an address of `before` is not on exactly the nodes it
+    was on, and that address; None if every one stayed put."""
+    for sample in samples:
+        for address, nodes in before.items():
+            if sample.holders.get(address, []) != nodes:
+                return sample, address
+    return None

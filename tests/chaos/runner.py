@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Sequence
 
-from tests.chaos.faults import KINDS
+from tests.chaos.faults import KINDS, REHELD, SHARE
 from tests.chaos.model import CLEAN, Bounds, Fault, Ledger, Timeline
 from tests.chaos.world import (
     INTERVAL,
@@ -32,9 +32,16 @@ ETCD_ELECTION_TIMEOUT = 1.0
 
 
 def bounds(dcs_type: str) -> Bounds:
+    """The bounds of the world's daemons (the failsafe on: tests/chaos/world.py)."""
     renewal = ETCD_ELECTION_TIMEOUT if dcs_type == "etcd3" else 0.0
     return Bounds.for_config(
-        INTERVAL / 1000, TTL / 1000, INTERVAL / 1000, RETRY_NUM, RETRY_AFTER / 1000, renewal
+        INTERVAL / 1000,
+        TTL / 1000,
+        INTERVAL / 1000,
+        RETRY_NUM,
+        RETRY_AFTER / 1000,
+        renewal,
+        failsafe=True,
     )
 
 
@@ -165,6 +172,16 @@ def _figure(ledger: Ledger, name: str, what: str) -> str:
     return f"{what}: max {longest:.2f} s ({context}), median {median:.2f} s, n={len(values)}"
 
 
+def _share(ledger: Ledger, name: str) -> str:
+    """The failsafe figure: in how much of each outage's samples the whole pool was held."""
+    values = [v for v, _ in ledger.figures[name]]
+    low, context = min(ledger.figures[name], key=lambda v: v[0])
+    return (
+        f"{name}: {statistics.mean(values):.1%} of the samples on average, lowest"
+        f" {low:.1%} ({context}), n={len(values)}"
+    )
+
+
 def summary(result: Result) -> str:
     """The report printed at the end of a run."""
     b = bounds(result.dcs_type)
@@ -177,7 +194,8 @@ def summary(result: Result) -> str:
         f"interval {INTERVAL} ms, ttl {TTL} ms",
         f"bounds: crash {b.crash:.1f} s, clean {b.clean:.1f} s, unhealthy {b.unhealthy:.1f} s "
         f"(from the endpoint failing), SIGCONT drop {b.sigcont:.1f} s; "
-        f"while etcd is down: {b.after_outage:.1f} s from when it answers again",
+        f"while etcd is down: {b.after_outage:.1f} s from when it answers again"
+        f" (of which {b.promise:.1f} s while the failsafe's promises end)",
         "faults injected ({}): {}".format(
             sum(result.faults.values()),
             ", ".join(f"{k} {n}" for k, n in sorted(result.faults.items())) or "none",
@@ -201,6 +219,10 @@ def summary(result: Result) -> str:
         _figure(ledger, "SIGTERM exit", "SIGTERM until exit"),
         _figure(ledger, "etcd election", "etcd leader killed until a new one answered"),
         _figure(ledger, "hand-removed address back", "address removed by hand until back"),
+        _figure(ledger, REHELD, "a holder crashed in an etcd outage: etcd back until held"),
+    ]
+    lines += [_share(ledger, name) for name in sorted(ledger.figures) if name.startswith(SHARE)]
+    lines += [
         f"observer: {result.samples} samples, every {1000 * result.mean_period:.0f} ms on"
         f" average, longest gap {1000 * result.longest_gap:.0f} ms",
     ]

@@ -5,11 +5,21 @@ from __future__ import annotations
 import ipaddress
 
 from lab.observer import Sample
-from tests.chaos.analysis import HELD, LINK_DOWN, REMOVED, TWO_HOLDERS, UNHEALTHY, Analyser
+from tests.chaos.analysis import (
+    HELD,
+    LINK_DOWN,
+    REMOVED,
+    TWO_HOLDERS,
+    UNHEALTHY,
+    Analyser,
+    first_move,
+    full_share,
+)
 from tests.chaos.model import CLEAN, HARD, Bounds, Fault, Ledger, Timeline
 
 A = ipaddress.ip_address("198.51.100.100")
 B = ipaddress.ip_address("198.51.100.101")
+C = ipaddress.ip_address("198.51.100.102")
 BOUNDS = Bounds(interval=0.5, ttl=2.0, detection=1.0, sigcont=0.5)  # crash 4, clean 2
 
 
@@ -131,3 +141,50 @@ def test_with_etcd3_a_new_leader_s_lease_renewal_is_added_after_an_outage():
     analyser.feed(samples(0, 1, {A: [1], B: [2]}) + samples(1, 6.8, {B: [2]}))
     analyser.feed(samples(6.8, 7.2, {A: [3], B: [2]}))
     assert failed(ledger) == [], "etcd back at 2: crash bound 4 s + 1 s of lease renewal"
+
+
+def test_with_the_failsafe_the_promises_add_one_ttl_after_an_outage():
+    timeline, ledger, analyser = setup()
+    timeline.bounds = Bounds.for_config(0.5, 2.0, 0.5, 3, 0.25, failsafe=True)
+    analyser.bounds = timeline.bounds
+    timeline.faults.append(Fault("etcd-all-crash", HARD, 1.0))
+    timeline.dcs_down.begin("etcd", 1.0)
+    timeline.dcs_down.end("etcd", 5.0)
+    analyser.feed(samples(0, 3, {A: [1], B: [2]}) + samples(3, 10.8, {B: [2]}))
+    analyser.feed(samples(10.8, 11.2, {A: [3], B: [2]}))
+    assert failed(ledger) == [], "etcd back at 5: crash bound 4 s + one ttl of promises"
+    analyser.feed(samples(11.2, 12, {A: [3]}) + samples(12, 18.2, {A: [3]}))
+    analyser.check_open(18.2)
+    assert failed(ledger) == [HELD], "B went at 11.2 with etcd up: the crash bound alone"
+
+
+def test_the_share_of_samples_with_the_whole_pool_held():
+    window = samples(0, 1, {A: [1], B: [2]}) + samples(1, 1.4, {A: [1]})
+    window += samples(1.4, 1.6, {A: [1, 2], B: [2]})
+    assert full_share(window, {A, B}) == 25 / 40, "B gone 10 samples, on two 5 more"
+    assert full_share(window, {A}) == 35 / 40
+    assert full_share([], {A}) == 0.0, "an outage nobody watched proves nothing"
+
+
+def test_the_first_move_is_any_address_off_its_node_or_on_another_too():
+    before = {A: [1], B: [2]}
+    assert first_move(samples(0, 1, {A: [1], B: [2], C: [3]}), before) is None
+    for after in ({A: [1]}, {A: [1], B: [3]}, {A: [1, 3], B: [2]}):
+        moved = first_move(samples(0, 1, before) + samples(1, 2, after), before)
+        assert moved is not None and abs(moved[0].time - 1) < 1e-9, after
+        assert moved[1] == next(a for a in before if after.get(a) != before[a])
+
+
+def test_an_address_released_while_a_node_starts_may_wait_out_its_first_ttl():
+    timeline, ledger, analyser = setup()
+    timeline.bounds = Bounds.for_config(0.5, 2.0, 0.5, 3, 0.25, failsafe=True)
+    analyser.bounds = timeline.bounds
+    timeline.faults.append(Fault("sigterm", CLEAN, 1.0))
+    timeline.starting.begin(3, 2.0)
+    timeline.starting.end(3, 6.0)
+    analyser.feed(samples(0, 2.5, {A: [1], B: [2]}) + samples(2.5, 5.9, {B: [2]}))
+    analyser.feed(samples(5.9, 6.5, {A: [3], B: [2]}))
+    assert failed(ledger) == [], "released at 2.5 while n3 starts: clean 2 s + a ttl"
+    analyser.feed(samples(6.5, 7, {A: [3]}) + samples(7, 9.2, {A: [3]}))
+    analyser.check_open(9.2)
+    assert failed(ledger) == [HELD], "B went at 6.5, n3 started long before: clean alone"

@@ -1,5 +1,6 @@
 """The short, seeded form of the chaos run: one round of every fault kind, once per DCS
-API (~80 s each). `make chaos SEED=... DURATION=...` runs it long (tests/chaos/__main__.py).
+API, the failsafe hold on. `make chaos SEED=... DURATION=...` runs it long
+(tests/chaos/__main__.py).
 
 What the lab cannot do (this kernel has no sch_netem: packet loss without delay) is
 printed in the summary and raised as a warning, so it shows in every test report.
@@ -11,6 +12,7 @@ import warnings
 
 import pytest
 
+from tests.chaos.faults import KINDS
 from tests.chaos.runner import run, summary
 
 pytestmark = pytest.mark.netns
@@ -25,5 +27,5 @@ def test_one_seeded_round_of_every_fault_keeps_the_invariants(tmp_path, dcs_type
     print(report)
     for note in result.notes:
         warnings.warn(f"chaos ({dcs_type}): {note}", stacklevel=1)
-    assert sum(result.faults.values()) >= 14, report
+    assert set(KINDS) - set(result.faults) <= {"loss"}, report  # loss needs sch_netem
     assert result.ok, report

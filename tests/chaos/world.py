@@ -1,10 +1,14 @@
-"""The chaos lab: 5 yaim nodes with http health checks, a 3-member etcd cluster in the
-hub, 12 addresses, an observer; and the actions faults are made of, each recorded
-in the timeline so the checks know what the cluster should look like when."""
+"""The chaos lab: 5 yaim nodes with http health checks and the failsafe hold on (one
+peer secret for all), a 3-member etcd cluster in the hub, 12 addresses, an observer;
+and the actions faults are made of, each recorded in the timeline so the checks know
+what the cluster should look like when."""
 
 from __future__ import annotations
 
 import ipaddress
+import json
+import os
+import secrets
 import sys
 import time
 from collections import Counter
@@ -44,11 +48,18 @@ SETTLE_EXTRA = 6.0  # beyond the crash bound: a restarted daemon's start-up and 
 RECOVER_TIMEOUT = 30.0  # after a failed settle, how long to wait before giving up the run
 SIGTERM_EXIT = 2.0  # "within about one second"
 STABLE = 0.5  # how long a settled state must last to count as settled
+PEER_SECRET = "peer.key"  # in the base dir: the one failsafe secret of every node
+STATUS_URL = "http://127.0.0.1:9720/status"  # a node's status endpoint, in its namespace
+# A node has a good view (the nodes it asks) once etcd has answered it for a whole ttl
+# with every node key there; a restarted node's heartbeat may need a few rounds more.
+VIEWS_TIMEOUT = 3 * TTL / 1000 + 5
+STARTUP = 2.0  # from launching a daemon until it runs, on this busy 2-core host
 
 SETTLES = "settles, every address on one node, spread <= 1"
 MARKS_MATCH = "marks and node keys match the interfaces"
 NOTIFY_MATCH = "each node's notify events, in order, add up to the addresses on it"
 RUNNING = "daemons do not exit by themselves"
+VIEWS = "every node has a good failsafe view of every node (at start, before etcd goes)"
 
 
 class ChaosAbort(RuntimeError):
@@ -117,6 +128,7 @@ class World:
         self.observer = stack.enter_context(Observer(self.lab))
         stack.callback(self.lab.stop_processes)
         self._probe_impairment()
+        secret = self._write_secret()
         for i in self.lab.node_indexes:
             url = self.lab.start_health(i, HEALTH_PORT)
             self.healthy[i] = True
@@ -134,10 +146,22 @@ class World:
                 notify_take=line,
                 notify_release=line,
                 notify_fence=line,
+                failsafe="on",
+                peer_secret_file=str(secret),
             )
 
+    def _write_secret(self) -> Path:
+        """The cluster's peer secret, readable by its owner only, as README asks."""
+        path = self.base_dir / PEER_SECRET
+        fd = os.open(str(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # an existing file (a --workdir used again) keeps its mode
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(secrets.token_hex(16).encode())
+        return path
+
     def start_daemons(self, timeout: float = 30.0) -> None:
-        """Start every daemon; return once each has its node key."""
+        """Start every daemon; return once each has its node key and a good failsafe view:
+        a node takes nothing for its first ttl, and the pool added earlier would wait."""
         for i in self.nodes:
             self._launch(i)
         expected = {node.name for node in self.nodes.values()}
@@ -148,6 +172,7 @@ class World:
             what="every node key",
             ignore=(EtcdError,),
         )
+        self.wait_views()
 
     def add_pool(self, addresses: Sequence[IPAddress]) -> None:
         for address in addresses:
@@ -221,9 +246,13 @@ class World:
     # daemons ------------------------------------------------------------------
 
     def _launch(self, i: int) -> None:
-        """Start node i's daemon; the notify events of this run are the lines from here."""
+        """Start node i's daemon; the notify events of this run are the lines from here.
+        With the failsafe it takes nothing for its first ttl (model.Timeline.starting)."""
         self.notify_from[i] = len(self.notify_events(i))
+        launched = self.now()
         self.nodes[i].start()
+        self.timeline.starting.begin(i, launched)
+        self.timeline.starting.end(i, launched + STARTUP + self.bounds.promise)
 
     def start(self, i: int) -> None:
         self._launch(i)
@@ -287,6 +316,44 @@ class World:
         )
         return found[0]
 
+    # the failsafe hold -----------------------------------------------------------
+
+    def failsafe_report(self, i: int) -> Optional[dict]:
+        """The `failsafe` part of node i's /status; None if it does not answer."""
+        argv = ["curl", "-s", "--max-time", "2", STATUS_URL]
+        done = self.lab.run(self.lab.node_ns(i), argv, check=False, timeout=5.0)
+        try:
+            report = json.loads(done.stdout)["failsafe"]
+        except (ValueError, KeyError, TypeError):
+            return None
+        return report if isinstance(report, dict) else None
+
+    def views_problem(self) -> Optional[str]:
+        """Why a whole-etcd outage now would not be held: every node must have the
+        failsafe on and a good view of all the nodes (README.rst, "Failsafe hold": one
+        without it answers no, and then every node fences); None if all have."""
+        names = sorted(self.name(i) for i in self.nodes)
+        for i in self.nodes:
+            report = self.failsafe_report(i)
+            if report is None or not report.get("on"):
+                return f"n{i}: failsafe {report}"
+            if report.get("view") != names:
+                return f"n{i}: view {report.get('view')}"
+        return None
+
+    def wait_views(self) -> None:
+        """Wait until every node has a good view of every node; a violation if not soon."""
+        try:
+            wait_until(
+                lambda: self.views_problem() is None,
+                VIEWS_TIMEOUT,
+                interval=0.2,
+                what="every node's failsafe view",
+            )
+            self.ledger.check(VIEWS, True)
+        except TimeoutError:
+            self.ledger.check(VIEWS, False, str(self.views_problem()), self.now())
+
     # checks -------------------------------------------------------------------
 
     def settled_problem(self, holders: Holders) -> Optional[str]:
@@ -308,7 +375,7 @@ class World:
             return f"not balanced: {spread}"
         return None
 
-    def _wait_settled(self, timeout: float, what: str) -> Sample:
+    def wait_settled(self, timeout: float, what: str) -> Sample:
         """The first sample of a settled state that then lasts STABLE seconds: a moment
         in the middle of addresses coming and going does not count."""
         deadline = self.now() + timeout
@@ -328,7 +395,7 @@ class World:
         timeout = self.bounds.crash + SETTLE_EXTRA
         begun = self.now()
         try:
-            sample = self._wait_settled(timeout, "the cluster to settle")
+            sample = self.wait_settled(timeout, "the cluster to settle")
             self.ledger.check(SETTLES, True, t=sample.time)
             return sample.time
         except TimeoutError:
@@ -341,7 +408,7 @@ class World:
             )
         self._operator_looks()
         try:
-            sample = self._wait_settled(RECOVER_TIMEOUT, "recovery")
+            sample = self.wait_settled(RECOVER_TIMEOUT, "recovery")
         except TimeoutError as exc:
             raise ChaosAbort(
                 f"no recovery {self.now() - begun:.0f} s after {fault.kind} {fault.detail}: "
