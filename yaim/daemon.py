@@ -146,10 +146,16 @@ class Daemon:
         self.threads.append(thread)
 
     def _reaches_etcd(self, now: float) -> bool:
-        """etcd answers this node: a request worked less than ttl / 2 ago (the heartbeat
-        makes one every interval, and ttl is 3 x interval at least)."""
-        times = [s.last_success for s in (self.heartbeat.dcs, self.balancer.dcs) if s.last_success]
-        return bool(times) and now - max(times) < self.config.ttl_s / 2
+        """etcd answers this node: its latest request worked, less than ttl / 2 ago (the
+        heartbeat makes one every interval, and ttl is 3 x interval at least). The first
+        try that fails counts at once, not the end of its retries: a mark may be due
+        before them, and the peers must be able to say so as soon as the asker asks."""
+        stores = (self.heartbeat.dcs, self.balancer.dcs)
+        success = max((s.last_success for s in stores if s.last_success), default=None)
+        failure = max((s.last_failure for s in stores if s.last_failure), default=None)
+        if success is None or (failure is not None and failure > success):
+            return False
+        return now - success < self.config.ttl_s / 2
 
     def _on_crash(self, name: str) -> None:
         self.crashed.append(name)

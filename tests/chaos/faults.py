@@ -391,16 +391,14 @@ def etcd_leader(world: World, rng: random.Random) -> Fault:
 # The whole-etcd faults: the failsafe hold keeps the pool where it is (README.rst,
 # "Failsafe hold"). Each waits first until every node has a good view, as a node without
 # one refuses to promise (then every node fences, as without the failsafe: by design).
-# Findings these checks report (yaim left as it is, see the chaos17 report):
-# - HELD_THROUGH: a node fences at a mark's deadline (its last refresh + ttl - margin)
-#   before it is granted a hold, as it asks only once its latest DCS success of any kind
-#   is ttl / 2 old, and a peer says yes only once its own is: a mark whose refresh failed
-#   as etcd went while another request still worked (v2: seed 1, n2 fenced 198.51.100.109
-#   at 52.300, its hold came at 52.463), or a peer that reached etcd a little longer
-#   (etcd3: seed 20240609, n2 fenced all at 14:51:38.242 while n3 still said no).
-# - NOTHING_MOVED, OTHERS_KEPT: etcd back, the balancer acts on a read sent before the
-#   heartbeat made a kept mark again, after that ended the cover: "fencing ...: its mark
-#   is gone" 3 ms after "made again the mark of ...", taken back a round later.
+# What these checks found, and yaim then fixed:
+# - HELD_THROUGH: a node fenced at a mark's deadline before it was granted a hold, as it
+#   asked only once its latest DCS success was ttl / 2 old and a peer said yes only then
+#   too (v2 seed 1: a refresh failed as etcd went while another request still worked).
+#   Now the first failed try counts at once (Daemon._reaches_etcd).
+# - NOTHING_MOVED, OTHERS_KEPT: etcd back, the balancer acted on a read sent before the
+#   heartbeat had made a kept mark again and fenced it once. Now the balancer alone
+#   makes it again (BalancerThread._remark).
 HELD_THROUGH = "whole-etcd outage: every address stays on its holder (failsafe hold)"
 NOTHING_MOVED = "etcd back after a whole-etcd outage: nothing moves"
 OTHERS_KEPT = "whole-etcd outage, a holder crashed: the others keep theirs"

@@ -25,12 +25,6 @@ hold on (the chaos world runs it) add one ttl more: a node that promised a holde
 during the outage keeps off that holder's addresses until its promise ends, up to
 one ttl after etcd is back, also when the holder crashed meanwhile (README.rst,
 "Failsafe hold"); the whole-etcd faults check the hold itself more strictly.
-
-Also with the failsafe, a node takes nothing for its first ttl after it starts (a
-promise its earlier run gave may still stand), but its node key is there at once and
-the others release its share to it (rebalance): an address that goes unheld while a
-node is starting may stay so for `clean` + ttl. (A finding, not the contract: yaim
-could keep the starting node out of the plan until it may take; then this goes.)
 """
 
 from __future__ import annotations
@@ -164,7 +158,6 @@ class Timeline:
     stopped: Spans = field(default_factory=Spans)  # node -> stopped cleanly, not running
     link_down: Spans = field(default_factory=Spans)  # node -> lan0 down, no carrier or gone
     dcs_down: Spans = field(default_factory=Spans)  # "etcd" -> no quorum
-    starting: Spans = field(default_factory=Spans)  # node -> launched, may not take yet
 
     def fault_at(self, t: float) -> Optional[Fault]:
         """The fault with the loosest bound among those whose window contains `t`."""
@@ -178,10 +171,6 @@ class Timeline:
             bound, why = self.bounds.clean, "no fault: clean bound"
         else:
             bound, why = self.bounds.of(fault.fault_class), f"{fault.kind} {fault.detail}".strip()
-        starting = [n for n in self.starting.subjects() if self.starting.covering(n, t)]
-        if starting and bound < self.bounds.clean + self.bounds.promise:
-            bound = self.bounds.clean + self.bounds.promise
-            why += f", n{starting[0]} starting (takes nothing for a ttl)"
         return bound, why
 
     def deadline(self, start: float, until: float) -> Tuple[Optional[float], str]:

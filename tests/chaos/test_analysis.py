@@ -173,18 +173,3 @@ def test_the_first_move_is_any_address_off_its_node_or_on_another_too():
         moved = first_move(samples(0, 1, before) + samples(1, 2, after), before)
         assert moved is not None and abs(moved[0].time - 1) < 1e-9, after
         assert moved[1] == next(a for a in before if after.get(a) != before[a])
-
-
-def test_an_address_released_while_a_node_starts_may_wait_out_its_first_ttl():
-    timeline, ledger, analyser = setup()
-    timeline.bounds = Bounds.for_config(0.5, 2.0, 0.5, 3, 0.25, failsafe=True)
-    analyser.bounds = timeline.bounds
-    timeline.faults.append(Fault("sigterm", CLEAN, 1.0))
-    timeline.starting.begin(3, 2.0)
-    timeline.starting.end(3, 6.0)
-    analyser.feed(samples(0, 2.5, {A: [1], B: [2]}) + samples(2.5, 5.9, {B: [2]}))
-    analyser.feed(samples(5.9, 6.5, {A: [3], B: [2]}))
-    assert failed(ledger) == [], "released at 2.5 while n3 starts: clean 2 s + a ttl"
-    analyser.feed(samples(6.5, 7, {A: [3]}) + samples(7, 9.2, {A: [3]}))
-    analyser.check_open(9.2)
-    assert failed(ledger) == [HELD], "B went at 6.5, n3 started long before: clean alone"

@@ -53,7 +53,6 @@ STATUS_URL = "http://127.0.0.1:9720/status"  # a node's status endpoint, in its 
 # A node has a good view (the nodes it asks) once etcd has answered it for a whole ttl
 # with every node key there; a restarted node's heartbeat may need a few rounds more.
 VIEWS_TIMEOUT = 3 * TTL / 1000 + 5
-STARTUP = 2.0  # from launching a daemon until it runs, on this busy 2-core host
 
 SETTLES = "settles, every address on one node, spread <= 1"
 MARKS_MATCH = "marks and node keys match the interfaces"
@@ -246,13 +245,9 @@ class World:
     # daemons ------------------------------------------------------------------
 
     def _launch(self, i: int) -> None:
-        """Start node i's daemon; the notify events of this run are the lines from here.
-        With the failsafe it takes nothing for its first ttl (model.Timeline.starting)."""
+        """Start node i's daemon; the notify events of this run are the lines from here."""
         self.notify_from[i] = len(self.notify_events(i))
-        launched = self.now()
         self.nodes[i].start()
-        self.timeline.starting.begin(i, launched)
-        self.timeline.starting.end(i, launched + STARTUP + self.bounds.promise)
 
     def start(self, i: int) -> None:
         self._launch(i)

@@ -5,6 +5,7 @@ checks, and two failsafe threads asking each other over real sockets on loopback
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 import threading
 import time
@@ -161,11 +162,23 @@ def balancer_with(policy: Policy, store: FakeDCS, ledger: Ledger) -> BalancerThr
     return healthy_balancer(store, ledger, probe_timeout=0.0, policy=policy)
 
 
-def test_coming_back_the_balancer_neither_fences_a_kept_address_nor_takes_another():
+def test_coming_back_the_balancer_makes_a_kept_mark_again_first():
     ledger, policy = kept()
-    store = FakeDCS([A, B])  # A's mark expired meanwhile: both look free
+    store = FakeDCS([A])  # A's mark expired meanwhile
+    fence = ledger.claim(A).fence
     balancer_with(policy, store, ledger).step([])
-    assert ledger.held() == {A} and store.marks == {}
+    assert store.marks == {str(A): "n1"} and store.calls[0] == f"create {A}"
+    assert ledger.held() == {A} and ledger.claim(A).fence > fence
+    assert not policy.covers(A) and not policy.holding()
+
+
+def test_a_kept_mark_someone_else_made_meanwhile_fences_the_address():
+    ledger, policy = kept()
+    store = FakeDCS([A])
+    store.marks[str(A)] = "n9"
+    balancer_with(policy, store, ledger).step([])
+    assert ledger.held() == set() and ledger.claim(A).end == ("fence", "mark-lost")
+    assert not policy.covers(A)
 
 
 def test_without_the_hold_the_same_missing_mark_is_a_lost_claim():
@@ -217,21 +230,28 @@ def heartbeat_with(policy: Policy, store: FakeDCS, ledger: Ledger) -> HeartbeatT
     )
 
 
-def test_coming_back_the_heartbeat_makes_a_kept_mark_again_and_the_hold_of_it_ends():
+def test_coming_back_the_heartbeat_leaves_a_kept_mark_to_the_balancer_and_wakes_it():
     ledger, policy = kept()
-    store = Outage([A])
-    heartbeat_with(policy, store, ledger).step([])
-    assert store.marks == {str(A): "n1"} and ledger.held() == {A}
-    assert not policy.covers(A)
+    woken = []
+    heartbeat = heartbeat_with(policy, Outage([A]), ledger)
+    heartbeat.on_change = lambda: woken.append(True)
+    heartbeat.advertised = True  # its node key is there: only the mark wakes the balancer
+    heartbeat.step([])
+    assert ledger.held() == {A} and policy.covers(A) and woken == [True]
 
 
-def test_a_kept_mark_someone_else_made_meanwhile_fences_the_address():
-    ledger, policy = kept()
+def test_a_node_that_may_not_take_yet_does_not_advertise_itself():
+    now = [10.0]
+    policy = Policy(Failsafe("n1", TTL, started=10.0), clock=lambda: now[0])
     store = Outage([A])
-    store.marks[str(A)] = "n9"
-    heartbeat_with(policy, store, ledger).step([])
-    assert ledger.held() == set() and ledger.claim(A).end == ("fence", "mark-lost")
-    assert not policy.covers(A)
+    calls = []
+    store.touch_node = lambda: calls.append("touch")
+    heartbeat = heartbeat_with(policy, store, Ledger("n1", TTL))
+    heartbeat.step([])
+    assert calls == [] and policy.settling()
+    now[0] += TTL
+    heartbeat.step([])
+    assert calls == ["touch"]
 
 
 # --- the start-up checks ---
@@ -351,6 +371,7 @@ def test_a_peer_with_another_secret_is_refused_and_nothing_is_kept(pair, caplog)
 
 
 def test_a_peer_that_reaches_etcd_says_no(pair, caplog):
+    caplog.set_level(logging.INFO)
     asker, peer = pair
     peer.thread.reaches = lambda now: True
     asker.ledger.hold(A, time.monotonic(), "free")

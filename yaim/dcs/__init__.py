@@ -116,6 +116,7 @@ class DCS(abc.ABC):
         self._current = 0
         self._clients: Dict[str, Any] = {}  # endpoint -> the backend's client, made on first use
         self.last_success: Optional[float] = None
+        self.last_failure: Optional[float] = None  # the end of the last try that failed
         # The index (v2) or revision (v3) the last read reflects; the watch resumes after it.
         self.seen: Optional[int] = None
 
@@ -140,7 +141,7 @@ class DCS(abc.ABC):
             try:
                 result = attempt(endpoint)
             except Transient as exc:
-                self._observe(what, started, False)
+                self.last_failure = self._observe(what, started, False)
                 problem = f"{endpoint}: {exc}"
                 log.debug("%s via %s (try %d/%d)", what, problem, n + 1, self.tries)
                 self._current = (self._current + 1) % len(self.endpoints)

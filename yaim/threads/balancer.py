@@ -95,9 +95,10 @@ class BalancerThread(DCSWorker):
         for address in in_order(held & view.pool):
             holder = view.holders.get(address)
             if holder is None and self.policy.covers(address):
-                continue  # kept through an outage: the heartbeat makes its mark again
-            if holder != self.me:
+                self._remark(address)
+            elif holder != self.me:
                 self.ledger.lost(address, "held by " + holder if holder else "gone")
+                self.policy.remarked(address)  # a hold of it ends with the claim
         plan = balancer.plan(view, self.me)
         if self.drained:
             reason = "drained"
@@ -112,6 +113,22 @@ class BalancerThread(DCSWorker):
         self._take_free(a for a in plan.take if self.policy.may_take(a))
         removed = functools.partial(self.sync_actuator, self.config.interval_s)
         self.conflicts.clear_own(view, self.ledger.held(), removed)
+
+    def _remark(self, address: IPAddress) -> None:
+        """Make the mark of an address kept through a whole-etcd outage again, first thing
+        when etcd answers (atomically: only if nobody has marked it since, else it is
+        fenced as a lost mark is); the hold of it ends either way."""
+        sent_at = self._mark(address, self.dcs.create_mark)
+        if sent_at is not None:
+            self.ledger.renewed(address, self.dcs.ttl_start(sent_at))
+            log.info(
+                "made the mark of %s on node %s again: kept through the etcd outage",
+                address,
+                self.me,
+            )
+        else:
+            self.ledger.lost(address, "someone else's since the etcd outage")
+        self.policy.remarked(address)
 
     def _mark(self, address: IPAddress, mark: Callable[[IPAddress], bool]) -> Optional[float]:
         """Get a live mark through `mark`; when its request was sent, None if not ours."""

@@ -80,6 +80,14 @@ class Policy:
             with self.lock:
                 self.failsafe.remarked(address)
 
+    def settling(self) -> bool:
+        """Started less than ttl ago: a promise its earlier run gave may stand, so it takes
+        nothing yet (Failsafe.may_take), and the heartbeat does not advertise it."""
+        if self.failsafe is None:
+            return False
+        with self.lock:
+            return self.clock() < self.failsafe.quiet_until
+
     def holding(self) -> bool:
         if self.failsafe is None:
             return False
@@ -249,7 +257,7 @@ class FailsafeThread(Worker):
             self.why_not = verdict.reason
             shown = _addresses(ask.held)
             why = verdict.reason
-            log.warning("not holding %s on node %s past its marks: %s", shown, self.me, why)
+            log.info("not holding %s on node %s past its marks: %s", shown, self.me, why)
         elif verdict.until is not None:
             self.why_not = ""
 

@@ -6,9 +6,10 @@ every live claim's mark through the ledger: a refresh that works moves its fence
 time to when the request that restarted the TTL was sent (`DCS.ttl_start`: v2 the
 refresh itself, v3 that keep-alive, never later); one that finds the mark gone or
 someone else's fences it at once, unless the address was kept through a whole-etcd
-outage on the peers' word (the failsafe hold): then its mark is made again, first,
-and only one found someone else's fences it. When the DCS cannot be reached nothing
-moves, and the actuator thread fences when the time comes (yaim.claims).
+outage on the peers' word (the failsafe hold): the balancer makes that mark again
+from its next read (one thread makes marks: a read sent before this thread had made
+it again would find it gone). When the DCS cannot be reached nothing moves, and the
+actuator thread fences when the time comes (yaim.claims).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from yaim.dcs import DCS
 from yaim.state import NodeState
 from yaim.threads.base import DCSWorker
 from yaim.threads.failsafe import Policy
-from yaim.view import IPAddress
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +30,11 @@ log = logging.getLogger(__name__)
 class HeartbeatThread(DCSWorker):
     """Advertises the node while it is healthy and renews every claimed mark.
 
-    `on_change` is called when the node key appears or a mark is lost, so the
-    balancer acts at once instead of at its next interval.
+    `on_change` is called when the node key appears, a mark is lost, or one kept through
+    an etcd outage is to be made again, so the balancer acts at once instead of at its
+    next interval. With the failsafe on, a node that just started advertises itself only
+    once it may take (Policy.settling): else the others would hand it its share at once,
+    and the share would wait unheld for its first ttl.
     """
 
     def __init__(
@@ -56,7 +59,7 @@ class HeartbeatThread(DCSWorker):
         self._renew_marks()
 
     def _advertise(self) -> None:
-        if self.state.taking_part:
+        if self.state.taking_part and not self.policy.settling():
             self.dcs.touch_node()
             if not self.advertised:
                 self.advertised = True
@@ -66,29 +69,16 @@ class HeartbeatThread(DCSWorker):
             self.advertised = False
             log.info("removed the node key of %s: %s", self.dcs.node, self.state.out_reason)
 
-    def _remark(self, address: IPAddress) -> bool:
-        """Make the mark of an address kept through an outage again (atomically: only if
-        nobody has marked it since); True if it is ours again."""
-        if not self.policy.covers(address):
-            return False
-        made = self.dcs.create_mark(address)
-        log.info(
-            "%s the mark of %s on node %s, kept through the etcd outage%s",
-            "made again" if made else "could not make again",
-            address,
-            self.dcs.node,
-            "" if made else ": someone else marked it",
-        )
-        return made
-
     def _renew_marks(self) -> None:
-        lost = False
+        wake = False
         for address in self.ledger.renewable():
             sent_at = time.monotonic()
-            if self.dcs.refresh_mark(address) or self._remark(address):
+            if self.dcs.refresh_mark(address):
                 self.ledger.renewed(address, self.dcs.ttl_start(sent_at))
+                self.policy.remarked(address)  # it outlived the outage (a v3 lease may)
+            elif self.policy.covers(address):
+                wake = True  # kept through an outage: the balancer makes it again now
             elif self.ledger.lost(address, "gone or someone else's"):
-                lost = True
-            self.policy.remarked(address)
-        if lost:
+                wake = True
+        if wake:
             self.on_change()
