@@ -172,6 +172,14 @@ def test_coming_back_the_balancer_makes_a_kept_mark_again_first():
     assert not policy.covers(A) and not policy.holding()
 
 
+def test_a_healthy_node_whose_key_expired_in_the_outage_keeps_what_it_holds():
+    ledger, policy = kept()
+    store = FakeDCS([A])
+    store.read = lambda: Snapshot(frozenset({str(A)}), {}, frozenset())  # no node key yet
+    balancer_with(policy, store, ledger).step([])
+    assert ledger.held() == {A} and store.marks == {str(A): "n1"}
+
+
 def test_a_kept_mark_someone_else_made_meanwhile_fences_the_address():
     ledger, policy = kept()
     store = FakeDCS([A])

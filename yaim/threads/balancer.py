@@ -104,9 +104,13 @@ class BalancerThread(DCSWorker):
             reason = "drained"
         elif self.me in view.nodes:
             reason = "rebalance"
+        elif self.state.taking_part:
+            # Its node key is not there yet (expired in an outage the failsafe held through,
+            # or at start): the heartbeat writes it again; meanwhile it keeps what it holds.
+            reason = ""
         else:
             reason = "unhealthy" if self.state.link.up else "link-down"
-        if self.policy.may_release(reason):
+        if reason and self.policy.may_release(reason):
             self._release(plan.release, reason, view)
         for address in in_order(plan.keep - self.ledger.held()):
             self._resume(address, view)
