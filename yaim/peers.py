@@ -36,9 +36,11 @@ import hmac
 import http.client
 import ipaddress
 import json
+import logging
 import secrets
 import socket
 import socketserver
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -46,6 +48,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from yaim.failsafe import Answer, Ask
 from yaim.names import is_name
 from yaim.view import IPAddress
+
+log = logging.getLogger(__name__)
 
 LABEL = b"yaim-peer-v1\n"
 PATH = "/failsafe"
@@ -216,7 +220,10 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path != PATH or not length.isdigit() or int(length) > MESSAGE_LIMIT:
             self._reply(400, b"")
             return
-        reply = self.server.answer(self.rfile.read(int(length)))
+        data = self.rfile.read(int(length))
+        if len(data) < int(length):
+            return  # the asker gave up (its timeout) in the middle: nobody to answer
+        reply = self.server.answer(data)
         if reply is None:
             self._reply(403, b"")
         else:
@@ -257,6 +264,11 @@ class PeerServer(socketserver.ThreadingMixIn, HTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self.slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A peer that hung up or timed out before its answer is the network's doing, not a
+        bug: one debug line, not socketserver's traceback on stderr."""
+        log.debug("peer %s: %s", client_address[0], sys.exc_info()[1])
 
     def start(self) -> threading.Thread:
         thread = threading.Thread(target=self.serve_forever, name="peers", daemon=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import socket
 
 import pytest
 from hypothesis import given
@@ -140,3 +141,18 @@ def test_the_endpoint_answers_sealed_asks_and_refuses_the_rest():
     finally:
         server.stop()
     assert peers.post("127.0.0.1", port, data, timeout=0.5) is None  # nobody listens
+
+
+def test_an_asker_that_hangs_up_midway_is_not_answered_and_leaves_no_traceback(capfd):
+    asked = []
+    server = PeerServer(("127.0.0.1", 0), lambda data: asked.append(data) or b"{}", timeout=2.0)
+    server.start()
+    try:
+        port = server.server_address[1]
+        with socket.create_connection(("127.0.0.1", port)) as cut:
+            cut.sendall(b"POST /failsafe HTTP/1.1\r\nContent-Length: 100\r\n\r\n" + b"{" * 10)
+        reply = peers.post("127.0.0.1", port, b"{}", timeout=2.0)  # served after the first
+    finally:
+        server.stop()
+    assert reply == b"{}" and asked == [b"{}"], "the cut ask reached nobody"
+    assert "Traceback" not in capfd.readouterr().err

@@ -138,7 +138,7 @@ class FailsafeThread(Worker):
         self.state = state
         self.me = config.node_name
         self.ttl = config.ttl_s
-        self.timeout = max(0.1, config.interval_s / 2)
+        self.timeout = config.interval_s  # an ask's round trip, well inside the hold it asks for
         self.seal = seal
         self.reaches = reaches
         self.membership = policy.membership
