@@ -131,25 +131,27 @@ def test_a_node_whose_link_is_down_must_hold_nothing_after_one_interval():
     assert failed(ledger) == [LINK_DOWN]
 
 
-def test_with_etcd3_a_new_leader_s_lease_renewal_is_added_after_an_outage():
+def after_outage(bounds: Bounds, kind: str, down: float, up: float):
+    """A run with these bounds where a fault of `kind` began at 1 and etcd was down from
+    `down` to `up`: (its ledger, its analyser)."""
     timeline, ledger, analyser = setup()
-    timeline.bounds = Bounds(0.5, 2.0, 1.0, 0.5, renewal=1.0)
-    analyser.bounds = timeline.bounds
-    timeline.faults.append(Fault("storm", HARD, 1.0))
-    timeline.dcs_down.begin("etcd", 1.2)
-    timeline.dcs_down.end("etcd", 2.0)
+    timeline.bounds = analyser.bounds = bounds
+    timeline.faults.append(Fault(kind, HARD, 1.0))
+    timeline.dcs_down.begin("etcd", down)
+    timeline.dcs_down.end("etcd", up)
+    return ledger, analyser
+
+
+def test_with_etcd3_a_new_leader_s_lease_renewal_is_added_after_an_outage():
+    ledger, analyser = after_outage(Bounds(0.5, 2.0, 1.0, 0.5, renewal=1.0), "storm", 1.2, 2.0)
     analyser.feed(samples(0, 1, {A: [1], B: [2]}) + samples(1, 6.8, {B: [2]}))
     analyser.feed(samples(6.8, 7.2, {A: [3], B: [2]}))
     assert failed(ledger) == [], "etcd back at 2: crash bound 4 s + 1 s of lease renewal"
 
 
 def test_with_the_failsafe_the_promises_add_one_ttl_after_an_outage():
-    timeline, ledger, analyser = setup()
-    timeline.bounds = Bounds.for_config(0.5, 2.0, 0.5, 3, 0.25, failsafe=True)
-    analyser.bounds = timeline.bounds
-    timeline.faults.append(Fault("etcd-all-crash", HARD, 1.0))
-    timeline.dcs_down.begin("etcd", 1.0)
-    timeline.dcs_down.end("etcd", 5.0)
+    bounds = Bounds.for_config(0.5, 2.0, 0.5, 3, 0.25, failsafe=True)
+    ledger, analyser = after_outage(bounds, "etcd-all-crash", 1.0, 5.0)
     analyser.feed(samples(0, 3, {A: [1], B: [2]}) + samples(3, 10.8, {B: [2]}))
     analyser.feed(samples(10.8, 11.2, {A: [3], B: [2]}))
     assert failed(ledger) == [], "etcd back at 5: crash bound 4 s + one ttl of promises"
