@@ -233,7 +233,9 @@ class Daemon:
         while self.signals:
             signum = self.signals.pop(0)
             if signum == signal.SIGHUP:
-                self.config = reload(self.config, self.health, self.notifier)
+                self.config = reload(
+                    self.config, self.health, self.notifier, lambda new: prepare_failsafe(new)[0]
+                )
             else:
                 name = signal.Signals(signum).name
                 log.info("received %s: releasing everything and stopping", name)

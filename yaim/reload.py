@@ -40,11 +40,13 @@ def changed(running, new) -> List[str]:
     return [key for key in after if after[key] != before[key]]
 
 
-def reload(running, health: HealthThread, notifier: Notifier):
+def reload(running, health: HealthThread, notifier: Notifier, resolve=lambda config: config):
     """Read `running.source` again and apply what can change live; the configuration
-    the node runs with from now on (`running` itself when the file is refused)."""
+    the node runs with from now on (`running` itself when the file is refused).
+    `resolve` fills in what the start found (the failsafe's `peer-listen`), so that it
+    does not count as a change."""
     try:
-        new = config_module.load(running.source)
+        new = resolve(config_module.load(running.source))
     except ConfigError as exc:
         log.error("reload refused, keeping the running configuration: %s", "; ".join(exc.problems))
         return running

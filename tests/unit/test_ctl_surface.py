@@ -23,6 +23,7 @@ from yaim.link import Link
 from yaim.metrics import CONTENT_TYPE, Metrics
 from yaim.state import NodeState, Reading
 from yaim.status import Sources, StatusError, StatusServer
+from yaim.threads.failsafe import FailsafeThread
 from yaim.threads.health import HealthThread, Reconfigure
 from yaim.view import Mark, Snapshot, parse_snapshot
 
@@ -253,6 +254,28 @@ def test_reload_applies_live_keys_and_reports_the_rest(node, caplog):
     assert isinstance(message, Reconfigure) and message.config.check_fall == 3
     assert "check-interval, check-fall, log-level applied" in caplog.text
     assert "ttl, interface changed in" in caplog.text and "needs a restart" in caplog.text
+
+
+def test_a_peer_listen_found_at_start_is_no_change_on_reload(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(dcs, "connect", Store)
+    (tmp_path / "peer.key").write_bytes(b"a shared secret of the cluster")
+    path = tmp_path / "yaim.yml"
+    values = {
+        "interface": "lo",
+        "checker-type": "none",
+        "peer-secret-file": str(tmp_path / "peer.key"),
+    }
+    path.write_text(yaml.safe_dump(values))
+    made = daemon.Daemon(config.load(str(path)))
+    try:
+        assert made.config.peer_listen == "127.0.0.1:9721"
+        hup(made)
+        assert made.config.peer_listen == "127.0.0.1:9721"
+        assert "needs a restart" not in caplog.text
+    finally:
+        for thread in made.threads:
+            if isinstance(thread, FailsafeThread):
+                thread.server.server_close()
 
 
 def test_reload_of_log_level_only_keeps_the_checker(node):
