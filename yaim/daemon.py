@@ -36,7 +36,7 @@ from yaim.actuator import address_protocol, first_ipv4
 from yaim.actuator.link import LinkWatch
 from yaim.claims import Ledger
 from yaim.errors import ConfigError, YaimError
-from yaim.failsafe import Failsafe
+from yaim.failsafe import Failsafe, Tries, etcd_answers
 from yaim.link import Link
 from yaim.metrics import CONTENT_TYPE, Metrics
 from yaim.peers import DEFAULT_PORT, Seal, read_secret
@@ -146,16 +146,11 @@ class Daemon:
         self.threads.append(thread)
 
     def _reaches_etcd(self, now: float) -> bool:
-        """etcd answers this node: its latest request worked, less than ttl / 2 ago (the
-        heartbeat makes one every interval, and ttl is 3 x interval at least). The first
-        try that fails counts at once, not the end of its retries: a mark may be due
-        before them, and the peers must be able to say so as soon as the asker asks."""
-        stores = (self.heartbeat.dcs, self.balancer.dcs)
-        success = max((s.last_success for s in stores if s.last_success), default=None)
-        failure = max((s.last_failure for s in stores if s.last_failure), default=None)
-        if success is None or (failure is not None and failure > success):
-            return False
-        return now - success < self.config.ttl_s / 2
+        """By the tries of the heartbeat's and the balancer's requests (etcd_answers)."""
+        tries = [
+            Tries(s.last_success, s.last_failure) for s in (self.heartbeat.dcs, self.balancer.dcs)
+        ]
+        return etcd_answers(tries, now, self.config.ttl_s)
 
     def _on_crash(self, name: str) -> None:
         self.crashed.append(name)

@@ -51,6 +51,28 @@ Address = Hashable  # an IPAddress in the daemon; anything hashable in the model
 RELEASE_IN_HOLD = frozenset({"unhealthy", "stopping", "link-down"})
 
 
+class Tries(NamedTuple):
+    """When one DCS handle's last try worked, and when its last one failed (None: never)."""
+
+    success: Optional[float]
+    failure: Optional[float]
+
+
+def etcd_answers(handles: Iterable[Tries], now: float, ttl: float) -> bool:
+    """Whether etcd answers this node: no handle's latest try failed, and one worked less
+    than ttl / 2 ago (the heartbeat and the balancer make requests every interval, and
+    ttl is 3 x interval at least). The first try that fails counts at once, not the end
+    of its retries: a mark may be due before them, and the peers must be able to say so
+    as soon as the asker asks. A handle's failure is undone by its own success only: a
+    v2 member without quorum still answers the balancer's reads while the heartbeat's
+    writes fail."""
+    handles = list(handles)
+    if any(h.failure is not None and (h.success is None or h.failure > h.success) for h in handles):
+        return False
+    successes = [h.success for h in handles if h.success is not None]
+    return bool(successes) and now - max(successes) < ttl / 2
+
+
 class Ask(NamedTuple):
     """What an asker sends: who it is, the nodes of its last good view, what it holds."""
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from yaim.claims import fence_margin
-from yaim.failsafe import Answer, Failsafe
+from yaim.failsafe import Answer, Failsafe, Tries, etcd_answers
 
 TTL = 3.0
 VIEW = frozenset({"a", "b", "c"})
@@ -120,3 +120,14 @@ def test_coming_back_a_hold_of_an_address_gone_meanwhile_ends():
     assert asker.returned({"y"}) == ["y"]  # x was released (unhealthy) during the hold
     asker.remarked("y")
     assert not asker.holding(1.0)
+
+
+def test_etcd_answers_while_no_handle_s_latest_try_failed_and_one_worked_lately():
+    assert not etcd_answers([Tries(None, None)], 10.0, TTL)  # never reached
+    assert etcd_answers([Tries(9.0, 8.0), Tries(None, None)], 10.0, TTL)
+    assert not etcd_answers([Tries(9.0, 9.5)], 10.0, TTL), "the first failed try counts at once"
+    assert not etcd_answers([Tries(8.4, None)], 10.0, TTL), "ttl / 2 without an answer"
+    # v2 reads served by a member without quorum while the heartbeat's writes fail
+    assert not etcd_answers([Tries(9.0, 9.5), Tries(9.9, None)], 10.0, TTL)
+    # an idle heartbeat (nothing to renew) and reads that work
+    assert etcd_answers([Tries(2.0, None), Tries(9.9, None)], 10.0, TTL)
