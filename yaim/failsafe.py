@@ -14,7 +14,8 @@ The rules, each a method of `Failsafe` (one per node, both roles):
   them until the ask was *sent*, by its own clock, plus ttl minus the fence margin;
   any no, or a peer that does not answer, and the hold is not extended: the
   addresses are fenced at their current deadline, as today.
-- Answering (`answer`): yes only if this node cannot reach etcd itself, has a view
+- Answering (`answer`): yes only if etcd has not answered this node for a whole ttl
+  (the caller's judgement: not at all, or only since less than that), has a view
   of its own since it started, the same nodes as the asker's, and holds none of the
   asker's addresses. A yes is a promise: not to take any of those addresses until
   the answer time, by the promiser's clock, plus ttl, even if etcd comes back for it
@@ -208,12 +209,12 @@ class Failsafe:
         self,
         ask: Ask,
         now: float,
-        reaches_etcd: bool,
+        etcd_settled: bool,
         view: Optional[FrozenSet[str]],
         held: Iterable[Address],
     ) -> Answer:
         """Answer an authenticated ask; a yes is recorded as a promise (see the module's text)."""
-        reason = self._refusal(ask, reaches_etcd, view, frozenset(held))
+        reason = self._refusal(ask, etcd_settled, view, frozenset(held))
         if reason:
             return Answer(self.node, False, reason)
         self.expire(now)
@@ -223,14 +224,14 @@ class Failsafe:
     def _refusal(
         self,
         ask: Ask,
-        reaches_etcd: bool,
+        etcd_settled: bool,
         view: Optional[FrozenSet[str]],
         held: FrozenSet[Address],
     ) -> Optional[str]:
         if ask.node == self.node or self.node not in ask.view:
             return "not asked as a peer"
-        if reaches_etcd:
-            return "etcd answers here: only the asker lost it"
+        if etcd_settled:
+            return "etcd answers here (for a ttl now): only the asker lost it"
         if view is None:
             return "no view of the cluster since this node started"
         if view != ask.view:

@@ -108,6 +108,12 @@ class Model(RuleBasedStateMachine):
     def reaches(self, name: str) -> bool:
         return self.etcd_up and self.reach[name]
 
+    def settled(self, name: str) -> bool:
+        """etcd has answered the node for a whole ttl, as its own rounds saw it (the
+        daemon's failsafe thread answers no only then)."""
+        since = self.nodes[name].membership.since
+        return self.reaches(name) and since is not None and self.clock(name) - since >= TTL
+
     def mark_of(self, address: str) -> Optional[str]:
         mark = self.marks.get(address)
         return mark[0] if mark is not None and mark[1] > self.now else None
@@ -300,7 +306,7 @@ class Model(RuleBasedStateMachine):
             return
         own = self.clock(peer)
         answer = other.failsafe.answer(
-            pending.ask, own, self.reaches(peer), other.membership.view, other.claims
+            pending.ask, own, self.settled(peer), other.membership.view, other.claims
         )
         if answer.yes:
             self.ghosts.append(Ghost(peer, name, pending.ask.held, self.now + TTL))

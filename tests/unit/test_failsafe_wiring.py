@@ -382,6 +382,7 @@ def test_a_peer_that_reaches_etcd_says_no(pair, caplog):
     caplog.set_level(logging.INFO)
     asker, peer = pair
     peer.thread.reaches = lambda now: True
+    peer.thread.membership.since = time.monotonic() - TTL  # for a whole ttl
     asker.ledger.hold(A, time.monotonic(), "free")
     asker.thread.step([])
     assert not asker.policy.holding()
@@ -399,3 +400,12 @@ def test_a_node_out_of_the_hold_releases_at_once(pair):
     FakeInterface(asker.ledger).sync(1.0)  # the actuator takes it off
     asker.thread.step([])
     assert asker.ledger.claim(A) is None, "logged as released and forgotten"
+
+
+def test_a_peer_whose_etcd_came_back_less_than_a_ttl_ago_still_promises(pair):
+    asker, peer = pair
+    peer.thread.reaches = lambda now: True
+    peer.thread.membership.since = time.monotonic() - TTL / 2  # back from the outage
+    asker.ledger.hold(A, time.monotonic(), "free")
+    asker.thread.step([])
+    assert asker.policy.holding() and peer.policy.report()["promised"] == [str(A)]

@@ -238,7 +238,11 @@ class FailsafeThread(Worker):
     def answer(self, data: bytes) -> Optional[bytes]:
         """An ask from the endpoint (its own thread): the sealed answer, None to refuse it."""
         now, wall = self.policy.clock(), time.time()
-        reaching = self.reaches(now)
+        # A yes while etcd answers is safe (a promise is kept whatever etcd does); a no says
+        # that only the asker lost etcd, which holds once etcd has answered here for a whole
+        # ttl: coming back from an outage, the others' etcd may answer a moment later.
+        since = self.membership.since
+        settled = self.reaches(now) and since is not None and now - since >= self.ttl
         with self.policy.lock:  # the nonces' too: of two copies of one ask, one passes
             try:
                 ask, nonce = self.seal.open_ask(data, wall)
@@ -246,7 +250,7 @@ class FailsafeThread(Worker):
                 self._refused(f"an ask: {exc}")
                 return None
             held = self.ledger.renewable()
-            answer = self.failsafe.answer(ask, now, reaching, self.membership.view, held)
+            answer = self.failsafe.answer(ask, now, settled, self.membership.view, held)
         self._note_answer(ask, answer)
         return self.seal.answer(answer, ask.node, nonce, wall)
 
