@@ -409,3 +409,18 @@ def test_a_peer_whose_etcd_came_back_less_than_a_ttl_ago_still_promises(pair):
     asker.ledger.hold(A, time.monotonic(), "free")
     asker.thread.step([])
     assert asker.policy.holding() and peer.policy.report()["promised"] == [str(A)]
+
+
+def test_a_kept_mark_made_again_while_its_refresh_was_on_the_way_is_not_lost():
+    """The balancer makes the mark again after the heartbeat's refresh found it gone."""
+    ledger, policy = kept()
+    store = Outage([A])
+
+    def refresh(address) -> bool:
+        store.marks[str(address)] = "n1"  # the balancer's create lands meanwhile
+        policy.remarked(address)
+        return False
+
+    store.refresh_mark = refresh
+    heartbeat_with(policy, store, ledger).step([])
+    assert ledger.held() == {A}, "not fenced: the next round's refresh finds the new mark"

@@ -72,11 +72,14 @@ class HeartbeatThread(DCSWorker):
     def _renew_marks(self) -> None:
         wake = False
         for address in self.ledger.renewable():
+            # Asked before the refresh: the balancer may make the mark again meanwhile, and
+            # this refresh, sent before that, would then take it for lost.
+            kept = self.policy.covers(address)
             sent_at = time.monotonic()
             if self.dcs.refresh_mark(address):
                 self.ledger.renewed(address, self.dcs.ttl_start(sent_at))
                 self.policy.remarked(address)  # it outlived the outage (a v3 lease may)
-            elif self.policy.covers(address):
+            elif kept:
                 wake = True  # kept through an outage: the balancer makes it again now
             elif self.ledger.lost(address, "gone or someone else's"):
                 wake = True
