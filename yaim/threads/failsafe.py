@@ -48,10 +48,6 @@ class Policy:
         self.clock = clock
         self.lock = threading.Lock()
 
-    @property
-    def on(self) -> bool:
-        return self.failsafe is not None
-
     def may_take(self, address: IPAddress) -> bool:
         """Whether the balancer may take `address` now (yaim.failsafe.Failsafe.may_take)."""
         if self.failsafe is None:
