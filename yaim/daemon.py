@@ -166,8 +166,11 @@ class Daemon:
         self.balancer.poke()
 
     def _on_link_change(self, link: Link) -> None:
-        """From the actuator thread, which has just suspended or resumed the ledger."""
-        self.state.link = link
+        """From the actuator thread, which has just suspended or resumed the ledger, or
+        tells a new cause of the link being down (no new health: no notify)."""
+        was, self.state.link = self.state.link, link
+        if was.up == link.up:
+            return
         self.notifier.submit("health", None, link.cause)
         self.heartbeat.poke()
         self.balancer.poke()

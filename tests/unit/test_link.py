@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import os
 import struct
 import threading
@@ -232,9 +233,25 @@ def test_a_deletion_set_down_then_gone_is_one_stop_with_the_latest_cause(caplog)
     thread.step([])
     assert told == [Link(False, "lan0 is gone")]
     assert len([r for r in caplog.records if "stops taking part" in r.getMessage()]) == 1
-    watch.events = [DOWN, UP, DOWN]  # still out: nothing more to say
+    watch.events = [gone("lan0"), UP, gone("lan0")]  # still out for the same cause: nothing
     thread.step([])
-    assert len(told) == 1 and thread.tracker.cause == DOWN.cause
+    assert len(told) == 1
+
+
+def test_a_deletion_told_a_round_after_the_set_down_updates_the_cause(caplog):
+    caplog.set_level(logging.DEBUG)
+    tool, watch = FakeTool(), FakeWatch()
+    thread, _, told, _ = link_thread(tool, watch)
+    thread.step([])
+    watch.events = [Link(False, "lan0 is set down")]
+    thread.step([])
+    watch.events = [gone("lan0")]
+    thread.step([])
+    assert told == [Link(False, "lan0 is set down"), Link(False, "lan0 is gone")]
+    assert [r.getMessage() for r in caplog.records if "stays out" in r.getMessage()] == [
+        "node n1 stays out: lan0 is gone"
+    ]
+    assert len([r for r in caplog.records if "stops taking part" in r.getMessage()]) == 1
 
 
 def test_the_link_back_up_resumes_after_rise(monkeypatch):

@@ -141,16 +141,25 @@ class ActuatorThread(Worker):
     def _follow(self, links: List[Link]) -> bool:
         """Feed the kernel's words on the link to the tracker, in order, and act once on
         where they leave it (a deletion comes as "set down", then "gone": one line, the
-        latest cause); True if the node stopped taking part."""
+        latest cause; if "gone" comes a round later, the cause is told again); True if the
+        node stopped taking part."""
         now = time.monotonic()
-        was = self.tracker.taking_part
+        was, cause = self.tracker.taking_part, self.tracker.cause
         for link in links:
             self.tracker.observe(link, now)
         self.tracker.tick(now)
         if self.tracker.taking_part == was:
+            if not was and self.tracker.cause != cause:
+                self._still_out(self.tracker.cause)
             return False
         self._apply(Change(self.tracker.taking_part, self.tracker.cause))
         return was
+
+    def _still_out(self, cause: str) -> None:
+        """Out already, for another reason now (set down, then deleted in a later round):
+        the daemon shows the current one. Not a decision: a debug line."""
+        log.debug("node %s stays out: %s", self.node, cause)
+        self.on_link(Link(False, cause))
 
     def _apply(self, change: Change) -> None:
         if change.taking_part:
