@@ -107,6 +107,7 @@ class Daemon:
             make_link=lambda: LinkWatch(config.interface),
             link_rise=config.link_rise_s,
             on_link=self._on_link_change,
+            own=config.peer_endpoint.host if config.failsafe_on else None,  # peers ask it
             period=period,
             **common,
         )

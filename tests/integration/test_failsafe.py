@@ -10,11 +10,13 @@ on two nodes. Every test runs against both DCS APIs.
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 
 import pytest
 
+from lab.netns import lan_address
 from lab.util import wait_until
 from tests.integration.conftest import (
     CRASH_BOUND,
@@ -145,6 +147,49 @@ def test_a_node_started_with_etcd_reachable_from_it_alone_takes_nothing_held(lab
     assert "not taking" in newcomer.log()
     for node in nodes:
         lab.lab.link(node.i, "dcs0", up=True)
+
+
+def mac(lab, i):
+    """The MAC of node i's lan0."""
+    return json.loads(lab.lab.ip(lab.lab.node_ns(i), "-j", "link", "show", "lan0"))[0]["address"]
+
+
+def neighbour_mac(lab, i, address):
+    """The MAC node i's neighbour cache has for `address` ("" if none)."""
+    entries = json.loads(lab.lab.ip(lab.lab.node_ns(i), "-j", "neigh", "show", address))
+    return entries[0].get("lladdr", "") if entries else ""
+
+
+def test_a_node_whose_interface_was_made_again_is_reachable_by_its_peers_asks(lab):
+    """A new interface has a new MAC, and the peers' caches would keep the old one for up
+    to a minute: the node announces its own address when it takes part again."""
+    nodes = start_failsafe(lab)
+    n2 = lan_address(2)
+    for i in (1, 3):
+        lab.lab.run(lab.lab.node_ns(i), ["ping", "-c", "1", "-W", "1", n2])
+    old = neighbour_mac(lab, 1, n2)
+    lab.lab.delete_lan(2)
+    lab.lab.create_lan(2)
+    assert mac(lab, 2) != old
+    lab.observer.wait_for(settled([1, 2, 3]), 15, "n2 to take part again")
+    wait_until(
+        lambda: neighbour_mac(lab, 1, n2) == neighbour_mac(lab, 3, n2) == mac(lab, 2),
+        2.0,
+        what="n1 and n3 to know n2's new MAC",
+    )
+    wait_until(
+        lambda: all(
+            status(lab, node.i)["failsafe"]["view"] == ["n1", "n2", "n3"] for node in nodes
+        ),
+        3 * TTL / 1000 + 5,
+        what="every node's failsafe view",
+    )
+    before = lab.observer.holders()
+    stopped_at = time.monotonic()
+    lab.etcd.stop_member(0)
+    assert unchanged_for(lab, before, stopped_at, OUTAGE) == []
+    assert "did not answer" not in "".join(node.log() for node in nodes)
+    lab.etcd.start_member(0)
 
 
 def test_an_ask_sealed_with_another_secret_is_refused(lab):

@@ -187,7 +187,7 @@ class FakeWatch:
         self.closed = True
 
 
-def link_thread(tool: FakeTool, watch: FakeWatch, rise: float = 1.0):
+def link_thread(tool: FakeTool, watch: FakeWatch, rise: float = 1.0, **announcing):
     told: List[Link] = []
     notified: List[tuple] = []
     ledger = Ledger("n1", 3.0, lambda *event: notified.append(event))
@@ -195,11 +195,11 @@ def link_thread(tool: FakeTool, watch: FakeWatch, rise: float = 1.0):
         lambda: Actuator("lan0", "yaim", 32, 128, [tool]),
         ledger,
         "n1",
-        announce_count=0,
         make_link=lambda: watch,
         link_rise=rise,
         on_link=told.append,
         period=1.0,
+        **{"announce_count": 0, **announcing},
         stop=threading.Event(),
         on_crash=print,
     )
@@ -300,6 +300,37 @@ def test_a_failed_round_looks_at_the_link_and_a_link_down_counts():
     watch.now = Link(False, "lan0 is set down")  # no event came (yet)
     thread.step([])
     assert told == [watch.now] and ledger.refusing and ledger.held() == set()
+
+
+OWN = ipaddress.ip_address("198.51.100.11")
+
+
+def test_the_own_address_is_announced_when_it_appears_and_when_the_node_takes_part_again(
+    monkeypatch,
+):
+    now = [100.0]
+    monkeypatch.setattr(actuator_thread.time, "monotonic", lambda: now[0])
+    sent: List[ipaddress.IPv4Address] = []
+    monkeypatch.setattr(Actuator, "announce", lambda self, address: sent.append(address))
+    tool, watch = FakeTool(), FakeWatch()
+    thread, _, _, _ = link_thread(
+        tool, watch, rise=0.0, announce_count=2, announce_interval=0.5, own=OWN
+    )
+    thread.step([])
+    assert sent == [], "not on the interface: nothing to announce, nothing pending"
+    assert thread.next_timeout() == 1.0
+    tool.put(OWN)  # put there by the host's network configuration
+    for _ in range(3):
+        thread.step([])
+        now[0] += 0.5
+    assert sent == [OWN, OWN], "appeared: announced announce-count times"
+    watch.events = [DOWN]
+    thread.step([])
+    watch.events = [UP]  # an interface replaced: new MAC, the peers' caches are stale
+    for _ in range(3):
+        thread.step([])
+        now[0] += 0.5
+    assert sent == [OWN] * 4, "taking part again: announced again"
 
 
 # --- the balancer hands the marks over ---

@@ -18,6 +18,14 @@ daemon (`on_link`), which has the node key withdrawn or put back and the balance
 hand the marks over or take the node's share again. A round that fails to change
 the interface makes it look at the link at once: an add refused because the
 interface went down or away counts as that link event.
+
+The node's own address `own` (the failsafe's peer endpoint, when it is on the service
+interface) is announced the same way whenever it appears on the interface (at start,
+or put back on an interface made again) and whenever the node takes part again: an
+interface made again, or replaced, has a new MAC, and the neighbours' caches keep the
+old one for up to a minute (REACHABLE, then DELAY and PROBE), so the peers' asks
+would be lost exactly when they matter (a chaos run: a whole-etcd outage 53 s after
+a node's lan0 was made again, and two peers could not reach it).
 """
 
 from __future__ import annotations
@@ -76,6 +84,7 @@ class ActuatorThread(Worker):
         make_link: Optional[Callable[[], LinkWatch]] = None,
         link_rise: float = 1.0,
         on_link: Callable[[Link], None] = lambda link: None,
+        own: Optional[IPAddress] = None,
         **kwargs,
     ) -> None:
         super().__init__("actuator", **kwargs)
@@ -91,6 +100,7 @@ class ActuatorThread(Worker):
         self.link_rise = link_rise
         self.tracker: Optional[LinkTracker] = None
         self.on_link = on_link
+        self.own = own
         self.interface: Optional[Interface] = None
         self._foreign: Set[IPAddress] = set()
         self._announce: Dict[IPAddress, Announcement] = {}
@@ -164,6 +174,7 @@ class ActuatorThread(Worker):
     def _apply(self, change: Change) -> None:
         if change.taking_part:
             self.ledger.resume()
+            self._announce_own()
             log.info("node %s takes part again: %s", self.node, change.cause)
         else:
             self.ledger.suspend()
@@ -195,9 +206,12 @@ class ActuatorThread(Worker):
         before = self.interface.on if self.interface is not None else frozenset()
         added, failed_adds = self._add(wanted - present, before)
         removed, failed_removes = self._remove(owned - wanted, before)
+        was = self.interface.present if self.interface is not None else frozenset()
         self.interface = Interface(
             frozenset((owned - removed) | added), frozenset((present | added) - removed)
         )
+        if self.own in self.interface.present - was:
+            self._announce_own()
         self.ledger.confirm(self.interface)
         return not (failed_adds or failed_removes)
 
@@ -231,9 +245,17 @@ class ActuatorThread(Worker):
                 failed.add(address)
                 continue
             added.add(address)
-            if self.announce_count > 0:
-                self._announce[address] = Announcement(time.monotonic(), self.announce_count)
+            self._schedule(address)
         return added, failed
+
+    def _schedule(self, address: IPAddress) -> None:
+        """Announce `address` `announce-count` times from the next round on."""
+        if self.announce_count > 0:
+            self._announce[address] = Announcement(time.monotonic(), self.announce_count)
+
+    def _announce_own(self) -> None:
+        if self.own is not None:
+            self._schedule(self.own)
 
     def _remove(
         self, addresses: Set[IPAddress], before: AbstractSet[IPAddress]
@@ -274,8 +296,9 @@ class ActuatorThread(Worker):
         for address in self.refresh.due(held, now):
             if address not in self._announce:  # else its first announcements are still going
                 self.actuator.announce(address)
+        here = held | self._own_here()
         for address, (due, left) in list(self._announce.items()):
-            if address not in held:
+            if address not in here:
                 del self._announce[address]
             elif due <= now:
                 self.actuator.announce(address)
@@ -283,6 +306,12 @@ class ActuatorThread(Worker):
                     self._announce[address] = Announcement(now + self.announce_interval, left - 1)
                 else:
                     del self._announce[address]
+
+    def _own_here(self) -> Set[IPAddress]:
+        """The own address, if the last round found it on the interface (and the link up)."""
+        present = self.interface.present if self.interface is not None else frozenset()
+        up = self.tracker is None or self.tracker.taking_part
+        return {self.own} if up and self.own in present else set()
 
     def finish(self, messages: List[Any]) -> None:
         """Shutdown: the ledger is closed and holds nothing, so this removes every address."""
