@@ -156,15 +156,23 @@ class Failsafe:
             return None
         return Ask(self.node, frozenset(view), held)
 
-    def answered(self, ask: Ask, sent_at: float, answers: Mapping[str, Answer]) -> Verdict:
+    def answered(
+        self,
+        ask: Ask,
+        sent_at: float,
+        answers: Mapping[str, Answer],
+        silent: Optional[Mapping[str, str]] = None,
+    ) -> Verdict:
         """Take the answers to `ask`, sent at `sent_at`: extend the hold if every peer said yes.
+        `silent`: why the peers without an answer gave none, for the log.
 
         A no does not shorten a hold granted before: the promises behind it stand.
         """
         for peer in sorted(ask.view - {self.node}):
             answer = answers.get(peer)
             if answer is None:
-                return Verdict(None, f"node {peer} did not answer")
+                why = (silent or {}).get(peer, "")
+                return Verdict(None, f"node {peer} did not answer" + (f" ({why})" if why else ""))
             if not answer.yes or answer.node != peer:
                 return Verdict(None, f"node {peer} said no: {answer.reason}")
         until = sent_at + self.lifetime

@@ -280,15 +280,23 @@ class PeerServer(socketserver.ThreadingMixIn, HTTPServer):
         self.server_close()
 
 
-def post(host: str, port: int, data: bytes, timeout: float) -> Optional[bytes]:
-    """Send one sealed ask; the response's body, None if refused or not answered in time."""
+class Unanswered(OSError):
+    """An ask that got no answer: no connection, a timeout, or a refusal (its status)."""
+
+
+def post(host: str, port: int, data: bytes, timeout: float) -> bytes:
+    """Send one sealed ask; the response's body. Unanswered, saying why, if there is none."""
     connection = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         connection.request("POST", PATH, data, {"Content-Type": "application/json"})
         response = connection.getresponse()
         body = response.read(MESSAGE_LIMIT + 1)
-        return body if response.status == 200 else None
-    except (OSError, http.client.HTTPException):
-        return None
+    except socket.timeout:
+        raise Unanswered(f"no answer within {timeout:g} s") from None
+    except (OSError, http.client.HTTPException) as exc:
+        raise Unanswered(str(exc) or type(exc).__name__) from None
     finally:
         connection.close()
+    if response.status != 200:
+        raise Unanswered(f"refused the ask (HTTP {response.status})")
+    return body

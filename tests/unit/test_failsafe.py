@@ -32,6 +32,8 @@ def test_a_missing_or_negative_answer_grants_nothing_but_keeps_the_earlier_hold(
     ask = asker.ask(VIEW, {"x"})
     first = asker.answered(ask, 10.0, {"b": yes("b"), "c": yes("c")}).until
     assert asker.answered(ask, 11.0, {"b": yes("b")}).until is None
+    silent = asker.answered(ask, 11.0, {"b": yes("b")}, {"c": "no answer within 0.5 s"})
+    assert silent.reason == "node c did not answer (no answer within 0.5 s)"
     no = asker.answered(ask, 11.0, {"b": yes("b"), "c": Answer("c", False, "etcd answers")})
     assert no.until is None and "etcd answers" in no.reason
     assert asker.deadline("x", 0.0) == first

@@ -135,12 +135,24 @@ def test_the_endpoint_answers_sealed_asks_and_refuses_the_rest():
         data, nonce = asker.ask(ASK, NOW)
         reply = peers.post("127.0.0.1", port, data, timeout=2.0)
         assert asker.open_answer(reply, "b", nonce, NOW).yes
-        assert peers.post("127.0.0.1", port, data, timeout=2.0) is None  # replayed: 403
+        with pytest.raises(peers.Unanswered, match=r"refused the ask \(HTTP 403\)"):
+            peers.post("127.0.0.1", port, data, timeout=2.0)  # replayed
         _, stranger = seals(b"another secret, as long")
-        assert peers.post("127.0.0.1", port, stranger.ask(ASK, NOW)[0], timeout=2.0) is None
+        with pytest.raises(peers.Unanswered, match="HTTP 403"):
+            peers.post("127.0.0.1", port, stranger.ask(ASK, NOW)[0], timeout=2.0)
     finally:
         server.stop()
-    assert peers.post("127.0.0.1", port, data, timeout=0.5) is None  # nobody listens
+    with pytest.raises(peers.Unanswered, match="refused"):  # nobody listens
+        peers.post("127.0.0.1", port, data, timeout=0.5)
+
+
+def test_a_peer_that_does_not_answer_in_time_is_unanswered_with_the_timeout():
+    with socket.socket() as listener:  # accepts (the backlog) but never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        data, _ = seals()[0].ask(ASK, NOW)
+        with pytest.raises(peers.Unanswered, match=r"no answer within 0.2 s"):
+            peers.post("127.0.0.1", listener.getsockname()[1], data, timeout=0.2)
 
 
 def test_an_asker_that_hangs_up_midway_is_not_answered_and_leaves_no_traceback(capfd):

@@ -24,7 +24,7 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Set, Tuple
 
 from yaim import peers
 from yaim.claims import Ledger
@@ -185,9 +185,9 @@ class FailsafeThread(Worker):
         if ask is None:
             return
         sent_at = self.policy.clock()
-        answers = self._ask_all(ask)
+        answers, silent = self._ask_all(ask)
         with self.policy.lock:
-            verdict = self.failsafe.answered(ask, sent_at, answers)
+            verdict = self.failsafe.answered(ask, sent_at, answers, silent)
         if verdict.until is not None:
             self.ledger.extend(ask.held, verdict.until)
         self._note_verdict(ask, verdict)
@@ -207,8 +207,9 @@ class FailsafeThread(Worker):
         self.ledger.finish(off)
         self.stepping_out -= off
 
-    def _ask_all(self, ask: Ask) -> Dict[str, Answer]:
-        """Every other node of the view asked at once; the answers that came, authentic."""
+    def _ask_all(self, ask: Ask) -> Tuple[Dict[str, Answer], Dict[str, str]]:
+        """Every other node of the view asked at once; the answers that came, authentic, and
+        why the others did not."""
         endpoints: Mapping[str, Any] = self.membership.published
         wall = time.time()
         futures = {}
@@ -217,18 +218,21 @@ class FailsafeThread(Worker):
             if isinstance(endpoint, Endpoint):
                 data, nonce = self.seal.ask(ask, wall)
                 futures[peer] = (nonce, self.pool.submit(self._post, endpoint, data))
-        answers = {}
+        answers, silent = {}, {}
         for peer, (nonce, future) in futures.items():
-            reply = future.result()
-            if reply is None:
+            try:
+                reply = future.result()
+            except peers.Unanswered as exc:
+                silent[peer] = str(exc)
                 continue
             try:
                 answers[peer] = self.seal.open_answer(reply, peer, nonce, time.time())
             except peers.Refused as exc:
                 self._refused(f"the answer of node {peer}: {exc}")
-        return answers
+                silent[peer] = f"its answer was refused: {exc}"
+        return answers, silent
 
-    def _post(self, endpoint: Endpoint, data: bytes) -> Optional[bytes]:
+    def _post(self, endpoint: Endpoint, data: bytes) -> bytes:
         return peers.post(str(endpoint.host), endpoint.port, data, self.timeout)
 
     def answer(self, data: bytes) -> Optional[bytes]:
