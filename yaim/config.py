@@ -130,6 +130,7 @@ class Config:
     announce_refresh: int = _key(integer(0, DAY_MS), 0)
     announce_mode: str = _key(choice("request", "reply"), "request")
     link_rise: int = _key(integer(0, DAY_MS), 1000)
+    resync: int = _key(integer(1000, DAY_MS), 60000)
     probe_timeout: int = _key(
         integer(0, DAY_MS), lambda values: min(250, values.get("interval", 0) // 2)
     )
@@ -170,6 +171,7 @@ class Config:
     announce_interval_s = _seconds("announce_interval")
     announce_refresh_s = _seconds("announce_refresh")
     link_rise_s = _seconds("link_rise")
+    resync_s = _seconds("resync")
     probe_timeout_s = _seconds("probe_timeout")
     conflict_backoff_s = _seconds("conflict_backoff")
     notify_timeout_s = _seconds("notify_timeout")

@@ -108,6 +108,7 @@ class Daemon:
             link_rise=config.link_rise_s,
             on_link=self._on_link_change,
             own=config.peer_endpoint.host if config.failsafe_on else None,  # peers ask it
+            resync=config.resync_s,
             period=period,
             **common,
         )

@@ -18,12 +18,16 @@ from yaim.actuator import Actuator
 from yaim.actuator import link as link_module
 from yaim.actuator.announce import ARP_REPLY, ARP_REQUEST, BROADCAST, Refresh, gratuitous_arp_frame
 from yaim.actuator.link import (
+    IFADDR,
     IFINFO,
     IFLA_IFNAME,
     NLMSG,
     RTATTR,
+    RTM_DELADDR,
     RTM_DELLINK,
+    RTM_NEWADDR,
     RTM_NEWLINK,
+    AddressMessage,
     LinkMessage,
     LinkWatch,
     parse,
@@ -99,7 +103,7 @@ def link_message(kind: int, index: int, flags: int, name: str) -> bytes:
 
 
 def test_parse_reads_link_messages_and_skips_the_rest():
-    noise = NLMSG.pack(NLMSG.size + 4, 20, 0, 0, 0) + b"\0" * 4  # an RTM_NEWADDR
+    noise = NLMSG.pack(NLMSG.size + 4, 20, 0, 0, 0) + b"\0" * 4  # an RTM_NEWADDR cut short
     data = link_message(RTM_NEWLINK, 7, IFF_UP, "lan0") + noise
     data += link_message(RTM_DELLINK, 8, 0, "dcs0")
     assert parse(data) == [
@@ -107,6 +111,26 @@ def test_parse_reads_link_messages_and_skips_the_rest():
         LinkMessage(True, 8, "dcs0", 0),
     ]
     assert parse(data[:-3]) == [LinkMessage(False, 7, "lan0", IFF_UP)], "cut short: no guess"
+
+
+def address_message(kind: int, index: int) -> bytes:
+    body = IFADDR.pack(2, 32, 0, 0, index) + RTATTR.pack(8, 1) + bytes([198, 51, 100, 7])
+    return NLMSG.pack(NLMSG.size + len(body), kind, 0, 0, 0) + body
+
+
+def test_address_messages_of_the_interface_say_its_addresses_moved():
+    data = address_message(RTM_NEWADDR, 7) + address_message(RTM_DELADDR, 8)
+    assert parse(data) == [AddressMessage(7), AddressMessage(8)]
+    watch = LinkWatch("lan0")
+    watch._judge(LinkMessage(False, 7, "lan0", IFF_UP | IFF_RUNNING))
+    watch.addresses_moved = False
+    watch._judge(AddressMessage(8))
+    assert not watch.addresses_moved, "another interface's address"
+    watch._judge(AddressMessage(7))
+    assert watch.addresses_moved
+    watch.addresses_moved = False
+    watch._judge(LinkMessage(False, 7, "lan0", IFF_UP))  # no carrier: IPv6 addresses may go
+    assert watch.addresses_moved
 
 
 def test_the_watch_follows_its_interface_by_name_through_rename_and_deletion():
@@ -163,12 +187,24 @@ def test_a_suspended_ledger_ends_every_claim_and_claims_nothing_until_resumed():
 
 
 class FakeWatch:
-    """A LinkWatch whose events the test queues; `now` is what a look finds."""
+    """A LinkWatch whose events the test queues; `now` is what a look finds. Its addresses
+    always may have moved (as without an event socket) unless `quiet`: then only when the
+    test says so."""
 
-    def __init__(self) -> None:
+    def __init__(self, quiet: bool = False) -> None:
         self.events: List[Link] = []
         self.now = UP
         self.closed = False
+        self.quiet = quiet
+        self.moved = True
+
+    @property
+    def addresses_moved(self) -> bool:
+        return self.moved or not self.quiet
+
+    @addresses_moved.setter
+    def addresses_moved(self, value: bool) -> None:
+        self.moved = value
 
     def open(self) -> Link:
         return self.now
@@ -300,6 +336,53 @@ def test_a_failed_round_looks_at_the_link_and_a_link_down_counts():
     watch.now = Link(False, "lan0 is set down")  # no event came (yet)
     thread.step([])
     assert told == [watch.now] and ledger.refusing and ledger.held() == set()
+
+
+class CountingTool(FakeTool):
+    """Counts its listings; `fail_adds` makes every add fail."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listings = 0
+        self.fail_adds = False
+
+    def list(self, ifname: str):
+        self.listings += 1
+        return super().list(ifname)
+
+    def add(self, ifname, address, prefixlen, label, protocol) -> bool:
+        if self.fail_adds:
+            raise ActuatorError("refused")
+        return super().add(ifname, address, prefixlen, label, protocol)
+
+
+def test_the_addresses_are_listed_only_when_they_moved_a_round_failed_or_resync_is_due(
+    monkeypatch,
+):
+    now = [100.0]
+    monkeypatch.setattr(actuator_thread.time, "monotonic", lambda: now[0])
+    tool, watch = CountingTool(), FakeWatch(quiet=True)
+    thread, ledger, _, _ = link_thread(tool, watch, resync=60.0)
+    thread.step([])
+    assert tool.listings == 1, "at start"
+    ledger.hold(V4, FAR, "free")
+    thread.step([])
+    assert tool.listings == 1 and V4 in tool.entries, "added on the last listing"
+    thread.step([])
+    assert tool.listings == 1, "steady: nothing listed"
+    del tool.entries[V4]  # by hand: the kernel tells it with an address event
+    watch.moved = True
+    thread.step([])
+    assert tool.listings == 2 and V4 in tool.entries, "listed again, and put back"
+    now[0] += 60.0
+    thread.step([])
+    assert tool.listings == 3, "resync"
+    tool.fail_adds = True
+    ledger.hold(V6, FAR, "free")
+    thread.step([])
+    tool.fail_adds = False
+    thread.step([])
+    assert tool.listings == 4 and V6 in tool.entries, "after a failed round, listed again"
 
 
 OWN = ipaddress.ip_address("198.51.100.11")

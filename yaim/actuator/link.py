@@ -1,12 +1,17 @@
-"""The kernel side of the service link: rtnetlink's link events, and a look at the flags.
+"""The kernel side of the service link: rtnetlink's link and address events, and a look
+at the flags.
 
 A netlink socket bound to the RTMGRP_LINK group hears every RTM_NEWLINK and
 RTM_DELLINK of the namespace: an interface set up or down, its carrier or operstate
-changing, its deletion or rename. The actuator thread owns the socket and waits on
-it (yaim.threads.base.Worker.watched_fd), so a link event wakes it at once; nothing
-is polled. The interface is followed by its name: a message naming it tells its
-state (yaim.link.from_flags), a deletion or a rename of its index says it is gone,
-and one that names it again (re-created, renamed back) tells its new state.
+changing, its deletion or rename. Bound to the address groups too, it hears every
+RTM_NEWADDR and RTM_DELADDR: the actuator lists the interface's addresses again only
+after one of them (an address added or removed, by yaim or by anyone: `addresses_moved`),
+a lost event, an error, or its resync period, and trusts its last listing meanwhile.
+The actuator thread owns the socket and waits on it (yaim.threads.base.Worker.watched_fd),
+so a link or address event wakes it at once; nothing is polled. The interface is
+followed by its name: a message naming it tells its state (yaim.link.from_flags), a
+deletion or a rename of its index says it is gone, and one that names it again
+(re-created, renamed back) tells its new state.
 
 Written by hand on the standard library's AF_NETLINK socket rather than with pyroute2:
 only a few fields of one message type are needed, pyroute2's event interface differs
@@ -27,18 +32,21 @@ import fcntl
 import logging
 import socket
 import struct
-from typing import List, NamedTuple, Optional
+from typing import List, NamedTuple, Optional, Union
 
 from yaim.link import Link, from_flags, gone
 
 log = logging.getLogger(__name__)
 
 RTMGRP_LINK = 0x1
+RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR = 0x10, 0x100
 RTM_NEWLINK, RTM_DELLINK = 16, 17
+RTM_NEWADDR, RTM_DELADDR = 20, 21
 IFLA_IFNAME = 3
 SIOCGIFFLAGS = 0x8913
 NLMSG = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port
 IFINFO = struct.Struct("=BxHiII")  # ifinfomsg: family, type, index, flags, change
+IFADDR = struct.Struct("=BBBBI")  # ifaddrmsg: family, prefixlen, flags, scope, index
 RTATTR = struct.Struct("=HH")  # rtattr: length, type
 RECEIVE_BUFFER = 1 << 20  # a burst of link events (a bridge of many ports) fits
 
@@ -50,6 +58,12 @@ class LinkMessage(NamedTuple):
     index: int
     name: Optional[str]
     flags: int
+
+
+class AddressMessage(NamedTuple):
+    """One RTM_NEWADDR or RTM_DELADDR: the index of the interface whose addresses moved."""
+
+    index: int
 
 
 def _align(length: int) -> int:
@@ -69,9 +83,9 @@ def _name(data: bytes, start: int, end: int) -> Optional[str]:
     return None
 
 
-def parse(data: bytes) -> List[LinkMessage]:
-    """The link messages in one datagram from the socket; anything else is skipped."""
-    found = []
+def parse(data: bytes) -> List[Union[LinkMessage, AddressMessage]]:
+    """The link and address messages in one datagram from the socket; the rest is skipped."""
+    found: List[Union[LinkMessage, AddressMessage]] = []
     offset = 0
     while offset + NLMSG.size <= len(data):
         length, kind, _flags, _seq, _port = NLMSG.unpack_from(data, offset)
@@ -82,6 +96,8 @@ def parse(data: bytes) -> List[LinkMessage]:
             _family, _type, index, flags, _change = IFINFO.unpack_from(data, body)
             name = _name(data, body + IFINFO.size, offset + length)
             found.append(LinkMessage(kind == RTM_DELLINK, index, name, flags))
+        elif kind in (RTM_NEWADDR, RTM_DELADDR) and length >= NLMSG.size + IFADDR.size:
+            found.append(AddressMessage(IFADDR.unpack_from(data, body)[4]))
         offset += _align(length)
     return found
 
@@ -106,6 +122,9 @@ class LinkWatch:
         self.ifname = ifname
         self.index: Optional[int] = None
         self._sock: Optional[socket.socket] = None
+        # An address of the interface may have moved since the actuator last listed them
+        # (it clears this when it lists); always, without a socket to hear the events.
+        self.addresses_moved = True
 
     def open(self) -> Link:
         """Start listening (before the first look, so that no change falls between), and
@@ -113,7 +132,7 @@ class LinkWatch:
         try:
             sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
-            sock.bind((0, RTMGRP_LINK))
+            sock.bind((0, RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR))
             sock.setblocking(False)
             self._sock = sock
         except OSError as exc:
@@ -149,6 +168,7 @@ class LinkWatch:
         Ending down, a look now comes last: an interface being deleted is set down first,
         and the look tells it is gone."""
         if self._sock is None:
+            self.addresses_moved = True  # nothing to hear it by
             return [self.current()]
         found = self._receive()
         if found and not found[-1].up:
@@ -167,12 +187,25 @@ class LinkWatch:
                 if exc.errno != errno.ENOBUFS:
                     raise
                 log.warning("link events of %s were lost (%s): looking again", self.ifname, exc)
+                self.addresses_moved = True
                 found.append(self.current())
                 continue
             found += [link for link in map(self._judge, parse(data)) if link is not None]
 
-    def _judge(self, message: LinkMessage) -> Optional[Link]:
-        """What a link message says of our interface; None if it is about another."""
+    def _judge(self, message: Union[LinkMessage, AddressMessage]) -> Optional[Link]:
+        """What a link message says of our interface (None if it is about another). An
+        address message of ours, or of an interface not known yet, and any link message of
+        ours (set down, IPv6 addresses may go) set `addresses_moved`."""
+        if isinstance(message, AddressMessage):
+            if self.index is None or message.index == self.index:
+                self.addresses_moved = True
+            return None
+        link = self._link(message)
+        if link is not None:
+            self.addresses_moved = True
+        return link
+
+    def _link(self, message: LinkMessage) -> Optional[Link]:
         if message.name == self.ifname:
             if message.deleted:
                 self.index = None

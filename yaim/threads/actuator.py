@@ -10,6 +10,11 @@ every held address again once per period, spread over it (yaim.actuator.announce
 After each round it tells the ledger what is on the interface, which reports the
 takes and ends that makes true.
 
+It lists the interface's addresses only when an address event of the interface says
+they moved (yaim.actuator.link, the same socket as the link's), after a lost event or a
+failed round, and once every `resync`; in between the last listing, with its own
+changes since, is what is on the interface: at steady state nothing is listed.
+
 It also follows the service link (yaim.actuator.link: it owns that netlink socket
 too, and a link event wakes it). When the link goes down (yaim.link's rules) it
 suspends the ledger, which ends every claim, and takes the addresses off in the
@@ -85,6 +90,7 @@ class ActuatorThread(Worker):
         link_rise: float = 1.0,
         on_link: Callable[[Link], None] = lambda link: None,
         own: Optional[IPAddress] = None,
+        resync: float = 60.0,
         **kwargs,
     ) -> None:
         super().__init__("actuator", **kwargs)
@@ -101,6 +107,8 @@ class ActuatorThread(Worker):
         self.tracker: Optional[LinkTracker] = None
         self.on_link = on_link
         self.own = own
+        self.resync = resync
+        self._listed_at: Optional[float] = None  # the last listing; None: list next round
         self.interface: Optional[Interface] = None
         self._foreign: Set[IPAddress] = set()
         self._announce: Dict[IPAddress, Announcement] = {}
@@ -197,7 +205,7 @@ class ActuatorThread(Worker):
             return self._deleted()
         wanted = self.ledger.held()
         try:
-            present, owned = self.actuator.scan()
+            present, owned = self._look()
         except ActuatorError as exc:
             log.error("cannot read the addresses of %s: %s", self.actuator.interface, exc)
             return False
@@ -213,7 +221,26 @@ class ActuatorThread(Worker):
         if self.own in self.interface.present - was:
             self._announce_own()
         self.ledger.confirm(self.interface)
-        return not (failed_adds or failed_removes)
+        if failed_adds or failed_removes:
+            self._listed_at = None
+            return False
+        return True
+
+    def _look(self) -> Tuple[Set[IPAddress], Set[IPAddress]]:
+        """(every address on the interface, yaim's): listed again only when they may have
+        moved (an address or link event of the interface, a lost event, no event socket, a
+        failed round) or once a resync period; else as the last round left them."""
+        now = time.monotonic()
+        last = self._listed_at
+        quiet = self.link is not None and not self.link.addresses_moved
+        if quiet and self.interface is not None and last is not None and now < last + self.resync:
+            return set(self.interface.present), set(self.interface.on)
+        if self.link is not None:
+            self.link.addresses_moved = False  # an event during the listing sets it again
+        self._listed_at = None
+        present, ours = self.actuator.scan()
+        self._listed_at = now
+        return present, ours
 
     def _deleted(self) -> bool:
         """The interface was deleted, and every address on it with it (the ledger is
