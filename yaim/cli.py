@@ -1,18 +1,25 @@
-"""The `yaim` command: run the daemon, check a config, or clean up after a stop."""
+"""The `yaim` command: run the daemon, check a config, or clean up after a stop.
+
+What only some runs need is imported where it is needed: the configuration and YAML
+not for --version or --help, logging.handlers only for log-file and log-syslog, the
+daemon not for --check-config (the chosen backend and checker are imported by
+yaim.dcs and yaim.checks, so a library they lack is asked for here, before the start).
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
-import logging.handlers
 import sys
-from typing import Callable, List, Optional, Tuple
+from types import ModuleType
+from typing import TYPE_CHECKING, Callable, List, Optional, Tuple
 
-import yaml
-
-from yaim import __version__, config
+from yaim import __version__
 from yaim.errors import ConfigError, YaimError
 from yaim.redact import Secrets
+
+if TYPE_CHECKING:
+    from yaim import config
 
 log = logging.getLogger("yaim")
 
@@ -62,14 +69,14 @@ def log_handlers(cfg) -> List[logging.Handler]:
     chosen: List[Tuple[str, Callable[[], logging.Handler], str]] = []
     if cfg.log_file:
         chosen.append(
-            ("log-file", lambda: logging.handlers.WatchedFileHandler(cfg.log_file), LOG_FORMAT)
+            ("log-file", lambda: _handlers().WatchedFileHandler(cfg.log_file), LOG_FORMAT)
         )
     if cfg.log_syslog:
         facility = cfg.log_syslog.lower()
         chosen.append(
             (
                 "log-syslog",
-                lambda: logging.handlers.SysLogHandler("/dev/log", facility=facility),
+                lambda: _handlers().SysLogHandler("/dev/log", facility=facility),
                 SYSLOG_FORMAT,
             )
         )
@@ -83,6 +90,13 @@ def log_handlers(cfg) -> List[logging.Handler]:
             raise ConfigError([f"{cfg.source}: {key}: cannot open it: {exc}"]) from None
         handler.setFormatter(logging.Formatter(form))
         handlers.append(handler)
+    return handlers
+
+
+def _handlers() -> ModuleType:
+    """logging.handlers (pickle, sockets and more): only for log-file and log-syslog."""
+    from logging import handlers
+
     return handlers
 
 
@@ -137,12 +151,23 @@ def mask_in_logs(cfg) -> None:
 
 def load_or_report(path: str) -> Optional[config.Config]:
     """The configuration, or None after printing every problem, one per line, to stderr."""
+    from yaim import config
+
     try:
         return config.load(path)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return None
+
+
+def unavailable(cfg) -> List[str]:
+    """A line per chosen part that cannot be loaded here (a library not installed), naming
+    the file and the key: the backend and the checker are imported only once chosen."""
+    from yaim import checks, dcs
+
+    lacking = [("dcs-type", dcs.unavailable(cfg)), ("checker-type", checks.unavailable(cfg))]
+    return [f"{cfg.source}: {key}: {problem}" for key, problem in lacking if problem]
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -159,7 +184,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         return EXIT_CONFIG
     for warning in cfg.warnings:
         log.warning("%s", warning)
+    problems = [] if args.cleanup else unavailable(cfg)  # a cleanup needs neither
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        return EXIT_CONFIG
     if args.check_config:
+        import yaml
+
         shown = Secrets.of(cfg).scrub_value(cfg.as_dict())  # a last wall behind as_dict's masks
         yaml.safe_dump(shown, sys.stdout, default_flow_style=False, sort_keys=False)
         return EXIT_OK

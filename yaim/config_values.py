@@ -15,7 +15,6 @@ import ipaddress
 import re
 import reprlib
 import shlex
-from logging.handlers import SysLogHandler
 from typing import Any, Callable, List, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
@@ -276,6 +275,8 @@ def host_port(value: str) -> None:
 
 
 def facility(value: str) -> None:
+    from logging.handlers import SysLogHandler  # (pickle and more) only when log-syslog is set
+
     if value.lower() not in SysLogHandler.facility_names:
         known = ", ".join(sorted(SysLogHandler.facility_names))
         raise ValueError(f"must be a syslog facility ({known}), got {brief(value)}")

@@ -1,14 +1,15 @@
 """Health checkers behind one small interface, one file per kind.
 
 `checker-type` names the module (`yaim/checks/<kind>.py`), which defines a
-class named `Checker`: a new kind of check is one new file.
+class named `Checker`: a new kind of check is one new file. A module whose library
+may be missing says so in a function `unavailable()` (None: nothing missing).
 """
 
 from __future__ import annotations
 
 import abc
 import importlib
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 
 class CheckResult(NamedTuple):
@@ -30,6 +31,18 @@ class BaseChecker(abc.ABC):
 
     def close(self) -> None:
         """Release what the checker holds open (connections); called at shutdown."""
+
+
+def unavailable(config) -> Optional[str]:
+    """Why the checker `checker-type` names cannot run here (a library it needs is missing),
+    None if it can. Each kind is imported only when chosen, so this is asked before the
+    daemon starts and by --check-config, where a problem is a configuration error."""
+    try:
+        module = importlib.import_module("yaim.checks." + config.checker_type)
+    except ImportError as exc:
+        return f"{config.checker_type} cannot be loaded: {exc}"
+    lacks = getattr(module, "unavailable", None)
+    return None if lacks is None else lacks()
 
 
 def create(config) -> BaseChecker:

@@ -44,14 +44,24 @@ REASON_LIMIT = 300  # characters of a server's error message kept for the reason
 STATEMENT_SHARE = 0.9  # of the time left when the query is sent, for statement_timeout
 
 
-def _import_psycopg() -> Any:
+def unavailable() -> Optional[str]:
+    """What this checker lacks here, None if nothing (yaim.checks.unavailable)."""
     try:
-        import psycopg
+        import psycopg  # noqa: F401
     except ImportError as exc:
-        raise CheckError(
-            f"checker-type postgres needs psycopg 3, which cannot be imported ({exc}):"
+        return (
+            f"postgres needs psycopg 3, which cannot be imported ({exc}):"
             " install python3-psycopg, or pip install 'yaim[postgres]'"
-        ) from None
+        )
+    return None
+
+
+def _import_psycopg() -> Any:
+    problem = unavailable()
+    if problem is not None:
+        raise CheckError("checker-type " + problem)
+    import psycopg
+
     return psycopg
 
 

@@ -338,6 +338,16 @@ class DCS(abc.ABC):
         """Clear the drain flag of a node; False if it was not drained."""
 
 
+def unavailable(config) -> Optional[str]:
+    """Why the backend `dcs-type` names cannot be loaded here (its client library is
+    missing), None if it can: asked before the daemon starts and by --check-config."""
+    try:
+        importlib.import_module(BACKENDS[config.dcs_type])
+    except ImportError as exc:
+        return f"{config.dcs_type} cannot be loaded: {exc}"
+    return None
+
+
 def connect(config, **kwargs) -> DCS:
     """The backend `dcs-type` names, imported only when chosen."""
     module = importlib.import_module(BACKENDS[config.dcs_type])
