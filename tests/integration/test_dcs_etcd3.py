@@ -3,6 +3,7 @@ session shared by a node's handles, failover; and the watch of both backends."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import ipaddress
 import threading
@@ -322,6 +323,40 @@ def test_a_release_leaves_a_note_naming_the_mark_and_a_new_mark_has_a_new_number
     assert not n1.clear_note("released", A, Release("n1", first + 1).text())
     assert n1.clear_note("released", A, Release("n1", first).text())
     assert n2.read().released == {}
+
+
+def test_a_v3_release_writes_its_note_and_deletes_the_mark_in_one_revision(
+    make, etcd, requests_made
+):
+    n1 = make("n1")
+    make.add_pool(A)
+    assert n1.create_mark(A)
+    first = n1.read().marks[str(A)].created
+    before = requests_made()
+    assert n1.release_mark(A, first)
+    assert requests_made() - before == 2, "the note's lease, then one transaction"
+    mark, note = f"{make.root}/ips/{A}/marked", f"{make.root}/released/{A}"
+    [written] = v3(etcd, "/v3/kv/range", {"key": b64(note)})["kvs"]
+    revision = int(written["mod_revision"])
+    at = {"key": b64(mark), "revision": str(revision - 1)}
+    assert v3(etcd, "/v3/kv/range", at).get("kvs"), "the mark lived until that revision"
+    assert not v3(etcd, "/v3/kv/range", dict(at, revision=str(revision))).get("kvs")
+    assert Release.parse(base64.b64decode(written["value"]).decode()) == Release("n1", first)
+    lease = v3(etcd, "/v3/lease/timetolive", {"ID": written["lease"]})
+    assert 0 < int(lease["TTL"]) <= n1.etcd_ttl and written["lease"] != str(n1.session.lease)
+
+
+def test_a_v3_release_of_a_mark_not_ours_leaves_it_and_writes_no_note(make, etcd):
+    n1, n2 = make("n1"), make("n2")
+    make.add_pool(A)
+    assert n1.create_mark(A)
+    first = n1.read().marks[str(A)].created
+    assert not n2.release_mark(A, first), "by name: n2 never wrote it"
+    v3(etcd, "/v3/kv/deleterange", {"key": b64(f"{make.root}/ips/{A}/marked")})
+    assert n2.create_mark(A)
+    assert not n1.release_mark(A, first), "by the revision n1 wrote: n2's since"
+    snapshot = make("n3").read()
+    assert snapshot.marks[str(A)].holder == "n2" and snapshot.released == {}
 
 
 @both

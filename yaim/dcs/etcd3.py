@@ -12,7 +12,8 @@
 One lease per node (TTL = ttl): one keep-alive per interval renews the node key
 and every mark, and they all vanish together when the node dies. A mark is made
 by a transaction that succeeds only while it does not exist (create_revision ==
-0) and its pool entry does. The node's handles (one per thread) share a
+0) and its pool entry does; a release writes its note and deletes the mark in
+one transaction, compared as a delete is. The node's handles (one per thread) share a
 `_Session`: the lease and the keys known to be on it, so refreshing a mark
 costs no request while nothing changed; reads and watch events correct it.
 
@@ -47,7 +48,7 @@ from yaim.dcs.gateway import (
     range_end,
     revision_of,
 )
-from yaim.view import IPAddress, Snapshot
+from yaim.view import IPAddress, Release, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -301,10 +302,34 @@ class Backend(DCS):
         """Compared on the revision this node wrote when it is known, not on the name: a
         late copy of this request (it timed out at a hung member and was applied after
         its retry) must not delete the mark this node made since."""
+        return self._unmark(address, None)
+
+    def release_mark(self, address: IPAddress, mark: Optional[int]) -> bool:
+        """The `released` note and the deletion of the mark in one transaction, on the
+        compare of `delete_mark`: a taker sees both in one event (one request less on the
+        way of a handover), and a mark that is not ours gets no note. The note is on a
+        lease of its own, TTL ttl, as `write_note` puts it."""
+        if mark is None:
+            return self.delete_mark(address)
+        key, note = self._note_key("released", address), Release(self.node, mark).text()
+
+        def put_note(gateway: Gateway) -> Dict[str, Any]:
+            lease = gateway.call("/v3/lease/grant", {"TTL": str(self.etcd_ttl)})["ID"]
+            return {"request_put": {"key": b64(key), "value": b64(note), "lease": str(lease)}}
+
+        return self._unmark(address, put_note)
+
+    def _unmark(
+        self, address: IPAddress, also: Optional[Callable[[Gateway], Dict[str, Any]]]
+    ) -> bool:
+        """Delete this node's mark (`delete_mark`), and with it do what `also` gives for
+        that gateway, in the same transaction; False if the mark was not ours."""
         key = self._mark_key(address)
-        success = [{"request_delete_range": {"key": b64(key)}}]
 
         def operation(gateway: Gateway) -> bool:
+            success = [{"request_delete_range": {"key": b64(key)}}]
+            if also is not None:
+                success.insert(0, also(gateway))
             known = self.session.revision(key)
             if known is None:
                 compare = [comparison(key, "VALUE", "value", b64(self.node))]
