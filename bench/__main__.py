@@ -12,7 +12,7 @@ from typing import NoReturn
 
 from bench import report
 
-PARTS = ("failover", "scale", "profile")
+PARTS = ("failover", "scale", "profile", "startup")
 
 
 def _interrupt(signum: int, frame: object) -> NoReturn:
@@ -22,7 +22,7 @@ def _interrupt(signum: int, frame: object) -> NoReturn:
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
-        "parts", nargs="*", metavar="PART", help="failover, scale, profile (default: all)"
+        "parts", nargs="*", metavar="PART", help="failover, scale, profile, startup (default: all)"
     )
     parser.add_argument("--quick", action="store_true", help="few trials and sizes: a smoke run")
     modules = {part: importlib.import_module(f"bench.{part}") for part in PARTS}
