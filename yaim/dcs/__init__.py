@@ -9,7 +9,9 @@ is not ours" is an answer, not an error: those methods return False.
 
 The backends differ in their clients and in how their errors read; the retry
 policy, the key names of the contract's layout and the sorting of a read into
-the layout's parts are here, once.
+the layout's parts are here, once. Every read is one listing (`list_entries`);
+that and the watch's events (`watch_events`) are what a cluster cache
+(yaim.dcs.cache) is made of.
 """
 
 from __future__ import annotations
@@ -45,6 +47,12 @@ class Transient(Exception):
 class Refused(Exception):
     """etcd refused the request for a reason no other try would change (missing rights,
     wrong credentials): the operation fails at once instead of `retry-num` times."""
+
+
+class Resync(Exception):
+    """The watch cannot go on from the revision asked for: etcd no longer has the events
+    after it (v3 compacted its history past it, v2 kept only its last 1000 events). Not a
+    failure: etcd answered; the caller lists everything again and watches from there."""
 
 
 def system_ca_file() -> str:
@@ -93,6 +101,8 @@ class DCS(abc.ABC):
 
     # What a backend's client raises when one try fails; `_failure` sorts each.
     FAILURES: Tuple[Type[BaseException], ...] = ()
+    # The v2 layout: pool entries are directories, and a write below a missing one makes it.
+    POOL_DIRS = False
 
     def __init__(
         self,
@@ -233,11 +243,19 @@ class DCS(abc.ABC):
         False: nothing happened. True: a change, or a resync (first call, a lost or
         compacted watch, an error before): the caller reads everything again.
         """
+        deadline = time.monotonic() + timeout
         try:
             if self.seen is None:
                 self.read()
                 return True
-            return self._wait(timeout)
+            while time.monotonic() < deadline:
+                events, self.seen, _ = self.watch_events(self.seen, deadline - time.monotonic())
+                if any(wakes_balancer(e.key[len(self.root) :], e.entry is None) for e in events):
+                    return True
+            return False
+        except Resync:
+            self.seen = None
+            return True
         except DCSError:
             self.seen = None
             raise
@@ -249,9 +267,27 @@ class DCS(abc.ABC):
             self.observe(what.split(" ", 1)[0], now - started, ok)
         return now
 
-    @abc.abstractmethod
     def read(self) -> Snapshot:
         """The whole cluster directory: pool, marks, nodes, drained nodes."""
+        return snapshot_of(self.root, self.list_entries()[0], self.POOL_DIRS)
+
+    @abc.abstractmethod
+    def list_entries(self) -> Tuple[List[Entry], int]:
+        """Every key below the cluster directory (one consistent read), and the index (v2)
+        or revision (v3) it reflects: what a cluster cache (yaim.dcs.cache) starts from.
+        Sets `seen` to that revision."""
+
+    @abc.abstractmethod
+    def watch_events(self, after: int, timeout: float) -> Tuple[List[Event], int, bool]:
+        """The changes below the cluster directory after revision `after`, in order, as
+        soon as there are any, or none after `timeout` s: (events, revision, caught_up).
+
+        `revision`: what the cache is at once they are applied (`after` if none came).
+        caught_up: etcd vouched, when it sent them, that nothing newer had happened below
+        the directory (a progress notification, or events sent as they happened); False
+        for a replay that may have more to come, or nothing at all. Resync when etcd no
+        longer has the events after `after`; DCSError when every try failed.
+        """
 
     def read_with_ttls(self) -> Snapshot:
         """read(), with the seconds each mark has left even where that costs more
@@ -315,10 +351,6 @@ class DCS(abc.ABC):
     def clear_note(self, kind: str, address: IPAddress, note: str) -> bool:
         """Delete the note `<kind>/<address>` if it is still `note`; True if deleted."""
 
-    @abc.abstractmethod
-    def _wait(self, timeout: float) -> bool:
-        """One watch from `seen` on (see `wait_for_change`); sets `seen` to None to resync."""
-
     # The operator's operations (yaimctl): they change the pool and the drain flags.
 
     @abc.abstractmethod
@@ -362,6 +394,15 @@ class Entry(NamedTuple):
     is_dir: bool = False
     ttl: Optional[float] = None
     created: Optional[int] = None  # the key's creation index or revision
+
+
+class Event(NamedTuple):
+    """One change below the cluster directory, as a watch reported it."""
+
+    revision: int  # v3 mod_revision, v2 modifiedIndex
+    key: str
+    entry: Optional[Entry] = None  # the key as it is now; None: deleted or expired
+    subtree: bool = False  # deleted with everything below it (a v2 directory)
 
 
 def snapshot_of(root: str, entries: Iterable[Entry], pool_dirs: bool) -> Snapshot:

@@ -24,24 +24,15 @@ import contextlib
 import logging
 import threading
 import time
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 from urllib.parse import quote, urlsplit
 
 import etcd
 import urllib3
 
-from yaim.dcs import (
-    DCS,
-    Entry,
-    Refused,
-    Transient,
-    describe,
-    snapshot_of,
-    system_ca_file,
-    wakes_balancer,
-)
+from yaim.dcs import DCS, Entry, Event, Refused, Resync, Transient, describe, system_ca_file
 from yaim.names import BadName, shown
-from yaim.view import IPAddress, Snapshot
+from yaim.view import IPAddress
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +109,7 @@ class Backend(DCS):
     """The v2 backend: one client per endpoint, failover by the shared retry policy."""
 
     FAILURES = (etcd.EtcdException, urllib3.exceptions.HTTPError, OSError)
+    POOL_DIRS = True
 
     def __init__(self, config, **kwargs) -> None:
         super().__init__(config, **kwargs)
@@ -142,43 +134,42 @@ class Backend(DCS):
             f" permission on {self.root}*"
         )
 
-    def read(self) -> Snapshot:
-        def operation(client: etcd.Client) -> Optional[etcd.EtcdResult]:
+    def list_entries(self) -> Tuple[List[Entry], int]:
+        def operation(client: etcd.Client) -> Tuple[List[Entry], int]:
             try:
                 result = client.read(self.root, recursive=True, quorum=True)
             except etcd.EtcdKeyNotFound as exc:
-                self.seen = int(exc.payload["index"])
-                return None
-            self.seen = result.etcd_index
-            return result
+                return [], int(exc.payload["index"])
+            below = [_entry(node) for node in result.get_subtree() if node.key != self.root]
+            return below, result.etcd_index
 
-        result = self._call("read " + self.root, operation)
-        return _snapshot(self.root, result)
+        entries, self.seen = self._call("read " + self.root, operation)
+        return entries, self.seen
 
-    def _wait(self, timeout: float) -> bool:
+    def watch_events(self, after: int, timeout: float) -> Tuple[List[Event], int, bool]:
+        """One long poll (`wait=true`): one event per request. etcd's X-Etcd-Index on the
+        answer is its index when the poll began: an event at or past it happened while
+        the poll waited, one before it comes from the history, maybe with more to come."""
         deadline = time.monotonic() + timeout
 
-        def operation(client: etcd.Client) -> bool:
-            # One event per request: skip those that do not matter until the deadline.
-            while time.monotonic() < deadline:
-                try:
-                    event = client.read(
-                        self.root,
-                        wait=True,
-                        recursive=True,
-                        waitIndex=self.seen + 1,
-                        timeout=deadline - time.monotonic(),
-                    )
-                except etcd.EtcdWatchTimedOut:
-                    return False
-                except etcd.EtcdEventIndexCleared:
-                    log.info("watch of %s fell behind etcd's event history, resyncing", self.root)
-                    self.seen = None
-                    return True
-                self.seen = event.modifiedIndex
-                if wakes_balancer(event.key[len(self.root) :], event.action in DELETIONS):
-                    return True
-            return False
+        def operation(client: etcd.Client) -> Tuple[List[Event], int, bool]:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return [], after, False
+            try:
+                node = client.read(
+                    self.root, wait=True, recursive=True, waitIndex=after + 1, timeout=remaining
+                )
+            except etcd.EtcdWatchTimedOut:
+                return [], after, False
+            except etcd.EtcdEventIndexCleared as exc:
+                log.info("watch of %s fell behind etcd's event history, resyncing", self.root)
+                raise Resync(describe(exc)) from exc
+            if node.action in DELETIONS:
+                event = Event(node.modifiedIndex, node.key, None, bool(node.dir))
+            else:
+                event = Event(node.modifiedIndex, node.key, _entry(node))
+            return [event], node.modifiedIndex, node.modifiedIndex >= node.etcd_index
 
         return self._call("watch " + self.root, operation)
 
@@ -352,10 +343,6 @@ class Backend(DCS):
         return self._call("delete " + key, operation)
 
 
-def _snapshot(root: str, result: Optional[etcd.EtcdResult]) -> Snapshot:
-    """Sort the recursive read of the cluster directory into the layout's parts."""
-    nodes = result.get_subtree() if result is not None else ()
-    entries = (
-        Entry(node.key, node.value, bool(node.dir), node.ttl, node.createdIndex) for node in nodes
-    )
-    return snapshot_of(root, entries, pool_dirs=True)
+def _entry(node: etcd.EtcdResult) -> Entry:
+    """A key or directory of a listing or an event, as the layout sorts it."""
+    return Entry(node.key, node.value, bool(node.dir), node.ttl, node.createdIndex)

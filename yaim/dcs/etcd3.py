@@ -23,15 +23,16 @@ The requests go through yaim.dcs.gateway, a client of our own for the gateway.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import socket
 import threading
 import time
-from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
 import requests
 
-from yaim.dcs import DCS, Entry, Transient, snapshot_of, wakes_balancer
+from yaim.dcs import DCS, Entry, Event, Resync, Transient, snapshot_of
 from yaim.dcs.gateway import (
     KV,
     LEASE_NOT_FOUND,
@@ -53,12 +54,15 @@ from yaim.view import IPAddress, Release, Snapshot
 log = logging.getLogger(__name__)
 
 
-class _Watch(NamedTuple):
-    """The open watch stream: the gateway it runs on, and its messages as they come."""
+@dataclasses.dataclass
+class _Watch:
+    """The open watch stream: the gateway it runs on, its messages as they come, and the
+    revision it has brought its reader to (a call from there on goes on with it)."""
 
     gateway: Gateway
     response: requests.Response
     messages: Iterator[Dict[str, Any]]
+    revision: int
 
 
 class _Session:
@@ -211,17 +215,20 @@ class Backend(DCS):
 
     # --- the DCS operations ---
 
-    def read(self) -> Snapshot:
-        return _snapshot(self.root, self._range())
+    def list_entries(self) -> Tuple[List[Entry], int]:
+        kvs, revision = self._range()
+        return [_entry(kv) for kv in kvs], revision
 
     def read_with_ttls(self) -> Snapshot:
         """A mark lives as long as its lease: one TimeToLive request per holder's lease."""
-        kvs = self._range()
+        kvs, _ = self._range()
         leases = {kv.lease for kv in kvs if kv.lease and kv.key.endswith("/marked")}
-        return _snapshot(self.root, kvs, {lease: self._time_to_live(lease) for lease in leases})
+        ttls = {lease: self._time_to_live(lease) for lease in leases}
+        entries = [_entry(kv, ttls.get(kv.lease)) for kv in kvs]
+        return snapshot_of(self.root, entries, self.POOL_DIRS)
 
-    def _range(self) -> List[KV]:
-        """Every key below the cluster directory (one range request)."""
+    def _range(self) -> Tuple[List[KV], int]:
+        """Every key below the cluster directory and the revision (one range request)."""
         prefix = self.root + "/"
         body = {"key": b64(prefix), "range_end": b64(range_end(prefix))}
         answer = self._call("read " + self.root, lambda gateway: gateway.call("/v3/kv/range", body))
@@ -229,7 +236,7 @@ class Backend(DCS):
         kvs = [KV.parse(kv) for kv in answer.get("kvs", [])]
         self.session.check(revision, {kv.key: kv.lease for kv in kvs if self._mine(kv)})
         self.seen = revision
-        return kvs
+        return kvs, revision
 
     def _time_to_live(self, lease: int) -> Optional[float]:
         """The seconds `lease` has left; None once it is gone."""
@@ -393,17 +400,22 @@ class Backend(DCS):
 
     # --- the watch ---
 
-    def _wait(self, timeout: float) -> bool:
+    def watch_events(self, after: int, timeout: float) -> Tuple[List[Event], int, bool]:
+        """One watch stream, kept open from call to call while each goes on where the
+        last one left it; a silent one is closed after `timeout` s, the next call opens
+        another from `after` + 1. It asks for progress notifications, and for its end when
+        its member loses its leader (yaim.dcs.gateway.Gateway.stream)."""
         deadline = time.monotonic() + timeout
 
-        def operation(gateway: Gateway) -> bool:
-            if self._watch is None or self._watch.gateway is not gateway:
-                self._open_watch(gateway, timeout)
+        def operation(gateway: Gateway) -> Tuple[List[Event], int, bool]:
+            watch = self._watch
+            if watch is None or watch.gateway is not gateway or watch.revision != after:
+                self._open_watch(gateway, after, timeout)
             try:
-                return self._follow(deadline)
+                return self._follow(after, deadline)
             except Quiet:
                 self._close_watch()
-                return False
+                return [], after, False
             except (Transient, GatewayError) as exc:
                 self._close_watch()
                 if isinstance(exc, GatewayError) and exc.code == UNAUTHENTICATED:
@@ -412,16 +424,17 @@ class Backend(DCS):
 
         return self._call("watch " + self.root, operation)
 
-    def _open_watch(self, gateway: Gateway, timeout: float) -> None:
+    def _open_watch(self, gateway: Gateway, after: int, timeout: float) -> None:
         self._close_watch()
         prefix = self.root + "/"
         create = {
             "key": b64(prefix),
             "range_end": b64(range_end(prefix)),
-            "start_revision": str(self.seen + 1),
+            "start_revision": str(after + 1),
+            "progress_notify": True,
         }
         response = gateway.stream("/v3/watch", {"create_request": create}, timeout)
-        self._watch = _Watch(gateway, response, messages_of(response))
+        self._watch = _Watch(gateway, response, messages_of(response), after)
 
     def _close_watch(self) -> None:
         """Wind the stream up in this thread: its reader first, then the response. A
@@ -437,61 +450,69 @@ class Backend(DCS):
         blocked on it): the watch thread's read fails at once, and that thread closes
         the stream (`_close_watch`)."""
         watch = self._watch
-        connection = getattr(watch.response.raw, "connection", None) if watch else None
-        sock = getattr(connection, "sock", None)
+        sock = _socket(watch.response) if watch else None
         if sock is not None:
             with contextlib.suppress(OSError):  # whatever state the stream is in
                 sock.shutdown(socket.SHUT_RDWR)
 
-    def _follow(self, deadline: float) -> bool:
-        """Read the open stream until a change that matters (True) or the deadline (False)."""
-        for message in self._watch.messages:
+    def _follow(self, after: int, deadline: float) -> Tuple[List[Event], int, bool]:
+        """Read the open stream until it brings events, or progress from `after` on, or
+        the deadline passes. A progress notification behind `after` (a member behind the
+        one listed from) is no progress. Quiet when the stream stays silent."""
+        watch = self._watch
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return [], after, False
+            sock = _socket(watch.response)
+            if sock is not None:
+                sock.settimeout(remaining)
+            message = next(watch.messages, None)
+            if message is None:
+                raise Transient("etcd closed the watch stream")
             if "error" in message:
                 raise error_of(message, 200)
             result = message.get("result", {})
             if result.get("canceled"):
-                return self._canceled(result)
-            changed = False
-            for event in result.get("events", []):
-                changed = self._note(event) or changed
-            if changed:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-        raise Transient("etcd closed the watch stream")
+                self._canceled(result, after)
+            events = [self._event(event) for event in result.get("events", [])]
+            revision = revision_of(result)
+            if events:
+                watch.revision = max(after, events[-1].revision)
+                return events, watch.revision, revision <= watch.revision
+            if not result.get("created") and revision >= after:
+                watch.revision = revision
+                return [], revision, True
 
-    def _canceled(self, result: Dict[str, Any]) -> bool:
-        """A compacted history means resync (True, `seen` None); any other cancel is an error."""
+    def _canceled(self, result: Dict[str, Any], after: int) -> None:
+        """A compacted history means Resync; any other cancel is an error."""
         self._close_watch()
-        if int(result.get("compact_revision", 0)) > 0:
+        compacted = int(result.get("compact_revision", 0))
+        if compacted > 0:
             log.info(
                 "watch of %s: etcd compacted its history past revision %d, resyncing",
                 self.root,
-                self.seen,
+                after,
             )
-            self.seen = None
-            return True
+            raise Resync(f"etcd compacted its history up to revision {compacted}")
         reason = result.get("cancel_reason", "no reason given")
         raise GatewayError(0, "etcd canceled the watch: " + reason)
 
-    def _note(self, event: Dict[str, Any]) -> bool:
-        """Learn from one event; True if the balancer should act on it."""
+    def _event(self, event: Dict[str, Any]) -> Event:
+        """One event of the stream; the session learns from it."""
         kv = KV.parse(event["kv"])
         deleted = event.get("type") == "DELETE"
-        self.seen = max(self.seen or 0, kv.mod_revision)
         found = {} if deleted or not self._mine(kv) else {kv.key: kv.lease}
         self.session.check(kv.mod_revision, found, [kv.key])
-        return wakes_balancer(kv.key[len(self.root) :], deleted)
+        return Event(kv.mod_revision, kv.key, None if deleted else _entry(kv))
 
 
-def _snapshot(
-    root: str, kvs: List[KV], ttls: Optional[Dict[int, Optional[float]]] = None
-) -> Snapshot:
-    """Sort the keys below the cluster directory into the layout's parts; `ttls`: the
-    seconds left of the leases, where known."""
-    ttls = ttls or {}
-    entries = (
-        Entry(kv.key, kv.value, ttl=ttls.get(kv.lease), created=kv.create_revision or None)
-        for kv in kvs
-    )
-    return snapshot_of(root, entries, pool_dirs=False)
+def _socket(response: requests.Response) -> Optional[socket.socket]:
+    """The socket a streaming response is read from, while it is open."""
+    connection = getattr(response.raw, "connection", None)
+    return getattr(connection, "sock", None)
+
+
+def _entry(kv: KV, ttl: Optional[float] = None) -> Entry:
+    """A key as the layout sorts it; `ttl`: the seconds left of its lease, where known."""
+    return Entry(kv.key, kv.value, ttl=ttl, created=kv.create_revision or None)

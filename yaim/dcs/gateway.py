@@ -46,6 +46,10 @@ USER_EMPTY = EtcdError(INVALID_ARGUMENT, "user name is empty")
 # ErrGRPCLeaseNotFound: a write on a lease that expired or was revoked.
 LEASE_NOT_FOUND = EtcdError(NOT_FOUND, "requested lease not found")
 
+# etcd's require-leader metadata (rpctypes.MetadataRequireLeaderKey), as the gateway
+# forwards it: a stream asking for it ends ("no leader") when its member loses its leader.
+REQUIRE_LEADER = {"Grpc-Metadata-Hasleader": "true"}
+
 
 class GatewayError(Exception):
     """etcd answered a request with an error: its gRPC code and message. The backend
@@ -155,7 +159,9 @@ class Gateway:
         return self._answer(self._post(path, body, self.timeout))
 
     def stream(self, path: str, body: Dict[str, Any], read_timeout: float) -> requests.Response:
-        """A streaming request (watch); its messages are read with `messages_of`."""
+        """A streaming request (watch); its messages are read with `messages_of`. It asks
+        to be ended when its member loses its leader: a watch on a member cut off from the
+        others would stay open and silent, as if nothing happened."""
         self._login()
         response = self._post(path, body, read_timeout, stream=True)
         if response.status_code != 200:
@@ -184,6 +190,8 @@ class Gateway:
         self, path: str, body: Dict[str, Any], read_timeout: float, stream: bool = False
     ) -> requests.Response:
         headers = {"Authorization": self.token} if self.token else {}
+        if stream:
+            headers.update(REQUIRE_LEADER)
         try:
             return self.session.post(
                 self.url + path,
