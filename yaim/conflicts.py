@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Dict, FrozenSet, Iterable, NamedTuple, Set
+from typing import Callable, Dict, FrozenSet, Iterable, NamedTuple, Optional, Set
 
 from yaim.actuator.probe import is_local, own_mac, probe
 from yaim.claims import HANDOVER_WINDOW
@@ -44,10 +44,22 @@ class Handovers:
         self.seen: Dict[IPAddress, Seen] = {}
         self.addresses: FrozenSet[IPAddress] = frozenset()
 
-    def note(self, view: ClusterView, sent_at: float) -> None:
+    def note(
+        self, view: ClusterView, sent_at: float, history: Optional[FrozenSet[str]] = None
+    ) -> None:
         """The addresses handed over since their marks were last seen, if recently enough;
-        then remember the marks of this read (sent at `sent_at`)."""
+        then remember the marks of this read (sent at `sent_at`).
+
+        history: the read is a cache that saw every change since the last one, and these
+        addresses' marks were written meanwhile. For every other address the mark last
+        seen is still the last one made, as of `sent_at`: it counts as seen then (a mark
+        made after `sent_at` could not have come and expired unseen, yaim.claims)."""
         now = time.monotonic()
+        if history is not None:
+            self.seen = {
+                a: s if str(a) in history else s._replace(read_at=max(s.read_at, sent_at))
+                for a, s in self.seen.items()
+            }
         self.seen = {a: s for a, s in self.seen.items() if now - s.read_at < self.window}
         self.addresses = handed_over({a: (s.holder, s.mark) for a, s in self.seen.items()}, view)
         for address, holder in view.holders.items():

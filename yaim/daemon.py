@@ -51,7 +51,7 @@ from yaim.threads.failsafe import FailsafeThread, Policy
 from yaim.threads.health import HealthThread
 from yaim.threads.heartbeat import HeartbeatThread
 from yaim.threads.notify import Notifier
-from yaim.threads.watch import WatchThread
+from yaim.threads.watch import Feed, WatchThread
 
 log = logging.getLogger(__name__)
 
@@ -117,13 +117,19 @@ class Daemon:
         store = dcs.connect(config, stop=self.stop, observe=self.metrics.dcs_request)
         args = (self.ledger, self.state)
         guarded = dict(common, period=period, policy=self.policy)  # what the failsafe allows
-        self.balancer = BalancerThread(store, *args, config, self.actuator.sync, **guarded)
+        watching = store.clone()
+        feed = Feed(watching.root, watching.POOL_DIRS) if watching.CACHEABLE else None
+        self.balancer = BalancerThread(
+            store, *args, config, self.actuator.sync, feed=feed, **guarded
+        )
         self.heartbeat = HeartbeatThread(store.clone(), *args, self.balancer.poke, **guarded)
         checker, on_change = checks.create(config), self._on_health_change
         self.health = HealthThread(
             checker, self.state, config, on_change, period=config.check_interval_s, **common
         )
-        self.watch = WatchThread(store.clone(), self.balancer.poke, period, **common)
+        self.watch = WatchThread(
+            watching, self.balancer.poke, period, feed=feed, resync=config.resync_s, **common
+        )
         self.threads: List[Worker] = [self.notifier, self.actuator, self.health]
         self.threads += [self.heartbeat, self.balancer, self.watch]
 

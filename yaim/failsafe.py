@@ -130,6 +130,10 @@ class Membership:
         elif self.since is None:
             self.since = now
 
+    def wants_read(self, at: float, now: float) -> bool:
+        """Whether a read now would be good where the last one, sent at `at`, was not."""
+        return self.since is not None and at - self.since < self.ttl <= now - self.since
+
     def saw(self, members: FrozenSet[str], published: Mapping[str, Hashable], at: float) -> None:
         """A read sent at `at` found these node keys, publishing these endpoints."""
         if self.since is not None and at - self.since >= self.ttl:

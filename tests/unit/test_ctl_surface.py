@@ -201,6 +201,9 @@ def test_reconfigure_swaps_checker_and_settings_and_keeps_the_health_state():
 class Store:
     """Stands in for a DCS backend: the daemon only keeps it and reads its freshness."""
 
+    CACHEABLE = False
+    POOL_DIRS = False
+
     def __init__(self, config, **kwargs) -> None:
         self.node = config.node_name
         self.endpoint = config.dcs_endpoints[0]

@@ -87,11 +87,12 @@ def describe(exc: BaseException) -> str:
 def wakes_balancer(relative_key: str, deleted: bool) -> bool:
     """Whether a change below the cluster directory needs the balancer now.
 
-    Writing a mark only confirms what its writer already knows, and a `released` note
-    comes and goes beside the deletion of a mark, which wakes it; everything else (a
-    mark going, the pool, node keys, drain keys, conflicts) may change the plan.
+    Writing a mark only confirms what its writer already knows, a `released` note
+    comes and goes beside the deletion of a mark, which wakes it, and a `sync` key
+    changes nothing; everything else (a mark going, the pool, node keys, drain keys,
+    conflicts) may change the plan.
     """
-    if relative_key.startswith("/released/"):
+    if relative_key.startswith(("/released/", "/sync/")):
         return False
     return deleted or not relative_key.endswith("/marked")
 
@@ -206,6 +207,10 @@ class DCS(abc.ABC):
     def _note_key(self, kind: str, address: IPAddress) -> str:
         return f"{self.root}/{kind}/{address}"
 
+    @property
+    def _sync_key(self) -> str:
+        return f"{self.root}/sync/{self.node}"
+
     def clone(self) -> DCS:
         """Another handle for another thread: its own connections, the same node session."""
         return type(self)(
@@ -270,6 +275,16 @@ class DCS(abc.ABC):
     def read(self) -> Snapshot:
         """The whole cluster directory: pool, marks, nodes, drained nodes."""
         return snapshot_of(self.root, self.list_entries()[0], self.POOL_DIRS)
+
+    @abc.abstractmethod
+    def sync(self) -> int:
+        """Write this node's `sync` key (TTL ttl) and return the revision of that write.
+
+        A cache that has applied the watch's event of that write has applied every change
+        before it, and the write took effect after this call was made: the cache is then
+        as current as a read sent at this call's start (yaim.dcs.cache). One write, not a
+        read: a read's revision is etcd's whole store's, which other users of etcd move
+        on, and this cluster's watch would never reach it."""
 
     @abc.abstractmethod
     def list_entries(self) -> Tuple[List[Entry], int]:

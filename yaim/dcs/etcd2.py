@@ -226,6 +226,13 @@ class Backend(DCS):
 
         self._call("write " + key, operation)
 
+    def sync(self) -> int:
+        key = self._sync_key
+        return self._call(
+            "write " + key,
+            lambda client: client.write(key, self.node, ttl=self.etcd_ttl).modifiedIndex,
+        )
+
     def delete_node(self) -> None:
         def operation(client: etcd.Client) -> None:
             with contextlib.suppress(etcd.EtcdKeyNotFound):

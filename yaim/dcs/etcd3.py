@@ -272,6 +272,17 @@ class Backend(DCS):
             return  # on the lease: the keep-alive renews it
         self._call("write " + key, lambda gateway: self._put(gateway, key, self.node_value, []))
 
+    def sync(self) -> int:
+        key = self._sync_key
+
+        def operation(gateway: Gateway) -> int:
+            lease = self._lease(gateway)
+            body = {"key": b64(key), "value": b64(self.node), "lease": str(lease)}
+            with self._on_lease(lease):
+                return revision_of(gateway.call("/v3/kv/put", body))
+
+        return self._call("write " + key, operation)
+
     def delete_node(self) -> None:
         key = self._node_key
         body = {"key": b64(key)}

@@ -23,6 +23,7 @@ from yaim.events import RELEASE, words
 from yaim.state import NodeState, Reading
 from yaim.threads.base import DCSWorker
 from yaim.threads.failsafe import Policy
+from yaim.threads.watch import Feed, Synced
 from yaim.view import ClusterView, IPAddress, Rejected, Release, in_order, parse_snapshot
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,7 @@ class BalancerThread(DCSWorker):
         config,
         sync_actuator: Callable[[float], bool],
         policy: Optional[Policy] = None,
+        feed: Optional[Feed] = None,
         **kwargs,
     ) -> None:
         super().__init__("balancer", dcs, "balancer cannot reach the DCS", **kwargs)
@@ -56,15 +58,37 @@ class BalancerThread(DCSWorker):
         self.drained = False
         self.conflicts = Conflicts(config, dcs)
         self.handovers = Handovers(config.ttl_s)
+        self.feed = feed
+        self.synced: Optional[Synced] = None  # the last look through the cache
 
     def dcs_round(self, messages: List[Any]) -> None:
         self._act(self._read_view())
 
-    def _read_view(self) -> ClusterView:
+    def _look(self) -> Synced:
+        """The cluster as of a known moment. From the cache when it follows the store: as of
+        the last sync while nothing changed since (no request at all), else made current
+        by a sync write now; without a live cache, or one that does not catch up within
+        the interval, a full read."""
+        feed = self.feed
+        if feed is not None and feed.live:
+            sent_at = time.monotonic()
+            last = self.synced
+            quiet = last is not None and feed.quiet_since(last)
+            if quiet and not self.policy.membership.wants_read(last.sent_at, sent_at):
+                return last._replace(continued=False)
+            found = feed.synced(self.dcs.sync(), sent_at, self.config.interval_s)
+            if found is not None:
+                self.synced = found
+                return found
+        self.synced = None
         sent_at = time.monotonic()
-        snapshot = self.dcs.read()
+        return Synced(self.dcs.read(), sent_at)
+
+    def _read_view(self) -> ClusterView:
+        look = self._look()
+        snapshot, sent_at = look.snapshot, look.sent_at
         view, rejected = parse_snapshot(snapshot, self.config.allowed_networks, time.time())
-        self.handovers.note(view, sent_at)
+        self.handovers.note(view, sent_at, look.marked if look.continued else None)
         self.ledger.saw({a: n for a, n in view.marks.items() if view.holders.get(a) == self.me})
         for entry in sorted(set(rejected) - self.rejected):
             log.warning("refused %s on node %s: %s", entry.label, self.me, entry.reason)

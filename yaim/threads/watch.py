@@ -1,20 +1,30 @@
-"""The watch thread: wakes the balancer the moment the cluster changes.
+"""The watch thread: keeps the node's cluster cache and wakes the balancer when it changes.
 
-It blocks on the DCS's watch (v2 `wait=true`, v3 a watch stream) through its own
-DCS handle and pokes the balancer for every change that may change the plan: a
-mark deleted or expired, an address added or removed, a node come or gone, a
-drain flag. Refreshes do not wake it (v2 refreshes silently, v3 keep-alives are
-no events). The balancer's own read every interval stays the safety net: a lost
-watch costs speed, never safety; the next watch starts with a full read.
+It follows the DCS through its own handle: one full listing, then the watch's events in
+order (yaim.dcs.cache), kept in a `Feed` that the balancer plans from. It pokes the
+balancer for every change that may change the plan: a mark deleted or expired, an
+address added or removed, a node come or gone, a drain flag (yaim.dcs.wakes_balancer).
+It lists everything again when the watch cannot go on (etcd no longer has the events
+after the cache's revision), after a failure, and every `resync`; while it cannot follow,
+the feed is not live and the balancer reads the whole cluster every round, as it did
+before the cache: a lost watch costs speed, never safety.
+
+A backend without a cache (v2: DCS.CACHEABLE) keeps the watch as a wake-up only: the
+balancer reads every round.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, List
+import threading
+import time
+from typing import Any, Callable, FrozenSet, Iterable, List, NamedTuple, Optional, Set
 
-from yaim.dcs import DCS
+from yaim.dcs import DCS, Entry, Event, Resync, wakes_balancer
+from yaim.dcs.cache import ClusterCache
+from yaim.errors import DCSError
 from yaim.threads.base import DCSWorker
+from yaim.view import Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -24,20 +34,109 @@ WATCH_WAIT = 30.0
 STOP_TIMEOUT = 0.5
 
 
+class Synced(NamedTuple):
+    """The cluster as of `sent_at`: the cache once it had applied the event of a sync write
+    sent then, or a full read sent then.
+
+    continued: the cache followed the store without a listing since the previous sync,
+    so it saw every change in between; marked: the addresses (their pool names) whose
+    marks were written in between, even if gone again; version: the feed's, to tell
+    whether anything changed since."""
+
+    snapshot: Snapshot
+    sent_at: float
+    continued: bool = False
+    marked: FrozenSet[str] = frozenset()
+    version: int = -1
+
+
+class Feed:
+    """The cluster cache between the watch thread, which keeps it, and the balancer, which
+    plans from it; behind one condition. Live only while the watch follows the store."""
+
+    def __init__(self, root: str, pool_dirs: bool) -> None:
+        self.cache = ClusterCache(root, pool_dirs)
+        self.changed = threading.Condition()
+        self.live = False
+        self._continued = False  # no listing since the last sync
+        self._marked: Set[str] = set()  # pool names whose marks were written since then
+        self._version = 0  # moves on with every listing and every change applied
+
+    def reset(self, entries: Iterable[Entry], revision: int, sent_at: float) -> None:
+        with self.changed:
+            self.cache.reset(entries, revision, sent_at)
+            self.live = True
+            self._continued = False
+            self._version += 1
+            self.changed.notify_all()
+
+    def apply(self, events: List[Event], revision: int, at: Optional[float]) -> List[Event]:
+        """Apply a watch answer; the events applied."""
+        with self.changed:
+            applied = self.cache.apply(events, revision, at)
+            self._version += bool(applied)
+            root = self.cache.root
+            for event in applied:
+                parts = event.key[len(root) :].strip("/").split("/")
+                if event.entry is not None and parts[0] == "ips" and parts[2:] == ["marked"]:
+                    self._marked.add(parts[1])
+            self.changed.notify_all()
+            return applied
+
+    def lost(self) -> None:
+        """The watch cannot follow the store now: the balancer reads for itself."""
+        with self.changed:
+            self.live = False
+            self.changed.notify_all()
+
+    def quiet_since(self, synced: Synced) -> bool:
+        """Live, and nothing changed since `synced` was taken: still the same state."""
+        with self.changed:
+            return self.live and self._version == synced.version
+
+    def synced(self, revision: int, sent_at: float, timeout: float) -> Optional[Synced]:
+        """The cache once it has reached `revision` (the balancer's sync write, sent at
+        `sent_at`); None if it is not live or does not get there within `timeout` s."""
+        deadline = time.monotonic() + timeout
+        with self.changed:
+            while self.live and self.cache.revision < revision:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.changed.wait(left)
+            if not self.live:
+                return None
+            snapshot, marked = self.cache.snapshot(), frozenset(self._marked)
+            found = Synced(snapshot, sent_at, self._continued, marked, self._version)
+            self._continued, self._marked = True, set()
+            return found
+
+
 class WatchThread(DCSWorker):
     """Runs the watch back to back; after a failure it waits `backoff` seconds.
 
     Its period is the time one watch request may wait, so a quiet cluster never
-    looks like a stuck thread.
+    looks like a stuck thread. `feed` None: a wake-up only (a backend without a cache).
     """
 
-    def __init__(self, dcs: DCS, on_change: Callable[[], None], backoff: float, **kwargs) -> None:
+    def __init__(
+        self,
+        dcs: DCS,
+        on_change: Callable[[], None],
+        backoff: float,
+        feed: Optional[Feed] = None,
+        resync: float = 60.0,
+        **kwargs,
+    ) -> None:
         kwargs.setdefault("period", WATCH_WAIT)
         super().__init__(
             "watch", dcs, "watch lost (the balancer reads every interval meanwhile)", **kwargs
         )
         self.on_change = on_change
         self.backoff = backoff
+        self.feed = feed
+        self.resync = resync
+        self.listed_at: Optional[float] = None
 
     def next_timeout(self) -> float:
         return self.backoff if self.failing else 0.0
@@ -49,5 +148,33 @@ class WatchThread(DCSWorker):
         self.join(timeout)
 
     def dcs_round(self, messages: List[Any]) -> None:
-        if self.dcs.wait_for_change(self.period):
+        if self.feed is None:
+            if self.dcs.wait_for_change(self.period):
+                self.on_change()
+            return
+        try:
+            self._follow(self.feed)
+        except Resync:  # etcd answered, without the events: list everything again now
+            self._lose(self.feed)
+        except DCSError:
+            self._lose(self.feed)
+            raise
+
+    def _lose(self, feed: Feed) -> None:
+        feed.lost()
+        self.listed_at = None
+
+    def _follow(self, feed: Feed) -> None:
+        now = time.monotonic()
+        if self.listed_at is None or now >= self.listed_at + self.resync:
+            entries, revision = self.dcs.list_entries()
+            feed.reset(entries, revision, now)
+            self.listed_at = now
+            self.on_change()
+            return
+        wait = min(self.period, self.listed_at + self.resync - now)
+        events, revision, caught_up = self.dcs.watch_events(feed.cache.revision, wait)
+        applied = feed.apply(events, revision, time.monotonic() if caught_up else None)
+        root = feed.cache.root
+        if any(wakes_balancer(e.key[len(root) :], e.entry is None) for e in applied):
             self.on_change()

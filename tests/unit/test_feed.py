@@ -1,0 +1,116 @@
+"""The cache between the watch and the balancer (yaim.threads.watch.Feed), a look through it
+(BalancerThread._look), and the handover rule over a cache that saw every change
+(yaim.conflicts.Handovers.note with `history`)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import List
+
+from tests.unit.fakes import V4, NotedDCS, healthy_balancer
+from yaim.claims import Ledger
+from yaim.conflicts import Handovers
+from yaim.dcs import Entry, Event
+from yaim.failsafe import Membership
+from yaim.threads.watch import Feed
+from yaim.view import parse_snapshot
+
+ROOT = "/service/yaim"
+POOL = f"{ROOT}/ips/{V4}"
+MARK = f"{POOL}/marked"
+
+
+def put(revision: int, key: str, value: str = "n2") -> Event:
+    return Event(revision, key, Entry(key, value, created=revision))
+
+
+def test_a_feed_answers_once_it_has_reached_the_revision_and_never_while_not_live():
+    feed = Feed(ROOT, pool_dirs=False)
+    assert feed.synced(1, 0.0, timeout=0.0) is None, "no listing yet"
+    feed.reset([Entry(POOL, "")], 5, 10.0)
+    first = feed.synced(5, 11.0, timeout=0.0)
+    assert first is not None and first.sent_at == 11.0 and not first.continued
+    assert feed.quiet_since(first)
+    later = threading.Timer(0.05, lambda: feed.apply([put(6, MARK)], 6, None))
+    later.start()
+    second = feed.synced(6, 12.0, timeout=5.0)
+    later.join()
+    assert second is not None and second.continued and second.marked == {str(V4)}
+    assert second.snapshot.marks[str(V4)].holder == "n2"
+    assert not feed.quiet_since(first) and feed.quiet_since(second)
+    assert feed.synced(9, 13.0, timeout=0.05) is None, "the sync's event never came"
+    feed.lost()
+    assert feed.synced(6, 14.0, timeout=1.0) is None and not feed.quiet_since(second)
+
+
+def test_a_listing_breaks_the_history():
+    feed = Feed(ROOT, pool_dirs=False)
+    feed.reset([Entry(POOL, "")], 5, 10.0)
+    feed.synced(5, 11.0, 0.0)
+    feed.reset([Entry(POOL, "")], 8, 12.0)
+    assert not feed.synced(8, 13.0, 0.0).continued
+
+
+def views(store: NotedDCS):
+    return parse_snapshot(store.read(), (), time.time())[0]
+
+
+def test_a_mark_seen_long_ago_counts_as_seen_at_a_sync_whose_history_has_no_mark_since():
+    store = NotedDCS([V4])
+    store.put_mark(V4, "n2")
+    handovers = Handovers(3.0)
+    handovers.note(views(store), time.monotonic() - 10.0)  # seen long before the window
+    store.release_by(V4, "n2")
+    free = views(store)
+    for history, trusted in ((None, False), (frozenset({str(V4)}), False), (frozenset(), True)):
+        again = Handovers(3.0)
+        again.seen = dict(handovers.seen)
+        again.note(free, time.monotonic(), history)
+        assert (V4 in again.addresses) == trusted, history
+
+
+def test_a_read_is_wanted_once_etcd_answered_for_a_ttl_since_the_last_one():
+    membership = Membership(2.0)
+    membership.follow(True, 100.0)
+    assert not membership.wants_read(100.5, 101.0), "not a ttl yet: no read would be good"
+    assert membership.wants_read(100.5, 102.0)
+    assert not membership.wants_read(102.1, 103.0), "the last one was good already"
+
+
+class SyncingDCS(NotedDCS):
+    """A store whose sync writes show up in `feed` at once, as the watch would bring them."""
+
+    def __init__(self, pool, feed: Feed) -> None:
+        super().__init__(pool)
+        self.feed = feed
+        self.revision = 10
+        self.calls: List[str] = []
+
+    def read(self):
+        self.calls.append("read")
+        return super().read()
+
+    def sync(self) -> int:
+        self.calls.append("sync")
+        self.revision += 1
+        self.feed.apply([put(self.revision, f"{ROOT}/sync/n1", "n1")], self.revision, None)
+        return self.revision
+
+
+def test_the_balancer_looks_through_a_live_cache_and_syncs_only_after_a_change():
+    feed = Feed(ROOT, pool_dirs=False)
+    store = SyncingDCS([V4], feed)
+    thread = healthy_balancer(store, Ledger("n1", 3.0), feed=feed)
+    assert thread._look() and store.calls == ["read"], "not live yet: a full read"
+    feed.reset([Entry(POOL, "")], 10, time.monotonic())
+    synced = thread._look()
+    assert store.calls == ["read", "sync"]
+    quiet = thread._look()
+    assert store.calls == ["read", "sync"], "quiet since (its own sync's event counted)"
+    assert quiet.sent_at == synced.sent_at and not quiet.continued
+    feed.apply([put(20, MARK)], 20, None)
+    store.revision = 20
+    look = thread._look()
+    assert store.calls == ["read", "sync", "sync"] and look.continued
+    assert look.snapshot.marks[str(V4)].holder == "n2" and look.marked == {str(V4)}
