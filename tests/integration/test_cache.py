@@ -24,6 +24,7 @@ from tests.integration.conftest import b64, v3
 from yaim.dcs import Resync, snapshot_of
 from yaim.dcs.cache import ClusterCache
 from yaim.errors import DCSError
+from yaim.threads.watch import Feed, WatchThread
 
 ADDRESSES = [ipaddress.ip_address(f"198.51.100.{120 + i}") for i in range(5)]
 PROGRESS_MS = 300  # the members' progress notification interval (etcd's default: 10 min)
@@ -296,3 +297,44 @@ def test_a_watch_on_a_member_cut_off_from_its_leader_ends_instead_of_falling_sil
         finally:
             for pid in others:
                 os.kill(pid, signal.SIGCONT)
+
+
+@both
+def test_a_sync_write_makes_the_watched_cache_as_current_as_a_read_sent_then(make, etcd):
+    """The balancer's look through the feed: after any writes by others, a sync write's
+    event in the watch means the cache shows them all (a read sent before the sync could
+    not show more); the watch thread keeps the feed in its own thread, as the daemon runs
+    it, and writes outside the cluster directory (another user of etcd) do not stall it."""
+    writer, syncer, watching = (make(n, ttl=60000) for n in ("n1", "n2", "n3"))
+    feed = Feed(watching.root, watching.POOL_DIRS)
+    stop, crashed, woken = threading.Event(), [], []
+    thread = WatchThread(
+        watching,
+        lambda: woken.append(1),
+        0.05,
+        feed=feed,
+        period=1.0,
+        stop=stop,
+        on_crash=crashed.append,
+    )
+    thread.start()
+    try:
+        wait_until(lambda: feed.live, 5, what="the first listing")
+        rng = random.Random(1818)
+        for i in range(40):
+            address = rng.choice(ADDRESSES)
+            rng.choice([writer.add_address, writer.create_mark, writer.remove_address])(address)
+            if rng.random() < 0.3:
+                write_outside(make, etcd, i)
+            before = writer.read()  # sent before the sync: the sync's look shows it, or later
+            sent_at = time.monotonic()
+            look = feed.synced(syncer.sync(), sent_at, timeout=5.0)
+            assert look is not None, f"round {i}: the sync's event did not come"
+            assert (look.snapshot.pool, look.snapshot.marks.keys()) == (
+                before.pool,
+                before.marks.keys(),
+            ), f"round {i}"
+        assert woken and not crashed
+    finally:
+        stop.set()
+        thread.interrupt(2.0)

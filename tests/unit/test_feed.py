@@ -86,6 +86,7 @@ class SyncingDCS(NotedDCS):
         self.feed = feed
         self.revision = 10
         self.calls: List[str] = []
+        self.last_success = None
 
     def read(self):
         self.calls.append("read")
@@ -93,6 +94,7 @@ class SyncingDCS(NotedDCS):
 
     def sync(self) -> int:
         self.calls.append("sync")
+        self.last_success = time.monotonic()
         self.revision += 1
         self.feed.apply([put(self.revision, f"{ROOT}/sync/n1", "n1")], self.revision, None)
         return self.revision
@@ -114,3 +116,8 @@ def test_the_balancer_looks_through_a_live_cache_and_syncs_only_after_a_change()
     look = thread._look()
     assert store.calls == ["read", "sync", "sync"] and look.continued
     assert look.snapshot.marks[str(V4)].holder == "n2" and look.marked == {str(V4)}
+    thread._look()
+    assert len(store.calls) == 3, "quiet again"
+    store.last_success = time.monotonic()  # the balancer wrote (a mark made again, say)
+    thread._look()
+    assert len(store.calls) == 4, "a look older than its own write would miss it"

@@ -66,19 +66,22 @@ class BalancerThread(DCSWorker):
 
     def _look(self) -> Synced:
         """The cluster as of a known moment. From the cache when it follows the store: as of
-        the last sync while nothing changed since (no request at all), else made current
-        by a sync write now; without a live cache, or one that does not catch up within
-        the interval, a full read."""
+        the last sync while nothing changed since and this thread wrote nothing since (no
+        request at all; a look older than its own last write would miss it), else made
+        current by a sync write now; without a live cache, or one that does not catch up
+        within the interval, a full read."""
         feed = self.feed
         if feed is not None and feed.live:
             sent_at = time.monotonic()
             last = self.synced
             quiet = last is not None and feed.quiet_since(last)
+            quiet = quiet and (self.dcs.last_success or 0.0) <= last.seen_at
             if quiet and not self.policy.membership.wants_read(last.sent_at, sent_at):
                 return last._replace(continued=False)
-            found = feed.synced(self.dcs.sync(), sent_at, self.config.interval_s)
+            revision = self.dcs.sync()
+            found = feed.synced(revision, sent_at, self.config.interval_s)
             if found is not None:
-                self.synced = found
+                self.synced = found._replace(seen_at=self.dcs.last_success)
                 return found
         self.synced = None
         sent_at = time.monotonic()

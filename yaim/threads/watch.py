@@ -48,6 +48,7 @@ class Synced(NamedTuple):
     continued: bool = False
     marked: FrozenSet[str] = frozenset()
     version: int = -1
+    seen_at: float = 0.0  # when the sync's own request ended (the balancer's DCS handle)
 
 
 class Feed:
