@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -489,6 +490,26 @@ class ClusterKeys:
             )
         if done.returncode != 0 or b'"error' in done.stdout:
             raise EtcdError(f"raw put {key!r}: {done.stdout[:300]!r} {done.stderr[:300]!r}")
+
+    def lose_history(self) -> None:
+        """Make etcd drop the events up to now, as a watch that reconnects from before
+        would need them: v3 compacts its history, v2 goes past the 1000 events it keeps
+        (writes outside the cluster directory, in one process in the etcd's namespace)."""
+        outside = "/yaim-chaos-elsewhere"
+        if self.v3:
+            put = {"key": _b64(outside.encode()), "value": _b64(b"x")}
+            revision = self._v3("/v3/kv/put", put)["header"]["revision"]
+            self._v3("/v3/kv/compaction", {"revision": str(revision), "physical": True})
+            return
+        script = (
+            "import sys, urllib.request\n"
+            "for i in range(1010):\n"
+            "    urllib.request.urlopen(urllib.request.Request(\n"
+            "        sys.argv[1] + '/v2/keys" + outside + "', data=b'value=x', method='PUT'),\n"
+            "        timeout=5).read()\n"
+        )
+        argv = netns_argv(self.cluster.netns, [sys.executable, "-c", script, self.endpoint])
+        subprocess.run(argv, check=True, capture_output=True, timeout=60)
 
     def delete_raw(self, key: str) -> None:
         """Delete `key` (below the root) and everything under it, as given."""

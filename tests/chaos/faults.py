@@ -208,6 +208,41 @@ def dcs_cut(world: World, rng: random.Random) -> Fault:
     return fault
 
 
+HISTORY = "a pool change made while a watch was away and its events were lost takes effect"
+
+
+def history_lost(world: World, rng: random.Random) -> Fault:
+    """A node's watch breaks (its etcd link down for a moment), one of its addresses leaves
+    the pool meanwhile and etcd drops the events since (v3 compacts its history, v2 goes
+    past the 1000 events it keeps): the watch cannot go on where it was, the node lists
+    the cluster again, and the address goes from it too."""
+    (i,) = victims(world, rng)
+    mine = world.held_by(i)
+    if not mine or len(world.pool) <= 10:
+        world.add_address(world.spare.pop(rng.randrange(len(world.spare))))
+        world.sleep(1.0)
+        mine = world.held_by(i)
+    fault = begin(world, "history-lost", HARD, f"n{i}")
+    world.cut.add(i)
+    world.lab.link(i, "dcs0", up=False)
+    address = rng.choice(mine) if mine else None
+    if address is not None:
+        world.remove_address(address)
+        fault.detail += f" pool -{address}"
+    world.keys().lose_history()
+    world.lab.link(i, "dcs0", up=True)
+    world.cut.discard(i)
+    if address is not None:
+        bound = world.bounds.crash
+        try:
+            world.observer.wait_for(lambda h: not h.get(address), bound, f"{address} off n{i}")
+            gone = True
+        except TimeoutError:
+            gone = False
+        world.ledger.check(HISTORY, gone, f"{address} still on n{i}", world.now())
+    return fault
+
+
 def loss(world: World, rng: random.Random) -> Fault:
     """Packet loss (and delay, with netem) on a node's links."""
     (i,) = victims(world, rng)
@@ -746,6 +781,7 @@ KINDS: Dict[str, Kind] = {
     "pause": Kind(pause),
     "flap": Kind(flap),
     "dcs-cut": Kind(dcs_cut),
+    "history-lost": Kind(history_lost),
     "loss": Kind(loss, needs="impairment"),
     "etcd-member": Kind(etcd_member),
     "etcd-leader": Kind(etcd_leader),
