@@ -104,6 +104,9 @@ class DCS(abc.ABC):
     FAILURES: Tuple[Type[BaseException], ...] = ()
     # The v2 layout: pool entries are directories, and a write below a missing one makes it.
     POOL_DIRS = False
+    # A cluster cache (yaim.dcs.cache) can follow it: every change below the directory is
+    # an event of its watch, and `sync` tells when the cache is current.
+    CACHEABLE = True
 
     def __init__(
         self,

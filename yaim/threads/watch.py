@@ -9,8 +9,8 @@ after the cache's revision), after a failure, and every `resync`; while it canno
 the feed is not live and the balancer reads the whole cluster every round, as it did
 before the cache: a lost watch costs speed, never safety.
 
-A backend without a cache (v2: DCS.CACHEABLE) keeps the watch as a wake-up only: the
-balancer reads every round.
+A backend that cannot be followed so (DCS.CACHEABLE, a test's stand-in) keeps the watch
+as a wake-up only: the balancer reads every round.
 """
 
 from __future__ import annotations
