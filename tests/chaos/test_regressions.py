@@ -16,6 +16,8 @@ from yaim.view import Conflict
 class Store:
     """Stands in for a DCS backend: the daemon is built, never run."""
 
+    CACHEABLE = False
+
     def __init__(self, cfg, **kwargs) -> None:
         self.node = cfg.node_name
         self.endpoint = cfg.dcs_endpoints[0]

@@ -202,7 +202,6 @@ class Store:
     """Stands in for a DCS backend: the daemon only keeps it and reads its freshness."""
 
     CACHEABLE = False
-    POOL_DIRS = False
 
     def __init__(self, config, **kwargs) -> None:
         self.node = config.node_name
