@@ -75,10 +75,12 @@ class Feed:
         """Apply a watch answer; the events applied."""
         with self.changed:
             applied = self.cache.apply(events, revision, at)
-            self._version += bool(applied)
             root = self.cache.root
             for event in applied:
                 parts = event.key[len(root) :].strip("/").split("/")
+                # Another node's sync changes nothing to plan: were it a change, every
+                # node's sync would make the others sync again, without end.
+                self._version += parts[0] != "sync"
                 if event.entry is not None and parts[0] == "ips" and parts[2:] == ["marked"]:
                     self._marked.add(parts[1])
             self.changed.notify_all()
