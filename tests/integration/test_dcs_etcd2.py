@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
+import socket
+import threading
 import time
 from urllib.parse import quote, urlsplit
 
@@ -10,6 +13,7 @@ import etcd as etcd_client
 import pytest
 
 from lab.util import wait_until
+from yaim.dcs import DCS
 
 A = ipaddress.ip_address("198.51.100.100")
 B = ipaddress.ip_address("198.51.100.101")
@@ -165,3 +169,85 @@ def test_a_key_with_a_dot_component_is_refused_before_it_is_sent(make, hostile, 
     with pytest.raises(ValueError):
         store.undrain(hostile)
     assert requests_made() == sent
+
+
+class Relay:
+    """A TCP relay on loopback to etcd that holds each piece a client sends (a request is
+    its headers, then its body) DELAY s before it passes it on: etcd as far away as a
+    member across a LAN that syncs its disk, where loopback's round trip is mostly the
+    client's own CPU."""
+
+    DELAY = 0.001
+
+    def __init__(self, endpoint: str) -> None:
+        parts = urlsplit(endpoint)
+        self.target = (parts.hostname, parts.port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.sockets = [self.listener]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:  # closed: the test is over
+                return
+            upstream = socket.create_connection(self.target)
+            self.sockets += [client, upstream]
+            for sock in (client, upstream):  # each piece as it comes, as a router passes it
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            for source, sink, delay in ((client, upstream, self.DELAY), (upstream, client, 0)):
+                threading.Thread(target=self._pump, args=(source, sink, delay), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket, delay: float) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    sink.shutdown(socket.SHUT_WR)
+                    return
+                time.sleep(delay)  # the latency being simulated, not a synchronisation
+                sink.sendall(data)
+
+    def close(self) -> None:
+        """Shut every socket down first: that wakes the threads blocked on them."""
+        for sock in list(self.sockets):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+
+@pytest.fixture
+def far_etcd(etcd):
+    relay = Relay(etcd.endpoints[0])
+    yield relay
+    relay.close()
+
+
+def test_a_round_s_refreshes_go_out_together_not_one_round_trip_each(make, far_etcd):
+    """v2 keeps one TTL per mark, so one request per mark per interval: sent a few at
+    once (REFRESH_WIDTH connections), 300 marks take far less than 300 round trips."""
+    n1 = make("n1", endpoints=[far_etcd.url], ttl=60000)  # none expires meanwhile
+    addresses = [ipaddress.ip_address("198.51.100.0") + i for i in range(300)]
+    for address in addresses:
+        assert n1.add_address(address) and n1.create_mark(address)
+    started = time.monotonic()
+    one_by_one = DCS.refresh_marks(n1, addresses)
+    sequential = time.monotonic() - started
+    started = time.monotonic()
+    together = n1.refresh_marks(addresses)
+    pooled = time.monotonic() - started
+    trip = sequential / len(addresses)
+    print(
+        f"300 v2 refreshes, {1000 * Relay.DELAY:.0f} ms added per piece: {sequential:.3f} s"
+        f" one after the other ({1000 * trip:.2f} ms a round trip), {pooled:.3f} s pooled"
+        f" ({pooled / trip:.0f} round trips)"
+    )
+    assert list(together) == addresses and all(ok for ok, _ in together.values())
+    assert all(ok for ok, _ in one_by_one.values())
+    assert len({sent_at for _, sent_at in together.values()}) == len(addresses)
+    assert pooled < 0.5 * sequential, (pooled, sequential)
+    theirs = make("n2", endpoints=[far_etcd.url]).refresh_marks(addresses[:20])
+    assert list(theirs) == addresses[:20] and not any(ok for ok, _ in theirs.values())

@@ -13,6 +13,7 @@ from typing import Dict, List, Optional
 from yaim import conflicts
 from yaim.actuator import AddressTool, Configured
 from yaim.claims import Interface, Ledger
+from yaim.dcs import DCS
 from yaim.errors import DCSError
 from yaim.state import NodeState
 from yaim.threads import balancer as balancer_thread
@@ -80,6 +81,8 @@ class FakeDCS:
 
     def refresh_mark(self, address) -> bool:
         return self.marks.get(str(address)) == self.node
+
+    refresh_marks = DCS.refresh_marks  # one after the other, through refresh_mark
 
     def delete_mark(self, address) -> bool:
         self.calls.append(f"delete {address}")

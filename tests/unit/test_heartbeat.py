@@ -8,11 +8,16 @@ import threading
 import time
 from typing import List, Set
 
+import pytest
+
 from yaim.claims import Ledger
+from yaim.dcs import DCS, Incomplete, Refreshed
+from yaim.errors import DCSError
 from yaim.state import NodeState
+from yaim.threads.failsafe import Policy
 from yaim.threads.heartbeat import HeartbeatThread
 
-A, B = (ipaddress.ip_address(f"198.51.100.{i}") for i in (7, 8))
+A, B, C = (ipaddress.ip_address(f"198.51.100.{i}") for i in (7, 8, 9))
 
 
 class ScriptedDCS:
@@ -35,21 +40,25 @@ class ScriptedDCS:
         self.calls.append("delete_node")
 
     def refresh_mark(self, address) -> bool:
+        self.calls.append(f"refresh {address}")
         return address not in self.lost
+
+    refresh_marks = DCS.refresh_marks
 
     def ttl_start(self, sent_at: float) -> float:
         return sent_at
 
 
-def heartbeat(lost: Set, events: List[str]):
+def heartbeat(lost: Set, events: List[str], dcs=None, policy=None):
     ledger = Ledger("n1", 3.0, wake=lambda: events.append("actuator"))
     state = NodeState()
     state.set_health(True, "test")
     thread = HeartbeatThread(
-        ScriptedDCS(lost),
+        ScriptedDCS(lost) if dcs is None else dcs,
         ledger,
         state,
         lambda: events.append("balancer"),
+        policy=policy,
         period=1.0,
         stop=threading.Event(),
         on_crash=print,
@@ -69,7 +78,7 @@ def test_a_lost_mark_is_fenced_and_the_actuator_is_asked_to_remove_it_now():
     assert ledger.claim(B).end == ("fence", "mark-lost")
     # the node key appeared (balancer), then B went: the actuator first, without waiting
     assert events == ["balancer", "actuator", "balancer"]
-    assert thread.dcs.calls == ["keep_alive", "touch_node"]
+    assert thread.dcs.calls == ["keep_alive", "touch_node", f"refresh {A}", f"refresh {B}"]
 
 
 def test_refreshes_that_all_work_ask_nothing_of_the_actuator():
@@ -80,3 +89,84 @@ def test_refreshes_that_all_work_ask_nothing_of_the_actuator():
     thread.step([])
     thread.step([])
     assert events == ["balancer"] and ledger.held() == {A}
+
+
+class KeptPolicy(Policy):
+    """The failsafe's word on `kept`; records when it was asked, in `calls`."""
+
+    def __init__(self, kept: Set, calls: List[str]) -> None:
+        super().__init__(None)
+        self.kept, self.calls, self.ended = kept, calls, []
+
+    def covers(self, address) -> bool:
+        self.calls.append(f"covers {address}")
+        return address in self.kept
+
+    def remarked(self, address) -> None:
+        self.ended.append(address)
+
+
+class Batched(ScriptedDCS):
+    """Answers a whole batch at once, as a pooled backend does: each refresh with its own
+    send time (`sent`), given in a different order than asked; `failing` makes the batch
+    Incomplete after those before it in the ledger's order."""
+
+    def __init__(self, lost: Set, sent: dict, failing=None) -> None:
+        super().__init__(lost)
+        self.sent, self.failing = sent, failing
+
+    def refresh_marks(self, addresses):
+        addresses = list(addresses)
+        self.calls.append("refresh " + " ".join(map(str, addresses)))
+        if self.failing in addresses:
+            answered = addresses[: addresses.index(self.failing)]
+        else:
+            answered = addresses
+        done = {a: Refreshed(a not in self.lost, self.sent[a]) for a in reversed(answered)}
+        if self.failing in addresses:
+            raise Incomplete("etcd is gone", done)
+        return done
+
+
+def test_each_mark_s_fence_time_counts_from_its_own_request_and_covers_are_asked_first():
+    events: List[str] = []
+    calls: List[str] = []
+    now = time.monotonic()
+    sent = {A: now + 0.5, B: now + 0.25, C: now + 0.75}
+    policy = KeptPolicy({C}, calls)
+    dcs = Batched({C}, sent)
+    dcs.calls = calls
+    thread, ledger = heartbeat(set(), events, dcs, policy)
+    for address in (A, B, C):
+        ledger.hold(address, now, "free")
+    events.clear()
+    thread.step([])
+    assert calls == [
+        "keep_alive",
+        "touch_node",
+        f"covers {A}",
+        f"covers {B}",
+        f"covers {C}",
+        f"refresh {A} {B} {C}",
+    ]
+    assert ledger.claim(A).fence == ledger.fence_time(sent[A])
+    assert ledger.claim(B).fence == ledger.fence_time(sent[B])
+    assert policy.ended == [B, A], "the renewed ones, in the order of their answers"
+    # C: gone, but kept through an outage: not fenced, the balancer makes it again
+    assert ledger.held() == {A, B, C} and events == ["balancer", "balancer"]
+
+
+def test_the_answers_before_a_failed_refresh_count_and_the_round_fails():
+    events: List[str] = []
+    now = time.monotonic()
+    sent = {A: now + 0.5, B: now + 0.5, C: now + 0.5}
+    thread, ledger = heartbeat(set(), events, Batched({B}, sent, failing=C))
+    for address in (A, B, C):
+        ledger.hold(address, now, "free")
+    with pytest.raises(DCSError):
+        thread.dcs_round([])
+    assert ledger.claim(A).fence == ledger.fence_time(sent[A])
+    assert ledger.claim(B).end == ("fence", "mark-lost")
+    assert ledger.claim(C).fence == ledger.fence_time(now), "C unanswered: unchanged"
+    thread.step([])
+    assert thread.failing

@@ -6,6 +6,8 @@ endpoint (endpoints are tried in a random order) after a failure; when every
 try failed it raises DCSError. A refusal no other try could change (the user
 lacks the rights, the credentials are wrong) raises DCSError at once. "The key
 is not ours" is an answer, not an error: those methods return False.
+A batch of requests (`refresh_marks`) that fails part way raises Incomplete, which
+carries the answers it had.
 
 The backends differ in their clients and in how their errors read; the retry
 policy, the key names of the contract's layout and the sorting of a read into
@@ -53,6 +55,22 @@ class Resync(Exception):
     """The watch cannot go on from the revision asked for: etcd no longer has the events
     after it (v3 compacted its history past it, v2 kept only its last 1000 events). Not a
     failure: etcd answered; the caller lists everything again and watches from there."""
+
+
+class Refreshed(NamedTuple):
+    """One mark's refresh: whether it was renewed, and when its request was sent."""
+
+    ok: bool
+    sent_at: float
+
+
+class Incomplete(DCSError):
+    """Some refreshes of a batch failed after their retries; `done` has the answers of
+    those that finished, so that their fence times move on all the same."""
+
+    def __init__(self, message: str, done: Dict[IPAddress, Refreshed]) -> None:
+        super().__init__(message)
+        self.done = done
 
 
 def system_ca_file() -> str:
@@ -131,6 +149,9 @@ class DCS(abc.ABC):
         self._clients: Dict[str, Any] = {}  # endpoint -> the backend's client, made on first use
         self.last_success: Optional[float] = None
         self.last_failure: Optional[float] = None  # the end of the last try that failed
+        self._tries_lock = threading.Lock()
+        self._owner: Optional[DCS] = None  # the handle this one refreshes for (`_refresh_at_once`)
+        self._helpers: List[DCS] = []  # this handle's own such helpers, made on first use
         # The index (v2) or revision (v3) the last read reflects; the watch resumes after it.
         self.seen: Optional[int] = None
 
@@ -155,7 +176,7 @@ class DCS(abc.ABC):
             try:
                 result = attempt(endpoint)
             except Transient as exc:
-                self.last_failure = self._observe(what, started, False)
+                self._tried(False, self._observe(what, started, False))
                 problem = f"{endpoint}: {exc}"
                 log.debug("%s via %s (try %d/%d)", what, problem, n + 1, self.tries)
                 self._current = (self._current + 1) % len(self.endpoints)
@@ -165,9 +186,20 @@ class DCS(abc.ABC):
             except Refused as exc:
                 self._observe(what, started, False)
                 raise DCSError(f"{what} via {endpoint}: {exc} (not retried)") from exc
-            self.last_success = self._observe(what, started, True)
+            self._tried(True, self._observe(what, started, True))
             return result
         raise DCSError(f"{what} via {problem} (after {self.tries} tries)")
+
+    def _tried(self, ok: bool, ended: float) -> None:
+        """Remember when a try ended, here and in the handle this one helps: the failsafe
+        judges by them whether etcd answers (yaim.failsafe.etcd_answers), from the first
+        try that failed on, so a helper's tries count for its owner at once."""
+        for handle in (self,) if self._owner is None else (self, self._owner):
+            with handle._tries_lock:
+                if ok:
+                    handle.last_success = max(handle.last_success or ended, ended)
+                else:
+                    handle.last_failure = max(handle.last_failure or ended, ended)
 
     def _call(self, what: str, operation: Callable[[Any], T]) -> T:
         """One operation under the retry policy, given the endpoint's client; semantic
@@ -327,6 +359,78 @@ class DCS(abc.ABC):
     @abc.abstractmethod
     def refresh_mark(self, address: IPAddress) -> bool:
         """Renew this node's mark; False if the mark is gone or someone else's."""
+
+    def refresh_marks(self, addresses: Iterable[IPAddress]) -> Dict[IPAddress, Refreshed]:
+        """Renew this node's marks of `addresses`, in their order: address -> Refreshed.
+
+        One after the other, each request sent when the one before was answered: a v3
+        refresh costs no request while the mark is known to be on the lease. The first
+        that fails after its retries ends the batch, Incomplete with the answers before it.
+        """
+        done: Dict[IPAddress, Refreshed] = {}
+        for address in addresses:
+            sent_at = time.monotonic()
+            try:
+                done[address] = Refreshed(self.refresh_mark(address), sent_at)
+            except DCSError as exc:
+                raise Incomplete(str(exc), done) from exc
+        return done
+
+    def _refresh_at_once(
+        self, addresses: Iterable[IPAddress], width: int
+    ) -> Dict[IPAddress, Refreshed]:
+        """`refresh_marks` with up to `width` refreshes on the way at once, for a backend
+        that sends one request per mark (v2): so that M marks cost about M / `width`
+        round trips of wall time, not M. Each helper thread refreshes through a handle
+        of its own (`clone`: its own connections and retry state, this node's versions),
+        kept for the next rounds, and takes the next address when its refresh is
+        answered. Once one has failed after its retries no new one is sent: the batch is
+        Incomplete, as one after the other, with the answers of those that finished.
+        """
+        addresses = list(addresses)
+        width = min(width, len(addresses))
+        if width < 2:
+            return DCS.refresh_marks(self, addresses)
+        while len(self._helpers) < width:
+            helper = self.clone()
+            helper._owner = self
+            self._helpers.append(helper)
+        name = threading.current_thread().name + "-refresh"  # its log lines say whose
+        lock = threading.Lock()
+        todo = iter(addresses)
+        done: Dict[IPAddress, Refreshed] = {}
+        failed: List[Exception] = []  # a DCSError, or a bug: raised in the caller's thread
+
+        def refresh(handle: DCS) -> None:
+            while True:
+                with lock:
+                    address = None if failed else next(todo, None)
+                if address is None:
+                    return
+                sent_at = time.monotonic()
+                try:
+                    ok = handle.refresh_mark(address)
+                except Exception as exc:
+                    with lock:
+                        failed.append(exc)
+                    return
+                with lock:
+                    done[address] = Refreshed(ok, sent_at)
+
+        threads = [
+            threading.Thread(target=refresh, args=(helper,), name=f"{name}-{n}", daemon=True)
+            for n, helper in enumerate(self._helpers[:width])
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        answered = {address: done[address] for address in addresses if address in done}
+        if failed and isinstance(failed[0], DCSError):
+            raise Incomplete(str(failed[0]), answered) from failed[0]
+        if failed:
+            raise failed[0]
+        return answered
 
     @abc.abstractmethod
     def delete_mark(self, address: IPAddress) -> bool:

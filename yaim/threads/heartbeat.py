@@ -2,7 +2,8 @@
 
 A round starts with the session's keep-alive (v3: the one lease every key of the
 node hangs on), then touches or deletes the node key as health and the link say, then renews
-every live claim's mark through the ledger: a refresh that works moves its fence
+every live claim's mark through the ledger, all in one batch (`DCS.refresh_marks`: v2 sends
+them a few at once, each with its own send time): a refresh that works moves its fence
 time to when the request that restarted the TTL was sent (`DCS.ttl_start`: v2 the
 refresh itself, v3 that keep-alive, never later); one that finds the mark gone or
 someone else's fences it at once, unless the address was kept through a whole-etcd
@@ -15,11 +16,10 @@ actuator thread fences when the time comes (yaim.claims).
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any, Callable, List, Optional
 
 from yaim.claims import Ledger
-from yaim.dcs import DCS
+from yaim.dcs import DCS, Incomplete
 from yaim.state import NodeState
 from yaim.threads.base import DCSWorker
 from yaim.threads.failsafe import Policy
@@ -70,18 +70,25 @@ class HeartbeatThread(DCSWorker):
             log.info("removed the node key of %s: %s", self.dcs.node, self.state.out_reason)
 
     def _renew_marks(self) -> None:
+        addresses = self.ledger.renewable()
+        # Asked before the refreshes are sent: the balancer may make a mark again meanwhile,
+        # and a refresh sent before that would then take it for lost.
+        kept = {address for address in addresses if self.policy.covers(address)}
+        failed: Optional[Incomplete] = None
+        try:
+            done = self.dcs.refresh_marks(addresses)
+        except Incomplete as exc:  # the answers there were count, then the round fails
+            done, failed = exc.done, exc
         wake = False
-        for address in self.ledger.renewable():
-            # Asked before the refresh: the balancer may make the mark again meanwhile, and
-            # this refresh, sent before that, would then take it for lost.
-            kept = self.policy.covers(address)
-            sent_at = time.monotonic()
-            if self.dcs.refresh_mark(address):
+        for address, (ok, sent_at) in done.items():
+            if ok:
                 self.ledger.renewed(address, self.dcs.ttl_start(sent_at))
                 self.policy.remarked(address)  # it outlived the outage (a v3 lease may)
-            elif kept:
+            elif address in kept:
                 wake = True  # kept through an outage: the balancer makes it again now
             elif self.ledger.lost(address, "gone or someone else's"):
                 wake = True
         if wake:
             self.on_change()
+        if failed is not None:
+            raise failed
