@@ -148,3 +148,19 @@ def test_by_default_refreshes_go_one_after_the_other_and_stop_at_a_failure(backe
         DCS.refresh_marks(backend, ADDRESSES)
     assert list(caught.value.done) == ADDRESSES[:2]
     assert backend.peak == 1 and backend.attempts == ADDRESSES[:3] + ADDRESSES[2:3]
+
+
+def test_the_helpers_start_where_their_owner_works_now(tmp_path):
+    """The owner (the heartbeat's handle) may have just failed over from a hung member
+    (its node key's write): its helpers must not try that member first for every mark
+    (a chaos round: each refresh lost a try's timeout there, and two marks came due)."""
+    path = tmp_path / "yaim.yml"
+    endpoints = [f"http://192.0.2.{i}:2379" for i in (1, 2, 3)]
+    values = {"dcs-type": "etcd", "dcs-endpoints": endpoints, "interface": "lo"}
+    path.write_text(yaml.safe_dump({**values, "checker-type": "none"}))
+    backend = Scripted(config.load(str(path), {}))
+    backend.refresh_marks(ADDRESSES[:8])
+    for n in range(len(endpoints)):
+        backend._current = n
+        backend.refresh_marks(ADDRESSES[:8])
+        assert {helper.endpoint for helper in backend._helpers} == {backend.endpoint}

@@ -395,6 +395,8 @@ class DCS(abc.ABC):
             helper = self.clone()
             helper._owner = self
             self._helpers.append(helper)
+        for helper in self._helpers:  # start where this handle works now: it may have just
+            helper.endpoints, helper._current = self.endpoints, self._current  # failed over
         name = threading.current_thread().name + "-refresh"  # its log lines say whose
         lock = threading.Lock()
         todo = iter(addresses)
