@@ -10,7 +10,9 @@ requests from each daemon's /metrics) and the resettle after 10 % of the nodes c
 from __future__ import annotations
 
 import argparse
+import base64
 import ipaddress
+import json
 import math
 import os
 import shutil
@@ -25,7 +27,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import AbstractSet, Any, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
-from bench import stats
+from bench import projection, stats
 from lab.daemon import YaimNode, dump_logs
 from lab.etcd import EtcdCluster
 from lab.netns import HEALTH_SCRIPT, HUB_DCS, Lab
@@ -48,6 +50,21 @@ TMPFS = Path("/dev/shm")
 # etcd's own request counters, to cross-check the daemons' count: v3 requests reach
 # etcd through its JSON gateway as gRPC calls, v2 requests are counted as they arrive.
 ETCD_COUNTERS = {"etcd3": "grpc_server_started_total", "etcd": "etcd_http_received_total"}
+# What etcd stored and sent on: writes (expiries included) and events sent to watchers
+# (v2 has no event counter; each of its watch requests ends with at most one event).
+ETCD_TRAFFIC = {
+    "etcd3": {
+        "writes": ("etcd_debugging_mvcc_put_total", "etcd_debugging_mvcc_delete_total"),
+        "events": ("etcd_debugging_mvcc_events_total",),
+    },
+    "etcd": {
+        "writes": ("etcd_debugging_store_writes_total", "etcd_debugging_store_expires_total"),
+        "events": ("etcd_debugging_store_watch_requests_total",),
+    },
+}
+# The sync key's write is the operation a daemon's counter calls "write" (the node key is
+# written once, at start and when health returns; neither happens to a survivor).
+SYNC_OPERATION = "write"
 COLUMNS = (  # (table heading, row key, decimals; None: as it is)
     ("N", "nodes", None),
     ("M", "addresses", None),
@@ -243,14 +260,24 @@ def by_label(text: str, name: str) -> Dict[str, float]:
 
 
 def http_get(
-    netns: str, port: int, path: str, host: str = "127.0.0.1", timeout: float = 5.0
+    netns: str,
+    port: int,
+    path: str,
+    host: str = "127.0.0.1",
+    timeout: float = 5.0,
+    body: Optional[bytes] = None,
 ) -> Tuple[int, str]:
-    """GET http://HOST:PORT/PATH from inside `netns`, without forking: (status, body).
-    HTTP/1.0, so the server closes after its answer. Raises OSError."""
+    """GET http://HOST:PORT/PATH (POST `body` if given) from inside `netns`, without
+    forking: (status, body). HTTP/1.0, so the server closes after its answer. Raises OSError."""
+    if body is None:
+        request = f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode()
+    else:
+        head = f"POST {path} HTTP/1.0\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n\r\n"
+        request = head.encode() + body
     with socket_in(netns, socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect((host, port))
-        sock.sendall(f"GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+        sock.sendall(request)
         data = b"".join(iter(lambda: sock.recv(65536), b""))
     head, _, body = data.partition(b"\r\n\r\n")
     try:
@@ -423,10 +450,39 @@ class ScaleLab:
         """CPU seconds etcd has used so far."""
         return cpu_seconds(Path(f"/proc/{self.etcd.members[0].proc.pid}/stat").read_text())
 
-    def etcd_requests(self) -> float:
-        """etcd's own count of the requests it served so far."""
+    def etcd_counts(self) -> Dict[str, float]:
+        """etcd's own counts so far: requests served, writes applied, events sent on."""
         _, text = http_get(self.lab.hub, ETCD_PORT, "/metrics", HUB_DCS)
-        return sum(samples(text, ETCD_COUNTERS[self.dcs_type]).values())
+        counts = {"requests": sum(samples(text, ETCD_COUNTERS[self.dcs_type]).values())}
+        for what, names in ETCD_TRAFFIC[self.dcs_type].items():
+            counts[what] = sum(sum(samples(text, name).values()) for name in names)
+        return counts
+
+    def dcs_bytes(self, nodes: Sequence[YaimNode]) -> List[float]:
+        """The bytes each node's dcs0 has received and sent so far (wire bytes: its DCS
+        traffic, and its health check's, one small HTTP exchange per check-interval)."""
+        out = []
+        for node in nodes:
+            link = json.loads(self.lab.ip(node.ns, "-j", "-s", "link", "show", "dev", "dcs0"))
+            counters = link[0]["stats64"]
+            out.append(float(counters["rx"]["bytes"] + counters["tx"]["bytes"]))
+        return out
+
+    def listing(self) -> Tuple[int, int]:
+        """One listing of everything in etcd, as a resync asks for it: (bytes of the
+        answer's body, entries in it)."""
+        if self.dcs_type == "etcd3":
+            everything = base64.b64encode(b"\0").decode()
+            query = json.dumps({"key": everything, "range_end": everything}).encode()
+            _, text = http_get(self.lab.hub, ETCD_PORT, "/v3/kv/range", HUB_DCS, body=query)
+            return len(text), int(json.loads(text).get("count", 0))
+        _, text = http_get(self.lab.hub, ETCD_PORT, "/v2/keys/?recursive=true", HUB_DCS)
+
+        def leaves(node: Mapping[str, Any]) -> int:
+            children = node.get("nodes")
+            return 1 if children is None else sum(leaves(c) for c in children)
+
+        return len(text), leaves(json.loads(text)["node"])
 
 
 # --- one configuration ---
@@ -434,12 +490,15 @@ class ScaleLab:
 
 def steady(lab: ScaleLab, window: float) -> Dict[str, Any]:
     """CPU, peak RSS and DCS requests of every daemon over `window` seconds."""
-    etcd_before = (lab.etcd_requests(), lab.etcd_cpu())
+    etcd_before = (lab.etcd_counts(), lab.etcd_cpu())
+    bytes_before = lab.dcs_bytes(lab.nodes)
     before = [lab.reading(n) for n in lab.nodes]
     time.sleep(window)  # the measuring window itself, not a wait for a condition
     after = [lab.reading(n) for n in lab.nodes]
+    bytes_after = lab.dcs_bytes(lab.nodes)
     seconds = after[-1].time - before[0].time
-    etcd_rate = (lab.etcd_requests() - etcd_before[0]) / seconds
+    etcd_after = lab.etcd_counts()
+    etcd_rate = {k: (etcd_after[k] - etcd_before[0][k]) / seconds for k in etcd_after}
     etcd_cpu = 100 * (lab.etcd_cpu() - etcd_before[1]) / seconds
     per_node = [rates(b, a) for b, a in zip(before, after)]
     cpu = [r.cpu for r in per_node]
@@ -457,13 +516,47 @@ def steady(lab: ScaleLab, window: float) -> Dict[str, Any]:
         "rss_max": max(rss),
         "req_s": sum(requests),
         "req_node_interval": statistics.mean(requests) * lab.interval / 1000,
-        "etcd_req_s": etcd_rate,
+        "etcd_req_s": etcd_rate["requests"],
+        "etcd_writes_s": etcd_rate["writes"],
+        "etcd_events_s": etcd_rate["events"],
+        "dcs_bytes_node_s": (sum(bytes_after) - sum(bytes_before)) / seconds / len(lab.nodes),
         "etcd_cpu": etcd_cpu,
         "ops_s": {op: round(rate, 2) for op, rate in sorted(ops.items()) if rate},
         "round_ms": round_ms,  # by thread: the slowest node's mean round
         "round_max_ms": max(round_ms.values(), default=None),
         "per_node": {"cpu": cpu, "req_s": requests, "rss_mb": rss},
         "fenced_by": {n.i: r.fenced for n, r in zip(lab.nodes, after)},
+    }
+
+
+def churn(
+    lab: ScaleLab,
+    survivors: Sequence[YaimNode],
+    moved: int,
+    before: Tuple[Dict[str, float], List[float]],
+    requests_before: Sequence[Mapping[str, float]],
+    requests_after: Sequence[Mapping[str, float]],
+) -> Dict[str, float]:
+    """What a resettle cost etcd and the survivors' links, per address moved (the
+    projection's per-operation costs, bench.projection)."""
+    counts = lab.etcd_counts()
+    wire = sum(lab.dcs_bytes(survivors)) - sum(before[1])
+    syncs = sum(
+        after.get(SYNC_OPERATION, 0.0) - ahead.get(SYNC_OPERATION, 0.0)
+        for ahead, after in zip(requests_before, requests_after)
+    )
+    writes = counts["writes"] - before[0]["writes"]
+    events = counts["events"] - before[0]["events"]
+    return {
+        "moved": moved,
+        "writes": writes,
+        "events": events,
+        "syncs": syncs,
+        "wire_bytes": wire,
+        "writes_per_moved": max(writes - syncs, 0.0) / max(moved, 1),
+        "syncs_per_survivor": syncs / len(survivors),
+        "events_per_write_watcher": events / max(writes * len(survivors), 1.0),
+        "bytes_per_event": wire / max(events, 1.0),
     }
 
 
@@ -474,16 +567,28 @@ def measure(nodes: int, addresses: int, dcs_type: str, window: float) -> Dict[st
         try:
             lab.cold_start(row)
             row.update(steady(lab, window))
+            row["listing_bytes"], row["listing_entries"] = lab.listing()
             held = lab.held()
             row["spread"] = spread(held, [n.i for n in lab.nodes])
             chosen = victims(held, [n.i for n in lab.nodes], max(1, round(CRASH_SHARE * nodes)))
             row["crashed"] = chosen
             survivors = [n for n in lab.nodes if n.i not in chosen]
+            moved = sum(1 for nodes_of in held.values() if set(nodes_of) & set(chosen))
+            before = (lab.etcd_counts(), lab.dcs_bytes(survivors))
+            requests_before = [lab.reading(n).requests for n in survivors]
             since = time.monotonic()
             for node in lab.nodes:
                 if node.i in chosen:
                     node.crash()
             row["resettle_s"], row["resettle_spread"] = lab.settle(survivors, since, SETTLE_TIMEOUT)
+            row["churn"] = churn(
+                lab,
+                survivors,
+                moved,
+                before,
+                requests_before,
+                [lab.reading(n).requests for n in survivors],
+            )
             row["fenced_by"].update((n.i, lab.reading(n).fenced) for n in survivors)
         except (TimeoutError, RuntimeError, OSError) as exc:
             row["error"] = str(exc).splitlines()[0]
@@ -624,6 +729,16 @@ def method_notes(window: float) -> List[str]:
     ]
 
 
+PROJECTION_NOTE = (
+    "Last table: a projection to 1,000 nodes x 10,000 addresses (interval 1 s, resync 60 s)"
+    " from the largest configuration measured, by the model in bench/projection.py: the"
+    " measured requests per node per interval, bytes per request and per listed entry (wire"
+    " bytes on the nodes' dcs0), and per crash the writes per moved address, the sync writes"
+    " per survivor and the bytes per event of the resettle; every write goes to every node's"
+    " watch. A model, not a measurement: no lab here runs 1,000 daemons."
+)
+
+
 def run(args: argparse.Namespace) -> Dict[str, Any]:
     nodes = args.scale_nodes or (QUICK_NODES if args.quick else NODES)
     addresses = args.scale_addresses or (QUICK_ADDRESSES if args.quick else ADDRESSES)
@@ -643,9 +758,14 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
         if "error" in r
     ]
     notes += method_notes(window)
+    tables = [results_table(rows), growth_text]
+    projected = projection.table(rows)
+    if projected is not None:
+        tables.append(projected)
+        notes += [*projection.limits(rows), PROJECTION_NOTE]
     return {
         "title": "Scale: settle, resettle and steady-state cost by nodes and addresses",
-        "tables": [results_table(rows), growth_text],
+        "tables": tables,
         "notes": notes,
         "data": {"rows": rows, "fits": fits, "window_s": window},
     }
