@@ -8,7 +8,7 @@ import threading
 import time
 from typing import List
 
-from tests.unit.fakes import V4, NotedDCS, healthy_balancer
+from tests.unit.fakes import V4, V6, NotedDCS, healthy_balancer
 from yaim.claims import Ledger
 from yaim.conflicts import Handovers
 from yaim.dcs import Entry, Event
@@ -121,3 +121,30 @@ def test_the_balancer_looks_through_a_live_cache_and_syncs_only_after_a_change()
     store.last_success = time.monotonic()  # the balancer wrote (a mark made again, say)
     thread._look()
     assert len(store.calls) == 4, "a look older than its own write would miss it"
+
+
+def test_a_change_that_asks_nothing_of_this_node_makes_no_sync_write():
+    """Another node's take changes nothing this node would do: it shows the new cluster and
+    writes nothing; a change that asks something of it (its own mark gone) syncs first."""
+    other = f"{ROOT}/ips/{V6}"
+    feed = Feed(ROOT, pool_dirs=False)
+    store = SyncingDCS([V4, V6], feed)
+    ledger = Ledger("n1", 3.0)
+    thread = healthy_balancer(store, ledger, probe_timeout=0.0, feed=feed)
+    nodes = [Entry(f"{ROOT}/nodes/n1", "n1"), Entry(f"{ROOT}/nodes/n2", "n2")]
+    mine = Entry(MARK, "n1", created=11)
+    feed.reset([Entry(POOL, ""), Entry(other, ""), *nodes, mine], 11, time.monotonic())
+    assert ledger.hold(V4, time.monotonic(), "free", 11)
+    store.put_mark(V4, "n1")
+    thread.dcs_round([])
+    assert store.calls == ["sync"], "the first look is current"
+    store.revision = 20
+    feed.apply([put(20, f"{other}/marked", "n2")], 20, None)
+    thread.dcs_round([])
+    assert store.calls == ["sync"], "n2 took its share: nothing to do here, no sync write"
+    assert thread.state.view.holders[V6] == "n2", "the status shows the change all the same"
+    store.revision = 21
+    feed.apply([Event(21, MARK, None)], 21, None)
+    thread.dcs_round([])
+    assert store.calls == ["sync", "sync"], "its own mark gone: a current look first"
+    assert V4 not in ledger.held()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from typing import Any, Callable, Dict, Iterable, List, Optional, Set
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, NamedTuple, Optional, Set, Tuple
 
 from yaim import balancer
 from yaim.claims import Ledger
@@ -24,9 +24,32 @@ from yaim.state import NodeState, Reading
 from yaim.threads.base import DCSWorker
 from yaim.threads.failsafe import Policy
 from yaim.threads.watch import Feed, Synced
-from yaim.view import ClusterView, IPAddress, Rejected, Release, in_order, parse_snapshot
+from yaim.view import (
+    ClusterView,
+    IPAddress,
+    Rejected,
+    Release,
+    Snapshot,
+    in_order,
+    parse_snapshot,
+)
 
 log = logging.getLogger(__name__)
+
+
+class Work(NamedTuple):
+    """What a round does from one view, decided before any of it is done."""
+
+    removed: FrozenSet[IPAddress]  # held, gone from the pool: released
+    remark: Tuple[IPAddress, ...]  # kept through an etcd outage, no mark yet: marked again
+    lost: Dict[IPAddress, str]  # held, the mark gone or someone else's: fenced, and why
+    release: FrozenSet[IPAddress]
+    reason: str  # of the release
+    resume: FrozenSet[IPAddress]  # marked by this node, not held: held again
+    take: FrozenSet[IPAddress]
+
+    def empty(self) -> bool:
+        return not any((self.removed, self.remark, self.lost, self.release, self.resume, self.take))
 
 
 class BalancerThread(DCSWorker):
@@ -62,7 +85,33 @@ class BalancerThread(DCSWorker):
         self.synced: Optional[Synced] = None  # the last look through the cache
 
     def dcs_round(self, messages: List[Any]) -> None:
-        self._act(self._read_view())
+        if not self._idle():
+            self._act(self._read_view())
+
+    def _idle(self) -> bool:
+        """Whether the cache, changed since the last look, asks nothing of this node as it
+        is: then it makes no sync write. Another node's take is no reason to make one, and
+        every node receives every sync write's event: made by every node at each change,
+        that is N writes sent N times over. Nothing is done from such a look (it is of no
+        known freshness): a round that would act looks through a sync as before, and one
+        that finds nothing to do only shows the cluster (status) and logs what it refuses.
+        Only while this node has written nothing since its last look, as the quiet path."""
+        feed, last = self.feed, self.synced
+        if feed is None or last is None or not self._unwritten(last):
+            return False
+        peek = feed.peek()
+        if peek is None or feed.quiet_since(last):
+            return False
+        view = self._see(peek, last.sent_at)
+        return not view.conflicts and self._work(view).empty()
+
+    def _unwritten(self, last: Synced) -> bool:
+        """Nothing written through this thread's handle since `last`, and no read wanted
+        (yaim.failsafe.Membership): a look older than a write of its own would miss it."""
+        now = time.monotonic()
+        if (self.dcs.last_success or 0.0) > last.seen_at:
+            return False
+        return not self.policy.membership.wants_read(last.sent_at, now)
 
     def _look(self) -> Synced:
         """The cluster as of a known moment. From the cache when it follows the store: as of
@@ -74,9 +123,7 @@ class BalancerThread(DCSWorker):
         if feed is not None and feed.live:
             sent_at = time.monotonic()
             last = self.synced
-            quiet = last is not None and feed.quiet_since(last)
-            quiet = quiet and (self.dcs.last_success or 0.0) <= last.seen_at
-            if quiet and not self.policy.membership.wants_read(last.sent_at, sent_at):
+            if last is not None and feed.quiet_since(last) and self._unwritten(last):
                 return last._replace(continued=False)
             revision = self.dcs.sync()
             found = feed.synced(revision, sent_at, self.config.interval_s)
@@ -89,10 +136,17 @@ class BalancerThread(DCSWorker):
 
     def _read_view(self) -> ClusterView:
         look = self._look()
-        snapshot, sent_at = look.snapshot, look.sent_at
+        return self._see(look.snapshot, look.sent_at, look)
+
+    def _see(
+        self, snapshot: Snapshot, sent_at: float, look: Optional[Synced] = None
+    ) -> ClusterView:
+        """The view of a snapshot sent at `sent_at` (or, unsynced, at least as new), as this
+        node plans from it; `look`: a current one, whose marks count as seen (yaim.conflicts)."""
         view, rejected = parse_snapshot(snapshot, self.config.allowed_networks, time.time())
-        self.handovers.note(view, sent_at, look.marked if look.continued else None)
-        self.ledger.saw({a: n for a, n in view.marks.items() if view.holders.get(a) == self.me})
+        if look is not None:
+            self.handovers.note(view, sent_at, look.marked if look.continued else None)
+            self.ledger.saw({a: n for a, n in view.marks.items() if view.holders.get(a) == self.me})
         for entry in sorted(set(rejected) - self.rejected):
             log.warning("refused %s on node %s: %s", entry.label, self.me, entry.reason)
         self.rejected = set(rejected)
@@ -116,16 +170,15 @@ class BalancerThread(DCSWorker):
         else:
             log.info("undrained node %s: taking its share again (drain key removed)", self.me)
 
-    def _act(self, view: ClusterView) -> None:
+    def _work(self, view: ClusterView) -> Work:
         held = self.ledger.held()
-        self._release(held - view.pool, "removed", view)
+        remark, lost = [], {}
         for address in in_order(held & view.pool):
             holder = view.holders.get(address)
             if holder is None and self.policy.covers(address):
-                self._remark(address)
+                remark.append(address)
             elif holder != self.me:
-                self.ledger.lost(address, "held by " + holder if holder else "gone")
-                self.policy.remarked(address)  # a hold of it ends with the claim
+                lost[address] = "held by " + holder if holder else "gone"
         plan = balancer.plan(view, self.me)
         if self.drained:
             reason = "drained"
@@ -137,11 +190,29 @@ class BalancerThread(DCSWorker):
             reason = ""
         else:
             reason = "unhealthy" if self.state.link.up else "link-down"
-        if reason and self.policy.may_release(reason):
-            self._release(plan.release, reason, view)
-        for address in in_order(plan.keep - self.ledger.held()):
+        may_release = bool(reason) and self.policy.may_release(reason)
+        return Work(
+            removed=frozenset(held - view.pool),
+            remark=tuple(remark),
+            lost=lost,
+            release=frozenset(plan.release) if may_release else frozenset(),
+            reason=reason,
+            resume=frozenset(plan.keep - held),
+            take=frozenset(a for a in plan.take if self.policy.may_take(a)),
+        )
+
+    def _act(self, view: ClusterView) -> None:
+        work = self._work(view)
+        self._release(work.removed, "removed", view)
+        for address in work.remark:
+            self._remark(address)
+        for address, why in work.lost.items():
+            self.ledger.lost(address, why)
+            self.policy.remarked(address)  # a hold of it ends with the claim
+        self._release(work.release, work.reason, view)
+        for address in in_order(work.resume):
             self._resume(address, view)
-        self._take_free(a for a in plan.take if self.policy.may_take(a))
+        self._take_free(work.take)
         removed = functools.partial(self.sync_actuator, self.config.interval_s)
         self.conflicts.clear_own(view, self.ledger.held(), removed)
 

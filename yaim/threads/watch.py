@@ -92,6 +92,12 @@ class Feed:
             self.live = False
             self.changed.notify_all()
 
+    def peek(self) -> Optional[Snapshot]:
+        """The cache as it is, of no known freshness (no sync behind it); None while not
+        live. The changes since the last sync stay counted for the next."""
+        with self.changed:
+            return self.cache.snapshot() if self.live else None
+
     def quiet_since(self, synced: Synced) -> bool:
         """Live, and nothing changed since `synced` was taken: still the same state."""
         with self.changed:
