@@ -148,3 +148,7 @@ def test_a_change_that_asks_nothing_of_this_node_makes_no_sync_write():
     thread.dcs_round([])
     assert store.calls == ["sync", "sync"], "its own mark gone: a current look first"
     assert V4 not in ledger.held()
+    taken = [Entry(MARK, "n2", created=22), Entry(f"{other}/marked", "n2", created=20)]
+    feed.reset([Entry(POOL, ""), Entry(other, ""), *nodes, *taken], 30, time.monotonic())
+    thread.dcs_round([])
+    assert store.calls == ["sync", "sync", "sync"], "after a listing (a resync) a current look"

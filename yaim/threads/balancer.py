@@ -99,12 +99,14 @@ class BalancerThread(DCSWorker):
         that is N writes sent N times over. Nothing is done from such a look (it is of no
         known freshness): a round that would act looks through a sync as before, and one
         that finds nothing to do only shows the cluster (status) and logs what it refuses.
-        Only while this node has written nothing since its last look, as the quiet path."""
+        Only while this node has written nothing since its last look, as the quiet path,
+        and while the cache saw every change since (after a listing, the next look is
+        current, so that the handover rule can count the marks it shows as seen again)."""
         feed, last = self.feed, self.synced
         if feed is None or last is None or not self._unwritten(last):
             return False
         peek = feed.peek()
-        if peek is None or feed.quiet_since(last):
+        if peek is None or feed.quiet_since(last) or not feed.continued:
             return False
         view = self._see(peek, last.sent_at)
         return not view.conflicts and self._work(view).empty()

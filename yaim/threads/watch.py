@@ -98,6 +98,12 @@ class Feed:
         with self.changed:
             return self.cache.snapshot() if self.live else None
 
+    @property
+    def continued(self) -> bool:
+        """No listing since the last sync: the next sync's look carries the history."""
+        with self.changed:
+            return self._continued
+
     def quiet_since(self, synced: Synced) -> bool:
         """Live, and nothing changed since `synced` was taken: still the same state."""
         with self.changed:
