@@ -308,3 +308,24 @@ def test_the_next_round_never_undoes_a_round(v):
     for node in after.nodes:
         p = plan(after, node)
         assert not p.release, f"{node} releases {set(p.release)} it kept or took one round ago"
+
+
+@given(
+    st.sets(st.integers(0, 255), max_size=12),
+    st.lists(st.sampled_from(NODES + OUTSIDERS), min_size=1, max_size=8, unique=True),
+    st.data(),
+)
+def test_remembered_rankings_pick_the_node_that_scores_highest(indexes, nodes, data):
+    """The rankings and scores the balancer remembers answer as scoring every pair would:
+    the favourite among any nodes with room, and each node's preference order."""
+    from yaim import balancer
+
+    everyone = tuple(sorted(nodes))
+    for address in map(v4, sorted(indexes)):
+        wanting = data.draw(st.sets(st.sampled_from(everyone), min_size=1))
+        expected = max(sorted(wanting), key=lambda node: score(node, address))
+        assert balancer._favourite(address, everyone, set(wanting)) == expected
+    held = [v4(i) for i in sorted(indexes)]
+    for node in nodes:
+        expected = sorted(held, key=lambda address: score(node, address), reverse=True)
+        assert balancer._by_preference(node, held) == expected
