@@ -554,7 +554,7 @@ def churn(
         "syncs": syncs,
         "wire_bytes": wire,
         "writes_per_moved": max(writes - syncs, 0.0) / max(moved, 1),
-        "syncs_per_survivor": syncs / len(survivors),
+        "syncs_per_taker": syncs / max(min(moved, len(survivors)), 1),
         "events_per_write_watcher": events / max(writes * len(survivors), 1.0),
         "bytes_per_event": wire / max(events, 1.0),
     }
