@@ -658,35 +658,57 @@ def growth_table(rows: Sequence[Mapping[str, Any]]) -> Tuple[str, Dict[str, Any]
     return stats.table(header, body), fits
 
 
+def _verdict(ok: bool) -> str:
+    return "met" if ok else "NOT met"
+
+
 def goals(rows: Sequence[Mapping[str, Any]], fits: Mapping[str, Any]) -> List[str]:
     """The issue's scale goals, each met, not met or not measured."""
+
+    def row(nodes: int, dcs_type: str) -> Optional[Mapping[str, Any]]:
+        found = [
+            r for r in rows if (r["nodes"], r["addresses"], r["dcs"]) == (nodes, 1000, dcs_type)
+        ]
+        return found[0] if found else None
+
     out = []
-    big = [r for r in rows if r["nodes"] == 100 and r["addresses"] == 1000]
-    for r in big:
-        ok = r.get("settle_s") is not None and r["settle_s"] < 10 and r.get("spread", 9) <= 1
+    big = row(100, "etcd3")
+    if big is None:
+        out.append("100 nodes x 1000 addresses (etcd3): not measured in this run.")
+    else:
+        ok = big.get("settle_s") is not None and big["settle_s"] < 10 and big.get("spread", 9) <= 1
         out.append(
-            f"100 nodes x 1000 addresses ({r['dcs']}) settle in under 10 s with spread <= 1:"
-            f" {'met' if ok else 'NOT met'} (settle {_fig(r.get('settle_s'))} s,"
-            f" spread {r.get('spread', '-')})."
+            f"100 nodes x 1000 addresses (etcd3) settle in under 10 s with spread <= 1:"
+            f" {_verdict(ok)} (settle {_fig(big.get('settle_s'))} s,"
+            f" spread {big.get('spread', '-')})."
         )
-    if not big:
-        out.append("100 nodes x 1000 addresses: not measured in this run.")
-    done = [r for r in rows if "cpu_mean" in r]
-    if done:
-        cpu = max(done, key=lambda r: r["cpu_mean"])
-        rss = max(done, key=lambda r: r["rss_max"])
-        within = [r for r in done if r["cpu_mean"] < 1 and r["rss_max"] < 40]
+    v2 = row(30, "etcd")
+    if v2 is None:
+        out.append("30 nodes x 1000 addresses (etcd v2): not measured in this run.")
+    else:
+        ok = v2.get("settle_s") is not None
         out.append(
-            "a daemon at steady state under 1 % of one core and 40 MB RSS:"
-            f" {'met' if len(within) == len(done) else 'NOT met'} in"
-            f" {len(within)} of {len(done)} configurations (highest mean CPU"
-            f" {cpu['cpu_mean']:.2f} % at N={cpu['nodes']} M={cpu['addresses']} {cpu['dcs']};"
-            f" highest peak RSS {rss['rss_max']:.1f} MB at N={rss['nodes']} M={rss['addresses']})."
+            f"30 nodes x 1000 addresses (etcd v2) settle: {_verdict(ok)}"
+            f" (settle {_fig(v2.get('settle_s'))} s, within {SETTLE_TIMEOUT:g} s or not at all)."
         )
+    steady = row(10, "etcd3")
+    if steady is None or "cpu_mean" not in steady:
+        out.append("10 nodes x 1000 addresses (etcd3) at steady state: not measured in this run.")
+    else:
+        for what, key, limit, unit in (
+            ("CPU per daemon under 0.5 % of one core", "cpu_mean", 0.5, " %"),
+            ("DCS requests per node per interval at most 1.1", "req_node_interval", 1.1, ""),
+            ("peak RSS per daemon at most 40 MB", "rss_max", 40.0, " MB"),
+        ):
+            value = steady[key]
+            out.append(
+                f"10 nodes x 1000 addresses (etcd3), {what}: {_verdict(value <= limit)}"
+                f" ({value:.2f}{unit})."
+            )
     fit = fits.get("etcd3/req_node_interval")
     if fit is not None:
         known = [k for k in fit.values() if k is not None]
-        verdict = "not measured" if not known else "met" if max(known) < 0.3 else "NOT met"
+        verdict = "not measured" if not known else _verdict(max(known) < 0.3)
         out.append(
             f"etcd3: O(1) DCS requests per node per interval: {verdict}"
             f" ({order(fit)}, exponents N {_fig(fit['N'], 2)}, M {_fig(fit['M'], 2)})."

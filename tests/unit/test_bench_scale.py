@@ -147,11 +147,14 @@ def test_goals_judge_the_issues_figures():
         {"nodes": n, "addresses": 1000, "dcs": "etcd3", "settle_s": 0.08 * n, "spread": 1}
         for n in (10, 100)
     ]
-    for row in rows:
-        row.update(cpu_mean=0.5, rss_max=35.0, req_node_interval=2.0)
-    rows[1]["rss_max"] = 45.0
+    rows[0].update(cpu_mean=0.4, rss_max=45.0, req_node_interval=1.0)
+    rows.append({"nodes": 30, "addresses": 1000, "dcs": "etcd", "error": "timed out"})
     fits = {"etcd3/req_node_interval": {"N": 0.02, "M": None}}
     verdicts = scale.goals(rows, fits)
     assert verdicts[0].startswith("100 nodes x 1000 addresses (etcd3)") and ": met" in verdicts[0]
-    assert "NOT met in 1 of 2" in verdicts[1]
-    assert verdicts[2].startswith("etcd3: O(1)") and ": met (O(1)" in verdicts[2]
+    assert "(etcd v2) settle: NOT met" in verdicts[1]
+    assert "CPU per daemon under 0.5 % of one core: met (0.40 %)" in verdicts[2]
+    assert "at most 1.1: met (1.00)" in verdicts[3]
+    assert "at most 40 MB: NOT met (45.00 MB)" in verdicts[4]
+    assert verdicts[5].startswith("etcd3: O(1)") and ": met (O(1)" in verdicts[5]
+    assert scale.goals([], {})[0].endswith("not measured in this run.")
