@@ -50,6 +50,8 @@ def project(
         "node_req_s": requests / interval_s,
         "node_bytes_s": requests * per_request / interval_s + listing / resync_s,
         "listing_bytes": listing,
+        "listing_share": (listing / resync_s)
+        / (requests * per_request / interval_s + listing / resync_s),
         "etcd_req_s": nodes * requests / interval_s + nodes / resync_s,
         "etcd_bytes_s": nodes * (requests * per_request / interval_s + listing / resync_s),
         "crash_writes": writes,
@@ -125,8 +127,10 @@ def limits(
         out.append(
             f"{dcs_type} at {nodes} x {addresses}: steady {p['etcd_req_s']:,.0f} requests/s,"
             f" {share:.0%} of the 30,000/s etcd documents for a cluster under heavy load;"
-            f" every node lists {_si(p['listing_bytes'], 'B')} once per resync; a crash sends"
-            f" {p['crash_events']:,.0f} watch events, of which the survivors' sync writes"
+            f" every node lists {_si(p['listing_bytes'], 'B')} once per resync, which is"
+            f" {p['listing_share']:.0%} of etcd's bytes (a longer resync is the lever);"
+            " a crash sends"
+            f" {p['crash_events']:,.0f} watch events, of which the takers' sync writes"
             f" are {p['crash_syncs'] * nodes / p['crash_events']:.0%}."
         )
     return out

@@ -756,7 +756,7 @@ PROJECTION_NOTE = (
     " from the largest configuration measured, by the model in bench/projection.py: the"
     " measured requests per node per interval, bytes per request and per listed entry (wire"
     " bytes on the nodes' dcs0), and per crash the writes per moved address, the sync writes"
-    " per survivor and the bytes per event of the resettle; every write goes to every node's"
+    " per taker and the bytes per event of the resettle; every write goes to every node's"
     " watch. A model, not a measurement: no lab here runs 1,000 daemons."
 )
 
