@@ -66,6 +66,16 @@ class Handovers:
             if address in view.marks:
                 self.seen[address] = Seen(holder, view.marks[address], sent_at)
 
+    def unseen(self, view: ClusterView) -> bool:
+        """Whether `view` shows a mark this node has not seen at a current look: it is to
+        be seen at one (a sync), or its release could not count as a handover later."""
+        known = {a: (s.holder, s.mark) for a, s in self.seen.items()}
+        return any(
+            known.get(address) != (holder, view.marks[address])
+            for address, holder in view.holders.items()
+            if address in view.marks
+        )
+
 
 class Pending(NamedTuple):
     """A conflict this node saw and could not note in the DCS yet: it skips the address

@@ -123,9 +123,9 @@ def test_the_balancer_looks_through_a_live_cache_and_syncs_only_after_a_change()
     assert len(store.calls) == 4, "a look older than its own write would miss it"
 
 
-def test_a_change_that_asks_nothing_of_this_node_makes_no_sync_write():
-    """Another node's take changes nothing this node would do: it shows the new cluster and
-    writes nothing; a change that asks something of it (its own mark gone) syncs first."""
+def test_only_a_change_that_asks_something_of_this_node_makes_a_sync_write():
+    """A change that asks nothing of this node (a node came and went) is shown, and no sync
+    is written; another node's new mark, its own mark gone, a listing: a current look."""
     other = f"{ROOT}/ips/{V6}"
     feed = Feed(ROOT, pool_dirs=False)
     store = SyncingDCS([V4, V6], feed)
@@ -141,14 +141,19 @@ def test_a_change_that_asks_nothing_of_this_node_makes_no_sync_write():
     store.revision = 20
     feed.apply([put(20, f"{other}/marked", "n2")], 20, None)
     thread.dcs_round([])
-    assert store.calls == ["sync"], "n2 took its share: nothing to do here, no sync write"
-    assert thread.state.view.holders[V6] == "n2", "the status shows the change all the same"
+    assert store.calls == ["sync", "sync"], "n2's new mark is seen at a current look"
     store.revision = 21
-    feed.apply([Event(21, MARK, None)], 21, None)
+    feed.apply([Event(21, f"{ROOT}/nodes/n3", Entry(f"{ROOT}/nodes/n3", "n3"))], 21, None)
+    feed.apply([Event(22, f"{ROOT}/nodes/n3", None)], 22, None)
     thread.dcs_round([])
-    assert store.calls == ["sync", "sync"], "its own mark gone: a current look first"
+    assert store.calls == ["sync", "sync"], "n3 came and went: nothing to do, no sync write"
+    assert "n3" not in thread.state.view.nodes, "the status shows the change all the same"
+    store.revision = 23
+    feed.apply([Event(23, MARK, None)], 23, None)
+    thread.dcs_round([])
+    assert store.calls == ["sync", "sync", "sync"], "its own mark gone: a current look first"
     assert V4 not in ledger.held()
-    taken = [Entry(MARK, "n2", created=22), Entry(f"{other}/marked", "n2", created=20)]
+    taken = [Entry(MARK, "n2", created=24), Entry(f"{other}/marked", "n2", created=20)]
     feed.reset([Entry(POOL, ""), Entry(other, ""), *nodes, *taken], 30, time.monotonic())
     thread.dcs_round([])
-    assert store.calls == ["sync", "sync", "sync"], "after a listing (a resync) a current look"
+    assert store.calls == ["sync"] * 4, "after a listing (a resync) a current look"

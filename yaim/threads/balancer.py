@@ -94,14 +94,17 @@ class BalancerThread(DCSWorker):
 
     def _idle(self) -> bool:
         """Whether the cache, changed since the last look, asks nothing of this node as it
-        is: then it makes no sync write. Another node's take is no reason to make one, and
-        every node receives every sync write's event: made by every node at each change,
-        that is N writes sent N times over. Nothing is done from such a look (it is of no
-        known freshness): a round that would act looks through a sync as before, and one
-        that finds nothing to do only shows the cluster (status) and logs what it refuses.
-        Only while this node has written nothing since its last look, as the quiet path,
-        and while the cache saw every change since (after a listing, the next look is
-        current, so that the handover rule can count the marks it shows as seen again)."""
+        is: then it makes no sync write, for every node receives every sync write's event
+        (made by every node at each change, N writes sent N times over). Nothing is done
+        from such a look (it is of no known freshness): a round that would act looks
+        through a sync as before; one that finds nothing to do only shows the cluster
+        (status) and logs what it refuses. What a node so lets pass are deletions (a
+        release, an expiry, a node gone) that ask nothing of it: a mark it has not seen at
+        a current look (another node's take) is seen at one, or its release could not
+        count as a handover later (yaim.conflicts). Only while this node has written
+        nothing since its last look, as the quiet path, and while the cache saw every
+        change since (after a listing the next look is current, so that the handover rule
+        can count the marks it shows as seen again)."""
         feed, last = self.feed, self.synced
         if feed is None or last is None or not self._unwritten(last):
             return False
@@ -109,7 +112,9 @@ class BalancerThread(DCSWorker):
         if peek is None or feed.quiet_since(last) or not feed.continued:
             return False
         view = self._see(peek, last.sent_at)
-        return not view.conflicts and self._work(view).empty()
+        if view.conflicts or self.handovers.unseen(view):
+            return False
+        return self._work(view).empty()
 
     def _unwritten(self, last: Synced) -> bool:
         """Nothing written through this thread's handle since `last`, and no read wanted
