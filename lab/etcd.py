@@ -465,6 +465,14 @@ class ClusterKeys:
         tree = self._v2("GET", "/nodes") or {"node": {}}
         return {n["key"].rsplit("/", 1)[1] for n in tree["node"].get("nodes", [])}
 
+    def syncing(self) -> Set[str]:
+        """Names of the nodes whose sync key is there (v2: it expires a ttl after the
+        write; v3: it lives on the node's lease)."""
+        if self.v3:
+            return {key.rsplit("/", 1)[1] for key in self._range("/sync/")}
+        tree = self._v2("GET", "/sync") or {"node": {}}
+        return {n["key"].rsplit("/", 1)[1] for n in tree["node"].get("nodes", [])}
+
     def put_raw(self, key: Union[str, bytes], value: Optional[bytes]) -> None:
         """Write `key` (below the root) exactly as given, bypassing every check yaim makes,
         as a careless operator or an attacker could: value None makes a (v2) directory;
