@@ -6,9 +6,10 @@ and its mark, per node its node key and its sync key, so a listing has 2 M + 2 N
 At steady state a node sends its measured requests per interval (v3: the lease keep-alive;
 v2: the node key and one refresh per mark held, 1 + M/N) and lists everything once per
 `resync`. When a node crashes, its M/N addresses move: each costs the writes per moved
-address measured in the resettle, each node that takes some of them makes the sync
-writes a taker made there (min(M/N, N - 1) takers: a node whose plan asks nothing of
-it makes none, yaim.threads.balancer), and etcd sends every write to every watcher
+address measured in the resettle, every survivor makes the sync writes a survivor
+made there (each has to see the takers' new marks at a current look, or their later
+release would not count as a handover: yaim.threads.balancer), and etcd sends every
+write to every watcher
 (each node watches the whole cluster directory), so events = writes x N. Bytes: the
 bytes per request, per listed entry and per event as measured on the nodes' DCS links
 (wire bytes, TCP/IP headers included). The documented limits it is set against are
@@ -43,8 +44,8 @@ def project(
     listing = row["listing_bytes"] / row["listing_entries"] * entries
     churn = row["churn"]
     moved = addresses / nodes
-    takers = min(moved, nodes - 1)
-    writes = moved * churn["writes_per_moved"] + takers * churn["syncs_per_taker"]
+    syncs = (nodes - 1) * churn["syncs_per_survivor"]
+    writes = moved * churn["writes_per_moved"] + syncs
     events = writes * nodes
     return {
         "node_req_s": requests / interval_s,
@@ -55,7 +56,7 @@ def project(
         "etcd_req_s": nodes * requests / interval_s + nodes / resync_s,
         "etcd_bytes_s": nodes * (requests * per_request / interval_s + listing / resync_s),
         "crash_writes": writes,
-        "crash_syncs": takers * churn["syncs_per_taker"],
+        "crash_syncs": syncs,
         "crash_events": events,
         "crash_bytes": events * churn["bytes_per_event"],
     }
@@ -130,7 +131,7 @@ def limits(
             f" every node lists {_si(p['listing_bytes'], 'B')} once per resync, which is"
             f" {p['listing_share']:.0%} of etcd's bytes (a longer resync is the lever);"
             " a crash sends"
-            f" {p['crash_events']:,.0f} watch events, of which the takers' sync writes"
+            f" {p['crash_events']:,.0f} watch events, of which the survivors' sync writes"
             f" are {p['crash_syncs'] * nodes / p['crash_events']:.0%}."
         )
     return out

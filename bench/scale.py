@@ -554,7 +554,7 @@ def churn(
         "syncs": syncs,
         "wire_bytes": wire,
         "writes_per_moved": max(writes - syncs, 0.0) / max(moved, 1),
-        "syncs_per_taker": syncs / max(min(moved, len(survivors)), 1),
+        "syncs_per_survivor": syncs / len(survivors),
         "events_per_write_watcher": events / max(writes * len(survivors), 1.0),
         "bytes_per_event": wire / max(events, 1.0),
     }
@@ -756,7 +756,7 @@ PROJECTION_NOTE = (
     " from the largest configuration measured, by the model in bench/projection.py: the"
     " measured requests per node per interval, bytes per request and per listed entry (wire"
     " bytes on the nodes' dcs0), and per crash the writes per moved address, the sync writes"
-    " per taker and the bytes per event of the resettle; every write goes to every node's"
+    " per survivor and the bytes per event of the resettle; every write goes to every node's"
     " watch. A model, not a measurement: no lab here runs 1,000 daemons."
 )
 

@@ -16,7 +16,7 @@ def row(dcs: str, **changes: object) -> dict:
         "dcs_bytes_node_s": 400.0,
         "listing_bytes": 2020 * 150,
         "listing_entries": 2020,
-        "churn": {"writes_per_moved": 2.0, "syncs_per_taker": 1.5, "bytes_per_event": 300.0},
+        "churn": {"writes_per_moved": 2.0, "syncs_per_survivor": 1.5, "bytes_per_event": 300.0},
     }
     figures.update(changes)
     return figures
@@ -27,8 +27,8 @@ def test_v3_steady_requests_do_not_grow_with_the_pool_and_a_crash_reaches_every_
     assert p["node_req_s"] == pytest.approx(1.0)
     assert p["listing_bytes"] == pytest.approx(150 * (2 * 10000 + 2 * 1000))
     assert p["etcd_req_s"] == pytest.approx(1000 + 1000 / 60)
-    # 10 addresses move (2 writes each) to 10 takers, which sync 1.5 times each
-    assert p["crash_writes"] == pytest.approx(10 * 2 + 10 * 1.5)
+    # 10 addresses move (2 writes each), and the 999 survivors sync 1.5 times each
+    assert p["crash_writes"] == pytest.approx(10 * 2 + 999 * 1.5)
     assert p["crash_events"] == pytest.approx(p["crash_writes"] * 1000)
     assert p["crash_bytes"] == pytest.approx(p["crash_events"] * 300)
 
