@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Callable, Dict, FrozenSet, Iterable, NamedTuple, Optional, Set
+from typing import Callable, Dict, FrozenSet, Iterable, NamedTuple, Optional, Set, Tuple
 
 from yaim.actuator.probe import is_local, own_mac, probe
 from yaim.claims import HANDOVER_WINDOW
@@ -61,15 +61,19 @@ class Handovers:
                 for a, s in self.seen.items()
             }
         self.seen = {a: s for a, s in self.seen.items() if now - s.read_at < self.window}
-        self.addresses = handed_over({a: (s.holder, s.mark) for a, s in self.seen.items()}, view)
+        self.addresses = handed_over(self._marks(), view)
         for address, holder in view.holders.items():
             if address in view.marks:
                 self.seen[address] = Seen(holder, view.marks[address], sent_at)
 
+    def _marks(self) -> Dict[IPAddress, Tuple[str, int]]:
+        """The marks seen, as yaim.view.handed_over takes them: address -> (holder, mark)."""
+        return {a: (s.holder, s.mark) for a, s in self.seen.items()}
+
     def unseen(self, view: ClusterView) -> bool:
         """Whether `view` shows a mark this node has not seen at a current look: it is to
         be seen at one (a sync), or its release could not count as a handover later."""
-        known = {a: (s.holder, s.mark) for a, s in self.seen.items()}
+        known = self._marks()
         return any(
             known.get(address) != (holder, view.marks[address])
             for address, holder in view.holders.items()
