@@ -8,16 +8,20 @@ import contextlib
 import ipaddress
 import logging
 import os
+import socket
 import struct
 import threading
 from typing import List
+
+import pytest
 
 from lab.util import wait_until
 from tests.unit.fakes import V4, V6, FakeTool, NotedDCS, balancer_round_setup
 from yaim.actuator import Actuator
 from yaim.actuator import link as link_module
 from yaim.actuator.announce import ARP_REPLY, ARP_REQUEST, BROADCAST, Refresh, gratuitous_arp_frame
-from yaim.actuator.link import (
+from yaim.actuator.link import AddressMessage, LinkMessage, LinkWatch, parse, read_flags
+from yaim.actuator.rtnetlink import (
     IFADDR,
     IFINFO,
     IFLA_IFNAME,
@@ -27,11 +31,7 @@ from yaim.actuator.link import (
     RTM_DELLINK,
     RTM_NEWADDR,
     RTM_NEWLINK,
-    AddressMessage,
-    LinkMessage,
-    LinkWatch,
-    parse,
-    read_flags,
+    Malformed,
 )
 from yaim.claims import Ledger
 from yaim.errors import ActuatorError
@@ -103,14 +103,32 @@ def link_message(kind: int, index: int, flags: int, name: str) -> bytes:
 
 
 def test_parse_reads_link_messages_and_skips_the_rest():
-    noise = NLMSG.pack(NLMSG.size + 4, 20, 0, 0, 0) + b"\0" * 4  # an RTM_NEWADDR cut short
+    noise = NLMSG.pack(NLMSG.size + 12, 24, 0, 0, 0) + b"\0" * 12  # an RTM_NEWROUTE
     data = link_message(RTM_NEWLINK, 7, IFF_UP, "lan0") + noise
     data += link_message(RTM_DELLINK, 8, 0, "dcs0")
     assert parse(data) == [
         LinkMessage(False, 7, "lan0", IFF_UP),
         LinkMessage(True, 8, "dcs0", 0),
     ]
-    assert parse(data[:-3]) == [LinkMessage(False, 7, "lan0", IFF_UP)], "cut short: no guess"
+    cut = NLMSG.pack(NLMSG.size + 4, RTM_NEWADDR, 0, 0, 0) + b"\0" * 4  # an ifaddrmsg cut short
+    for broken in (data[:-3], data + cut):
+        with pytest.raises(Malformed):
+            parse(broken)  # cut short: no guess
+
+
+def test_a_datagram_that_does_not_parse_counts_as_lost_events(monkeypatch, caplog):
+    monkeypatch.setattr(link_module, "read_flags", lambda ifname: DOWN)
+    watch = LinkWatch("lan0")
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    with ours, theirs:
+        ours.setblocking(False)
+        watch._sock = ours
+        watch.addresses_moved = False
+        theirs.send(link_message(RTM_NEWLINK, 7, IFF_UP | IFF_RUNNING, "lan0")[:-3])
+        theirs.send(link_message(RTM_NEWLINK, 7, IFF_UP | IFF_RUNNING, "lan0"))
+        assert watch.changes() == [DOWN, UP], "a look at once, then the next datagram"
+        assert watch.addresses_moved
+    assert "link events of lan0 were lost (a message of" in caplog.text
 
 
 def address_message(kind: int, index: int) -> bytes:

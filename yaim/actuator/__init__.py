@@ -1,17 +1,19 @@
 """Puts pool addresses on the interface and takes them off, and announces them.
 
-Two tools talk to the kernel: netlink (pyroute2) first, the `ip` command when
-netlink fails or pyroute2 is missing. Both are idempotent: adding an address
-that is there, or removing one that is not, succeeds.
+Two tools talk to the kernel: netlink first (yaim.actuator.netlink, rtnetlink by
+hand on the standard library's socket), the `ip` command when netlink fails (a
+sandbox refusing AF_NETLINK, say). Both are idempotent: adding an address that
+is there, or removing one that is not, succeeds.
 
 Only addresses yaim added are ever removed. It marks them twice: IPv4 ones with
 the label `<interface>:<label>` (the contract's mark), both families with an
 address protocol number derived from that label (IFA_PROTO, Linux >= 5.18),
-the only mark an IPv6 address can carry. Where the kernel, pyroute2 or `ip`
-cannot set or show it, the IPv6 addresses this run added are remembered in
-memory instead (and `yaim --cleanup` finds a crashed run's through this node's
-marks in the DCS, see `adopt`). An address that was on the interface, unmarked,
-before yaim wanted it is left alone; one outside `allowed-networks` is never added.
+the only mark an IPv6 address can carry. Where the kernel (older than 5.18: it
+ignores the attribute) or `ip` (iproute2 6.1 and older) cannot set or show it,
+the IPv6 addresses this run added are remembered in memory instead (and
+`yaim --cleanup` finds a crashed run's through this node's marks in the DCS,
+see `adopt`). An address that was on the interface, unmarked, before yaim
+wanted it is left alone; one outside `allowed-networks` is never added.
 
 IPv6 addresses are added with `nodad`: duplicate address detection would keep
 a taken address unusable (tentative) for a second or more, and the conflict
@@ -109,14 +111,10 @@ class AddressTool(abc.ABC):
 
 
 def default_tools() -> List[AddressTool]:
-    """Netlink first when pyroute2 imports, then the `ip` command."""
+    """Netlink first, then the `ip` command (imported here: both import this module)."""
     from yaim.actuator.iproute import IpCommand
+    from yaim.actuator.netlink import Netlink
 
-    try:
-        from yaim.actuator.netlink import Netlink
-    except ImportError as exc:
-        log.warning("pyroute2 is not usable (%s): using the ip command only", exc)
-        return [IpCommand()]
     return [Netlink(), IpCommand()]
 
 
@@ -177,8 +175,8 @@ class Actuator:
         for entry in listed:
             if entry.address in self._added and entry.protocol != self.protocol:
                 log.warning(
-                    "%s on %s shows no address protocol mark (needs Linux >= 5.18 and a"
-                    " pyroute2 or ip that know IFA_PROTO): IPv6 addresses this run added are"
+                    "%s on %s shows no address protocol mark (needs Linux >= 5.18, and an"
+                    " ip that knows proto where ip is used): IPv6 addresses this run added are"
                     " remembered in memory, and a crashed run's are found by yaim --cleanup"
                     " through this node's marks in the DCS",
                     entry.address,

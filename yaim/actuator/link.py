@@ -13,12 +13,11 @@ followed by its name: a message naming it tells its state (yaim.link.from_flags)
 deletion or a rename of its index says it is gone, and one that names it again
 (re-created, renamed back) tells its new state.
 
-Written by hand on the standard library's AF_NETLINK socket rather than with pyroute2:
-only a few fields of one message type are needed, pyroute2's event interface differs
-between 0.7 (Debian bookworm's) and 0.9, and the `ip` fallback of the actuator runs
-without pyroute2 at all. The state at start, after a lost event (the socket's buffer
-overran) and after an address add that failed, is read with SIOCGIFFLAGS, an ioctl
-on a socket of the node's own namespace (sysfs could show another namespace's).
+Written by hand on the standard library's AF_NETLINK socket, the wire format in
+yaim.actuator.rtnetlink (which says why). The state at start, after a lost event (the
+socket's buffer overran, or a datagram did not parse) and after an address add that
+failed, is read with SIOCGIFFLAGS, an ioctl on a socket of the node's own namespace
+(sysfs could show another namespace's).
 
 Where no netlink socket can be opened (a sandbox refusing AF_NETLINK), the flags are
 read at every actuator round instead, which is polling at the round's pace: logged.
@@ -34,20 +33,22 @@ import socket
 import struct
 from typing import List, NamedTuple, Optional, Union
 
+from yaim.actuator import rtnetlink
+from yaim.actuator.rtnetlink import (
+    IFLA_IFNAME,
+    RTM_DELADDR,
+    RTM_DELLINK,
+    RTM_NEWADDR,
+    RTM_NEWLINK,
+    Malformed,
+)
 from yaim.link import Link, from_flags, gone
 
 log = logging.getLogger(__name__)
 
 RTMGRP_LINK = 0x1
 RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR = 0x10, 0x100
-RTM_NEWLINK, RTM_DELLINK = 16, 17
-RTM_NEWADDR, RTM_DELADDR = 20, 21
-IFLA_IFNAME = 3
 SIOCGIFFLAGS = 0x8913
-NLMSG = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port
-IFINFO = struct.Struct("=BxHiII")  # ifinfomsg: family, type, index, flags, change
-IFADDR = struct.Struct("=BBBBI")  # ifaddrmsg: family, prefixlen, flags, scope, index
-RTATTR = struct.Struct("=HH")  # rtattr: length, type
 RECEIVE_BUFFER = 1 << 20  # a burst of link events (a bridge of many ports) fits
 
 
@@ -66,39 +67,24 @@ class AddressMessage(NamedTuple):
     index: int
 
 
-def _align(length: int) -> int:
-    return (length + 3) & ~3
-
-
-def _name(data: bytes, start: int, end: int) -> Optional[str]:
-    """The IFLA_IFNAME attribute among the attributes in data[start:end]."""
-    while start + RTATTR.size <= end:
-        length, kind = RTATTR.unpack_from(data, start)
-        if length < RTATTR.size:
-            return None
-        if kind == IFLA_IFNAME:
-            value = data[start + RTATTR.size : start + length]
-            return value.split(b"\0", 1)[0].decode(errors="replace")
-        start += _align(length)
-    return None
-
-
 def parse(data: bytes) -> List[Union[LinkMessage, AddressMessage]]:
-    """The link and address messages in one datagram from the socket; the rest is skipped."""
+    """The link and address messages in one datagram from the socket; the rest is skipped.
+    Malformed if a message in it does not parse: nothing of it is guessed at."""
     found: List[Union[LinkMessage, AddressMessage]] = []
-    offset = 0
-    while offset + NLMSG.size <= len(data):
-        length, kind, _flags, _seq, _port = NLMSG.unpack_from(data, offset)
-        if length < NLMSG.size or offset + length > len(data):
-            break
-        body = offset + NLMSG.size
-        if kind in (RTM_NEWLINK, RTM_DELLINK) and length >= NLMSG.size + IFINFO.size:
-            _family, _type, index, flags, _change = IFINFO.unpack_from(data, body)
-            name = _name(data, body + IFINFO.size, offset + length)
-            found.append(LinkMessage(kind == RTM_DELLINK, index, name, flags))
-        elif kind in (RTM_NEWADDR, RTM_DELADDR) and length >= NLMSG.size + IFADDR.size:
-            found.append(AddressMessage(IFADDR.unpack_from(data, body)[4]))
-        offset += _align(length)
+    for message in rtnetlink.messages(data):
+        if message.kind in (RTM_NEWLINK, RTM_DELLINK):
+            info = rtnetlink.ifinfo(message.body)
+            name = info.attributes.get(IFLA_IFNAME)
+            found.append(
+                LinkMessage(
+                    message.kind == RTM_DELLINK,
+                    info.index,
+                    None if name is None else rtnetlink.text(name),
+                    info.flags,
+                )
+            )
+        elif message.kind in (RTM_NEWADDR, RTM_DELADDR):
+            found.append(AddressMessage(rtnetlink.ifaddr(message.body).index))
     return found
 
 
@@ -180,17 +166,17 @@ class LinkWatch:
         found: List[Link] = []
         while True:
             try:
-                data = self._sock.recv(65536)
+                messages = parse(self._sock.recv(65536))
             except BlockingIOError:
                 return found
-            except OSError as exc:
-                if exc.errno != errno.ENOBUFS:
+            except (OSError, Malformed) as exc:
+                if isinstance(exc, OSError) and exc.errno != errno.ENOBUFS:
                     raise
                 log.warning("link events of %s were lost (%s): looking again", self.ifname, exc)
                 self.addresses_moved = True
                 found.append(self.current())
                 continue
-            found += [link for link in map(self._judge, parse(data)) if link is not None]
+            found += [link for link in map(self._judge, messages) if link is not None]
 
     def _judge(self, message: Union[LinkMessage, AddressMessage]) -> Optional[Link]:
         """What a link message says of our interface (None if it is about another). An
