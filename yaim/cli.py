@@ -26,7 +26,7 @@ log = logging.getLogger("yaim")
 EXIT_OK, EXIT_FATAL, EXIT_CONFIG = 0, 1, 2
 
 # Libraries that are chatty at DEBUG: their detail is not ours to show.
-QUIET = ("pyroute2", "urllib3", "asyncio")
+QUIET = ("urllib3", "asyncio")
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -103,8 +103,8 @@ def _handlers() -> ModuleType:
 def _not_chatty(record: logging.LogRecord) -> bool:
     """Drop the QUIET libraries' records below WARNING.
 
-    A filter on the handlers, not a logger level: pyroute2 resets its logger's
-    level to 0 when it is imported, which happens after logging is set up.
+    A filter on the handlers, not a logger level: a library may set its own logger's
+    level when it is imported, which can happen after logging is set up.
     """
     quiet = any(record.name == name or record.name.startswith(name + ".") for name in QUIET)
     return record.levelno >= logging.WARNING or not quiet

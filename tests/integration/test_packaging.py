@@ -5,8 +5,8 @@ installed unit file and run by hand, under the unit's User=, Group=,
 AmbientCapabilities=, CapabilityBoundingSet= and NoNewPrivileges= (setpriv) and
 with systemd's empty environment, in a lab node's namespace against the lab's
 etcd. What runs is the installed /usr/bin/yaim: Debian's python3 with Debian's
-python3-pyroute2 (0.7.2 in bookworm), python3-etcd and urllib3. The SysV init
-script is driven the same way, in the namespace.
+python3-etcd and urllib3, and no pyroute2 (yaim's netlink is its own, on the
+standard library). The SysV init script is driven the same way, in the namespace.
 
 The tests share one installation (module fixture) and run in file order; the
 last one purges it (the fixture purges too if a test failed before).
@@ -47,10 +47,10 @@ CLEAN_ENV = ["env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bi
 POOL = [ipaddress.ip_address("198.51.100.101"), ipaddress.ip_address("198.51.100.102")]
 ROOT_KEY = "/service/yaim"
 PR_SET_CHILD_SUBREAPER = 36
-# The installed actuator on netlink alone, with the distribution's pyroute2.
+# The installed actuator on netlink alone, which imports no pyroute2.
 NETLINK_CHECK = """
-import ipaddress, pyroute2
-from yaim.actuator import Actuator
+import ipaddress, sys
+from yaim.actuator import Actuator, netlink
 from yaim.actuator.netlink import Netlink
 actuator = Actuator("lan0", "yaim", 32, 128, [Netlink()])
 address = ipaddress.ip_address("198.51.100.199")
@@ -59,7 +59,7 @@ actuator.add(address)
 held = sorted(map(str, actuator.scan().ours))
 actuator.remove(address)
 actuator.remove(address)
-print(pyroute2.__file__, held, sorted(map(str, actuator.scan().ours)))
+print(netlink.__file__, "pyroute2" in sys.modules, held, sorted(map(str, actuator.scan().ours)))
 """
 TIMEOUT = 15
 
@@ -193,10 +193,12 @@ def test_installed_package_holds_its_files_and_a_valid_example(installed):
     checked = run(["/usr/bin/yaim", "--check-config", "-c", str(CONFIG)], cwd="/")
     assert checked.returncode == 0, checked.stdout
     where = run(
-        [*CLEAN_ENV, "/usr/bin/python3", "-c", "import yaim, pyroute2, etcd; print(yaim.__file__)"],
+        [*CLEAN_ENV, "/usr/bin/python3", "-c", "import yaim, etcd; print(yaim.__file__)"],
         cwd="/",
     )
     assert where.stdout.startswith("/usr/lib/python3/dist-packages/yaim/"), where.stdout
+    depends = run(["dpkg-query", "-W", "-f=${Depends}", "yaim"]).stdout
+    assert "python3-etcd" in depends and "pyroute2" not in depends, depends
     conffiles = run(["dpkg-query", "-W", "-f=${Conffiles}", "yaim"]).stdout
     for path in (CONFIG, DEFAULTS, Path(INIT_SCRIPT)):
         assert f" {path} " in conffiles
@@ -233,15 +235,13 @@ def test_unit_commands_take_the_pool_as_yaim_and_clean_up_after_sigkill(installe
     write_lab_config(lab)
     fill_pool(lab)
     ns = lab.lab.node_ns(1)
-    pyroute2 = run(["dpkg-query", "-W", "-f=${Version}", "python3-pyroute2"]).stdout
     netlink = run(
         ["ip", "netns", "exec", ns, *as_unit(service), "/usr/bin/python3", "-c", NETLINK_CHECK]
     )
-    print(f"python3-pyroute2 {pyroute2}: {netlink.stdout}")
     assert netlink.returncode == 0, netlink.stdout
     assert netlink.stdout.split(" ", 1) == [
-        "/usr/lib/python3/dist-packages/pyroute2/__init__.py",
-        "['198.51.100.199'] []\n",
+        "/usr/lib/python3/dist-packages/yaim/actuator/netlink.py",
+        "False ['198.51.100.199'] []\n",
     ]
     log = lab.lab.base_dir / "unit.log"
     daemon = lab.lab.spawn(ns, as_unit(service) + command(service, "ExecStart"), log)

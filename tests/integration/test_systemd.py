@@ -53,7 +53,6 @@ PACKAGES = [
     "python3-etcd",
     "python3-requests",
     "python3-yaml",
-    "python3-pyroute2",
     "python3-prometheus-client",
     "python3-psycopg",
 ]
@@ -243,7 +242,7 @@ def test_unit_runs_as_yaim_with_two_caps_and_cleans_up_after_sigkill(system: Sys
     assert system.systemctl("is-active", "yaim") == "inactive"
     assert system.addresses() == set()
     assert system.keys() == {"marked": [], "nodes": []}
-    assert system.warnings() == []  # e.g. pyroute2's when the sandbox hides /proc/net
+    assert system.warnings() == []  # e.g. a netlink request the sandbox refused
 
 
 def exposure(system: System) -> float:

@@ -10,15 +10,15 @@ from bench import profile
 ROOT = str(Path(__file__).resolve().parents[2])  # the checkout, wherever it is
 SITE = ROOT + "/.venv/lib/python3.11/site-packages"
 RAW = f"""
-_bootstrap (threading.py:1002);run ({ROOT}/yaim/threads/base.py:70);scan ({ROOT}/yaim/actuator/__init__.py:130);list ({SITE}/pyroute2/netlink/core.py:12) 30
-_bootstrap (threading.py:1002);run ({ROOT}/yaim/threads/base.py:71);scan ({ROOT}/yaim/actuator/__init__.py:131) 10
+_bootstrap (threading.py:1002);run ({ROOT}/yaim/threads/base.py:70);read ({ROOT}/yaim/dcs/etcd3.py:130);send ({SITE}/requests/adapters.py:12) 30
+_bootstrap (threading.py:1002);run ({ROOT}/yaim/threads/base.py:71);read ({ROOT}/yaim/dcs/etcd3.py:131) 10
 _bootstrap (threading.py:1002);run ({ROOT}/yaim/threads/base.py:75);parse_snapshot ({ROOT}/yaim/view.py:120);ip_address (/usr/lib/python3.11/ipaddress.py:28) 60
 """  # noqa: E501
 
 
 def test_frames_are_named_by_function_and_module_without_lines():
-    assert profile.frame_name(f"list ({SITE}/pyroute2/netlink/core.py:12)") == (
-        "list (pyroute2/netlink/core.py)"
+    assert profile.frame_name(f"send ({SITE}/requests/adapters.py:12)") == (
+        "send (requests/adapters.py)"
     )
     assert profile.frame_name("ip_address (/usr/lib/python3.11/ipaddress.py:28)") == (
         "ip_address (ipaddress.py)"
@@ -30,8 +30,8 @@ def test_tally_counts_own_and_inclusive_samples_once_per_stack():
     own, inclusive, total = profile.tally(profile.parse_collapsed(RAW.splitlines()))
     assert total == 100
     assert own["ip_address (ipaddress.py)"] == 60
-    assert own["scan (yaim/actuator/__init__.py)"] == 10
-    assert inclusive["scan (yaim/actuator/__init__.py)"] == 40
+    assert own["read (yaim/dcs/etcd3.py)"] == 10
+    assert inclusive["read (yaim/dcs/etcd3.py)"] == 40
     assert inclusive["run (yaim/threads/base.py)"] == 100  # lines of one function together
     assert inclusive["_bootstrap (threading.py)"] == 100
 
@@ -39,7 +39,7 @@ def test_tally_counts_own_and_inclusive_samples_once_per_stack():
 def test_yaim_only_leaves_out_libraries_and_the_thread_loop():
     _, inclusive, _ = profile.tally(profile.parse_collapsed(RAW.splitlines()))
     assert profile.yaim_only(inclusive) == Counter(
-        {"parse_snapshot (yaim/view.py)": 60, "scan (yaim/actuator/__init__.py)": 40}
+        {"parse_snapshot (yaim/view.py)": 60, "read (yaim/dcs/etcd3.py)": 40}
     )
 
 
