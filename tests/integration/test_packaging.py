@@ -236,7 +236,8 @@ def test_unit_commands_take_the_pool_as_yaim_and_clean_up_after_sigkill(installe
     fill_pool(lab)
     ns = lab.lab.node_ns(1)
     netlink = run(
-        ["ip", "netns", "exec", ns, *as_unit(service), "/usr/bin/python3", "-c", NETLINK_CHECK]
+        ["ip", "netns", "exec", ns, *as_unit(service), "/usr/bin/python3", "-c", NETLINK_CHECK],
+        cwd="/",  # python3 -c puts the working directory first: the checkout's yaim
     )
     assert netlink.returncode == 0, netlink.stdout
     assert netlink.stdout.split(" ", 1) == [
