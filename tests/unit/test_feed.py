@@ -13,7 +13,7 @@ from yaim.claims import Ledger
 from yaim.conflicts import Handovers
 from yaim.dcs import Entry, Event
 from yaim.failsafe import Membership
-from yaim.threads.watch import Feed
+from yaim.threads.watch import Behind, Feed
 from yaim.view import parse_snapshot
 
 ROOT = "/service/yaim"
@@ -157,3 +157,27 @@ def test_only_a_change_that_asks_something_of_this_node_makes_a_sync_write():
     feed.reset([Entry(POOL, ""), Entry(other, ""), *nodes, *taken], 30, time.monotonic())
     thread.dcs_round([])
     assert store.calls == ["sync"] * 4, "after a listing (a resync) a current look"
+
+
+def test_a_mark_the_heartbeat_found_gone_is_read_for_not_taken_from_a_stuck_cache():
+    """The watch sits on a hung member (a v2 long poll that ends unanswered looks quiet):
+    the cache still shows this node's mark, which expired. The heartbeat's word (Behind)
+    makes the next round read the store, not the quiet look (chaos, a hung etcd leader: the
+    balancer went on with its last look and the mark kept through the outage was never made
+    again, so its address was fenced with etcd answering)."""
+    feed = Feed(ROOT, pool_dirs=False)
+    store = SyncingDCS([V4], feed)
+    ledger = Ledger("n1", 3.0)
+    thread = healthy_balancer(store, ledger, probe_timeout=0.0, feed=feed)
+    mine = Entry(MARK, "n1", created=11)
+    feed.reset([Entry(POOL, ""), Entry(f"{ROOT}/nodes/n1", "n1"), mine], 11, time.monotonic())
+    assert ledger.hold(V4, time.monotonic(), "free", 11)
+    store.put_mark(V4, "n1")
+    thread.dcs_round([])
+    assert store.calls == ["sync"]
+    store.release_by(V4, "n1", note=False)  # expired; the stuck watch shows nothing
+    thread.dcs_round([])
+    assert store.calls == ["sync"], "quiet: the last look stands"
+    thread.dcs_round([Behind("the heartbeat found a mark of this node gone")])
+    assert store.calls == ["sync", "read"]
+    assert store.marks.get(str(V4)) == "n1" and ledger.held() == {V4}, "marked again"

@@ -23,7 +23,7 @@ from yaim.events import RELEASE, words
 from yaim.state import NodeState, Reading
 from yaim.threads.base import DCSWorker
 from yaim.threads.failsafe import Policy
-from yaim.threads.watch import Feed, Synced
+from yaim.threads.watch import Behind, Feed, Synced
 from yaim.view import (
     ClusterView,
     IPAddress,
@@ -89,7 +89,11 @@ class BalancerThread(DCSWorker):
         self._planned: Optional[Tuple[ClusterView, balancer.Plan]] = None
 
     def dcs_round(self, messages: List[Any]) -> None:
-        if not self._idle():
+        behind = [m.why for m in messages if isinstance(m, Behind)]
+        if behind:
+            log.info("balancer of node %s reads the whole cluster: %s", self.dcs.node, behind[0])
+            self._act(self._read_view(trust_cache=False))
+        elif not self._idle():
             self._act(self._read_view())
 
     def _idle(self) -> bool:
@@ -124,14 +128,14 @@ class BalancerThread(DCSWorker):
             return False
         return not self.policy.membership.wants_read(last.sent_at, now)
 
-    def _look(self) -> Synced:
+    def _look(self, trust_cache: bool = True) -> Synced:
         """The cluster as of a known moment. From the cache when it follows the store: as of
         the last sync while nothing changed since and this thread wrote nothing since (no
         request at all; a look older than its own last write would miss it), else made
-        current by a sync write now; without a live cache, or one that does not catch up
-        within the interval, a full read."""
+        current by a sync write now; without a live cache, one that does not catch up
+        within the interval, or one known to be behind (`trust_cache` False), a full read."""
         feed = self.feed
-        if feed is not None and feed.live:
+        if feed is not None and feed.live and trust_cache:
             sent_at = time.monotonic()
             last = self.synced
             if last is not None and feed.quiet_since(last) and self._unwritten(last):
@@ -145,8 +149,8 @@ class BalancerThread(DCSWorker):
         sent_at = time.monotonic()
         return Synced(self.dcs.read(), sent_at)
 
-    def _read_view(self) -> ClusterView:
-        look = self._look()
+    def _read_view(self, trust_cache: bool = True) -> ClusterView:
+        look = self._look(trust_cache)
         return self._see(look.snapshot, look.sent_at, look)
 
     def _see(

@@ -23,6 +23,7 @@ from yaim.dcs import DCS, Incomplete
 from yaim.state import NodeState
 from yaim.threads.base import DCSWorker
 from yaim.threads.failsafe import Policy
+from yaim.threads.watch import Behind
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,11 @@ class HeartbeatThread(DCSWorker):
 
     `on_change` is called when the node key appears, a mark is lost, or one kept through
     an etcd outage is to be made again, so the balancer acts at once instead of at its
-    next interval. With the failsafe on, a node that just started advertises itself only
-    once it may take (Policy.settling): else the others would hand it its share at once,
-    and the share would wait unheld for its first ttl.
+    next interval; for the last two with a `Behind` message, for the balancer's cache may
+    not show yet what this thread's own request found. With the failsafe on, a node that
+    just started advertises itself only once it may take (Policy.settling): else the
+    others would hand it its share at once, and the share would wait unheld for its
+    first ttl.
     """
 
     def __init__(
@@ -42,7 +45,7 @@ class HeartbeatThread(DCSWorker):
         dcs: DCS,
         ledger: Ledger,
         state: NodeState,
-        on_change: Callable[[], None],
+        on_change: Callable[[Optional[Behind]], None],
         policy: Optional[Policy] = None,
         **kwargs,
     ) -> None:
@@ -63,7 +66,7 @@ class HeartbeatThread(DCSWorker):
             self.dcs.touch_node()
             if not self.advertised:
                 self.advertised = True
-                self.on_change()
+                self.on_change(None)
         elif self.advertised:
             self.dcs.delete_node()
             self.advertised = False
@@ -88,7 +91,7 @@ class HeartbeatThread(DCSWorker):
                 wake = True  # kept through an outage: the balancer makes it again now
             elif self.ledger.lost(address, "gone or someone else's"):
                 wake = True
-        if wake:
-            self.on_change()
+        if wake:  # found by this thread's request: the watch may not have shown it yet
+            self.on_change(Behind("the heartbeat found a mark of this node gone or someone else's"))
         if failed is not None:
             raise failed

@@ -51,6 +51,16 @@ class Synced(NamedTuple):
     seen_at: float = 0.0  # when the sync's own request ended (the balancer's DCS handle)
 
 
+class Behind(NamedTuple):
+    """A message to the balancer: a request of another thread found the store other than
+    the cache shows (a mark of this node gone), so the cache is behind: a watch can sit
+    unanswered on a hung member, and a v2 long poll that ends unanswered looks like a
+    quiet cluster. The balancer's next round reads the whole cluster instead of trusting
+    the cache's last look."""
+
+    why: str
+
+
 class Feed:
     """The cluster cache between the watch thread, which keeps it, and the balancer, which
     plans from it; behind one condition. Live only while the watch follows the store."""
