@@ -1,6 +1,7 @@
 """Fixtures and helpers of the integration tests: for the DCS tests one etcd on loopback
 per module, backends on it, a request counter; for the daemons in the lab their timing,
-the pool and the steps many tests share; for the package tests the .deb and its unit.
+the pool and the steps many tests share; for the package tests the .deb and its unit;
+for the netlink tests a namespace with a veth pair and Python run inside it.
 
 The test modules import these helpers from here, never from each other.
 """
@@ -10,8 +11,10 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import secrets
 import subprocess
 import sys
+import textwrap
 import time
 from collections import Counter
 from pathlib import Path
@@ -263,3 +266,37 @@ def service_section(path: Path) -> Dict[str, List[str]]:
             name, _, value = line.partition("=")
             settings.setdefault(name.strip(), []).append(value.strip())
     return settings
+
+
+@pytest.fixture
+def netns():
+    """A namespace with a veth pair (lan0 <-> peer0), both up, 198.51.100.10/24 on lan0;
+    deleted afterwards."""
+    name = "yt" + secrets.token_hex(3) + "-nl"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        for command in (
+            "link add lan0 type veth peer name peer0",
+            "link set lan0 up",
+            "link set peer0 up",
+            "addr add 198.51.100.10/24 dev lan0",
+        ):
+            subprocess.run(["ip", "-n", name, *command.split()], check=True)
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=True)
+
+
+def run_in(netns: str, body: str, prelude: str = ""):
+    """Run `body` (Python, which sets `result`) inside the namespace after `prelude`; its
+    result as JSON."""
+    script = "import ipaddress, json\nresult = None\n" + prelude + textwrap.dedent(body)
+    script += "\nprint(json.dumps(result))\n"
+    done = subprocess.run(
+        ["ip", "netns", "exec", netns, sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])

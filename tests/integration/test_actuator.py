@@ -8,46 +8,13 @@ namespace it runs in.
 from __future__ import annotations
 
 import json
-import secrets
 import subprocess
-import sys
-import textwrap
 
 import pytest
 
+from tests.integration.conftest import run_in
+
 pytestmark = pytest.mark.netns
-
-
-@pytest.fixture
-def netns():
-    """A namespace with a veth pair (lan0 <-> peer0), both up; deleted afterwards."""
-    name = "yt" + secrets.token_hex(3) + "-act"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        for command in (
-            "link add lan0 type veth peer name peer0",
-            "link set lan0 up",
-            "link set peer0 up",
-            "addr add 198.51.100.10/24 dev lan0",
-        ):
-            subprocess.run(["ip", "-n", name, *command.split()], check=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=True)
-
-
-def run_in(netns: str, body: str) -> dict:
-    """Run `body` (Python, which sets `result`) inside the namespace; its result as JSON."""
-    script = "import ipaddress, json\nresult = None\n" + textwrap.dedent(body)
-    script += "\nprint(json.dumps(result))\n"
-    done = subprocess.run(
-        ["ip", "netns", "exec", netns, sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def kernel_addresses(netns: str) -> dict:

@@ -11,16 +11,13 @@ namespace it runs in.
 
 from __future__ import annotations
 
-import json
 import re
-import secrets
 import subprocess
-import sys
-import textwrap
 from typing import Dict, List
 
 import pytest
 
+from tests.integration.conftest import run_in
 from yaim.actuator import address_protocol
 
 pytestmark = pytest.mark.netns
@@ -28,7 +25,8 @@ pytestmark = pytest.mark.netns
 LABEL = "lan0:yaim"
 PROTOCOL = address_protocol(LABEL)
 V4, V6 = "198.51.100.50", "2001:db8::50"
-# What every run in the namespace starts with: the tool, and `listed()`, its listing as JSON.
+# What every run in the namespace starts with (run_in's prelude): the tool, and `listed()`,
+# its listing as JSON.
 TOOL = f"""
 from yaim.actuator.netlink import Netlink
 tool = Netlink()
@@ -36,39 +34,6 @@ v4, v6 = ipaddress.ip_address("{V4}"), ipaddress.ip_address("{V6}")
 def listed():
     return {{str(e.address): [e.prefixlen, e.label, e.protocol] for e in tool.list("lan0")}}
 """
-
-
-@pytest.fixture
-def netns():
-    """A namespace with a veth pair (lan0 <-> peer0), both up; deleted afterwards."""
-    name = "yt" + secrets.token_hex(3) + "-nl"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        for command in (
-            "link add lan0 type veth peer name peer0",
-            "link set lan0 up",
-            "link set peer0 up",
-            "addr add 198.51.100.10/24 dev lan0",
-        ):
-            subprocess.run(["ip", "-n", name, *command.split()], check=True)
-        yield name
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=True)
-
-
-def run_in(netns: str, body: str):
-    """Run `body` (Python, which sets `result`) inside the namespace after TOOL; its result
-    as JSON."""
-    script = "import ipaddress, json\nresult = None\n" + TOOL + textwrap.dedent(body)
-    script += "\nprint(json.dumps(result))\n"
-    done = subprocess.run(
-        ["ip", "netns", "exec", netns, sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def ip(argv: List[str]) -> str:
@@ -95,6 +60,7 @@ def test_the_tool_lists_adds_and_removes_both_families_idempotently_marked(netns
         added += [tool.add("lan0", v6, 128, "{LABEL}", {PROTOCOL}) for _ in "12"]
         result = [before, added, listed()]
         """,
+        TOOL,
     )
     assert before["198.51.100.10"] == [24, "lan0", None]
     assert V4 not in before and V6 not in before
@@ -115,6 +81,7 @@ def test_the_tool_lists_adds_and_removes_both_families_idempotently_marked(netns
             tool.remove("lan0", v6, 128)
         result = listed()
         """,
+        TOOL,
     )
     assert V4 not in after_removal and V6 not in after_removal
     assert "198.51.100.10" in after_removal, "only what it was told to remove"
