@@ -12,6 +12,11 @@ The caller holds the address's mark while probing, so no yaim node adds the
 address meanwhile, and a yaim node that released it removed it before deleting
 its mark: whoever answers is a host yaim does not control. Raw sockets (CAP_NET_RAW),
 no netlink, so any thread may probe. Failing to probe raises OSError.
+
+`probe` asks once, for the balancer's take; `Prober` keeps its sockets open for the
+lookout (yaim.lookout), which probes again and again ahead of a mark's expiry and
+must know whether the kernel dropped an answer meanwhile (its count of the socket's
+drops, SO_MEMINFO).
 """
 
 from __future__ import annotations
@@ -108,6 +113,29 @@ def parse_advertisement(message: bytes) -> Optional[Tuple[bytes, Optional[bytes]
     return target, mac
 
 
+def arp_answer(frame: bytes, where: tuple, own: bytes) -> Optional[Tuple[bytes, str]]:
+    """(address, MAC) of a host that an ARP frame the socket received shows having the
+    address (any ARP packet it sent from it: a reply, a request, an announcement); None
+    for anything else, our own frames included."""
+    arp = parse_arp(frame)
+    if where[2] == PACKET_OUTGOING or arp is None:
+        return None
+    _, sender_mac, sender_ip = arp
+    if sender_mac == own or sender_ip == UNSPECIFIED:
+        return None
+    return sender_ip, mac_text(sender_mac)
+
+
+def nd_answer(message: bytes, source: tuple, own: bytes) -> Optional[Tuple[bytes, str]]:
+    """(address, MAC) of a host that a neighbour advertisement shows having the address;
+    None for anything else, our own included."""
+    advertised = parse_advertisement(message)
+    if advertised is None or advertised[1] == own:
+        return None
+    target, mac = advertised
+    return target, mac_text(mac) if mac else f"{source[0]} (no MAC given)"
+
+
 def advertisements_only() -> bytes:
     """An ICMP6_FILTER that passes neighbour advertisements only (a set bit blocks)."""
     words = [0xFFFFFFFF] * 8
@@ -139,13 +167,9 @@ class _Arp(_Listener):
             self.sock.send(arp_probe_frame(self.mac, address))
 
     def receive(self, found: Dict[IPAddress, str]) -> None:
-        frame, where = self.sock.recvfrom(2048)
-        arp = parse_arp(frame)
-        if where[2] == PACKET_OUTGOING or arp is None:
-            return
-        _, sender_mac, sender_ip = arp
-        if sender_ip in self.probed and sender_mac != self.mac:
-            found[self.probed[sender_ip]] = mac_text(sender_mac)
+        answer = arp_answer(*self.sock.recvfrom(2048), self.mac)
+        if answer is not None and answer[0] in self.probed:
+            found[self.probed[answer[0]]] = answer[1]
 
 
 class _Nd(_Listener):
@@ -162,13 +186,9 @@ class _Nd(_Listener):
             self.sock.sendto(message, link_scoped(self.ifname, solicited_node(address)))
 
     def receive(self, found: Dict[IPAddress, str]) -> None:
-        message, source = self.sock.recvfrom(2048)
-        advertised = parse_advertisement(message)
-        if advertised is None or advertised[0] not in self.probed:
-            return
-        target, mac = advertised
-        if mac != self.mac:
-            found[self.probed[target]] = mac_text(mac) if mac else f"{source[0]} (no MAC given)"
+        answer = nd_answer(*self.sock.recvfrom(2048), self.mac)
+        if answer is not None and answer[0] in self.probed:
+            found[self.probed[answer[0]]] = answer[1]
 
 
 def probe(ifname: str, addresses: Iterable[IPAddress], duration: float) -> Dict[IPAddress, str]:
@@ -207,3 +227,97 @@ def _listen(listeners: List[_Listener], until: float, found: Dict[IPAddress, str
         ready, _, _ = select.select(list(by_socket), [], [], left)
         for sock in ready:
             by_socket[sock].receive(found)
+
+
+# Reading the kernel's count of packets it dropped for a socket (its queue was full):
+# getsockopt SO_MEMINFO, an array of SK_MEMINFO_VARS counters (linux/sock_diag.h).
+SO_MEMINFO = getattr(socket, "SO_MEMINFO", 55)
+MEMINFO = struct.Struct("=9I")
+SK_MEMINFO_DROPS = 8
+DRAIN_LIMIT = 10000  # packets read in one go; more counts as packets lost
+
+
+def dropped(sock: socket.socket) -> int:
+    """How many packets the kernel has dropped for the socket so far; raises OSError."""
+    counters = MEMINFO.unpack(sock.getsockopt(socket.SOL_SOCKET, SO_MEMINFO, MEMINFO.size))
+    return counters[SK_MEMINFO_DROPS]
+
+
+def mac_bytes(text: str) -> Optional[bytes]:
+    """A MAC as `mac_text` writes it, as bytes; None for anything else."""
+    try:
+        mac = bytes.fromhex(text.replace(":", ""))
+    except ValueError:
+        return None
+    return mac if len(mac) == 6 else None
+
+
+class Prober:
+    """Probes sent again and again on sockets kept open, and every answer heard in between:
+    for a thread that watches the link over time (yaim.threads.lookout) instead of
+    probing once. A family's socket is opened when it is first probed; the sockets do not
+    block. Every method raises OSError when the link cannot be used."""
+
+    def __init__(self, ifname: str) -> None:
+        self.ifname = ifname
+        self.mac = hardware_address(ifname)
+        self._sockets: Dict[int, socket.socket] = {}  # IP version -> its socket
+        self._drops: Dict[int, int] = {}
+
+    def fds(self) -> List[int]:
+        """The descriptors that turn readable when an answer comes."""
+        return [sock.fileno() for sock in self._sockets.values()]
+
+    def _socket(self, version: int) -> socket.socket:
+        sock = self._sockets.get(version)
+        if sock is None:
+            sock = arp_socket(self.ifname) if version == 4 else icmpv6_socket(self.ifname)
+            try:
+                if version == 6:
+                    sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, advertisements_only())
+                sock.setblocking(False)
+                self._drops[version] = dropped(sock)
+            except OSError:
+                sock.close()
+                raise
+            self._sockets[version] = sock
+        return sock
+
+    def send(self, probes: Iterable[Tuple[IPAddress, Optional[bytes]]]) -> None:
+        """One probe per (address, MAC): to every host on the link as `probe` asks, or,
+        with a MAC (IPv4 only), to that host alone."""
+        for address, mac in probes:
+            if address.version == 4:
+                frame = arp_probe_frame(self.mac, address)
+                self._socket(4).send(frame if mac is None else mac + frame[6:])
+            else:
+                message = neighbour_solicitation(self.mac, address)
+                self._socket(6).sendto(message, link_scoped(self.ifname, solicited_node(address)))
+
+    def heard(self) -> Tuple[List[Tuple[IPAddress, str]], bool]:
+        """The answers that have come since the last call, (address, MAC) of every host that
+        showed it has an address; and whether the kernel dropped packets meanwhile (an
+        answer may be among them)."""
+        answers: List[Tuple[IPAddress, str]] = []
+        lost = False
+        for version, sock in self._sockets.items():
+            parse = arp_answer if version == 4 else nd_answer
+            for _ in range(DRAIN_LIMIT):
+                try:
+                    packet, source = sock.recvfrom(2048)
+                except BlockingIOError:
+                    break
+                answer = parse(packet, source, self.mac)
+                if answer is not None:
+                    answers.append((ipaddress.ip_address(answer[0]), answer[1]))
+            else:
+                lost = True
+            drops = dropped(sock)
+            lost = lost or drops != self._drops[version]
+            self._drops[version] = drops
+        return answers, lost
+
+    def close(self) -> None:
+        for sock in self._sockets.values():
+            sock.close()
+        self._sockets.clear()
