@@ -134,6 +134,7 @@ class Config:
     probe_timeout: int = _key(
         integer(0, DAY_MS), lambda values: min(250, values.get("interval", 0) // 2)
     )
+    probe_ahead: str = _key(switch, "auto")
     conflict_backoff: int = _key(integer(1000, DAY_MS), 300000)
     checker_type: str = _key(choice("http", "postgres", "shell", "none"), "http")
     check_interval: int = _key(_MILLISECONDS, lambda values: values.get("interval"))
@@ -187,6 +188,12 @@ class Config:
         probe on (yaim.failsafe)."""
         wanted = self.failsafe == "on" or (self.failsafe == "auto" and self.peer_secret_file)
         return bool(wanted) and self.probe_timeout > 0
+
+    @property
+    def probe_ahead_on(self) -> bool:
+        """The lookout probes a silent holder's addresses ahead of their marks' expiry: not
+        off, and the conflict probe on (yaim.lookout)."""
+        return self.probe_ahead != "off" and self.probe_timeout > 0
 
     def as_dict(self, mask_secrets: bool = True) -> Dict[str, Any]:
         """Effective config with the contract's keys and plain values, for --check-config."""

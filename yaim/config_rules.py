@@ -36,6 +36,13 @@ def _probe_within_interval(probe: int, interval: int) -> Optional[str]:
     return None
 
 
+def _ahead_needs_the_probe(ahead: str, probe: int) -> Optional[str]:
+    """Probing ahead gathers the conflict probe's evidence earlier: nothing without it."""
+    if ahead == "on" and probe <= 0:
+        return "on needs probe-timeout > 0: it probes ahead what the conflict probe would"
+    return None
+
+
 def _refresh_not_below_interval(refresh: int, interval: int) -> Optional[str]:
     """Announcements go out in the actuator's rounds: a shorter period is no period."""
     if 0 < refresh < interval:
@@ -100,6 +107,7 @@ class Rule(NamedTuple):
 RULES = (
     Rule(("ttl", "interval"), _ttl_covers_interval),
     Rule(("probe_timeout", "interval"), _probe_within_interval),
+    Rule(("probe_ahead", "probe_timeout"), _ahead_needs_the_probe),
     Rule(("announce_refresh", "interval"), _refresh_not_below_interval),
     Rule(("etcd_cert_file", "etcd_key_file"), _cert_with_key),
     Rule(("etcd_password", "etcd_user"), _password_with_user),

@@ -11,7 +11,9 @@ the note's TTL ends.
 An address handed over needs no probe: its holder took it off its interface, then
 wrote a `released` note naming its mark, then deleted the mark. The note vouches
 only for that mark, which a read sent less than HANDOVER_WINDOW x ttl ago must have
-shown (why that is enough: yaim.claims).
+shown (why that is enough: yaim.claims). Nor does one the lookout has found silent:
+probed for probe-timeout up to now, ahead of its mark's expiry, and nobody answered
+(`probe-ahead`; why that is the probe's own evidence: yaim.lookout).
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ from yaim.dcs import DCS
 from yaim.view import ClusterView, Conflict, IPAddress, handed_over, in_order
 
 log = logging.getLogger(__name__)
+
+# Which of these addresses nobody has answered for, probed ahead (yaim.threads.lookout).
+Ahead = Callable[[Iterable[IPAddress]], FrozenSet[IPAddress]]
 
 
 class Seen(NamedTuple):
@@ -92,9 +97,10 @@ class Pending(NamedTuple):
 class Conflicts:
     """The balancer's side of conflicts: probe, refuse, skip, and clear its own notes."""
 
-    def __init__(self, config, dcs: DCS) -> None:
+    def __init__(self, config, dcs: DCS, ahead: Optional[Ahead] = None) -> None:
         self.config = config
         self.dcs = dcs
+        self.ahead = ahead
         self.me = config.node_name
         self.pending: Dict[IPAddress, Pending] = {}
         self.reported: Dict[IPAddress, str] = {}  # conflicts logged: address -> MAC
@@ -124,11 +130,25 @@ class Conflicts:
 
         A probe that fails (no CAP_NET_RAW, interface down) is logged once and the
         addresses are taken anyway: a node that cannot ask must not stop taking over.
+        Those the lookout found silent are not probed again (`ahead`).
         """
-        addresses = list(addresses)
+        addresses = set(addresses)
         if not addresses or self.config.probe_timeout_s <= 0:
             return {}
         interface = self.config.interface
+        silent = self.ahead(addresses) if self.ahead is not None else frozenset()
+        for address in in_order(silent):
+            log.info(
+                "not probing %s again on node %s: nobody answered for it on %s for the last"
+                " %d ms, probed ahead of its mark's expiry",
+                address,
+                self.me,
+                interface,
+                round(self.config.probe_timeout_s * 1000),
+            )
+        addresses -= silent
+        if not addresses:
+            return {}
         try:
             answered = probe(interface, addresses, self.config.probe_timeout_s)
         except OSError as exc:

@@ -5,6 +5,7 @@
     balancer   reads the cluster, plans, creates and deletes marks
     actuator   makes the interface match the held claims; fences on time; follows the link
     watch      wakes the balancer the moment the cluster changes in the DCS
+    lookout    with `probe-ahead`: probes a silent holder's addresses before its marks expire
     notify     runs the operator's notify commands for the events of the others
     failsafe   with `failsafe` on: asks the peers to hold while etcd is silent, answers them
 
@@ -50,6 +51,7 @@ from yaim.threads.base import Wakeup, Worker
 from yaim.threads.failsafe import FailsafeThread, Policy
 from yaim.threads.health import HealthThread
 from yaim.threads.heartbeat import HeartbeatThread
+from yaim.threads.lookout import LookoutThread
 from yaim.threads.notify import Notifier
 from yaim.threads.watch import Feed, WatchThread
 
@@ -119,8 +121,10 @@ class Daemon:
         guarded = dict(common, period=period, policy=self.policy)  # what the failsafe allows
         watching = store.clone()
         feed = Feed(watching.root, watching.POOL_DIRS) if watching.CACHEABLE else None
+        lookout = LookoutThread(config, self.state, **common) if config.probe_ahead_on else None
+        ahead = None if lookout is None else lookout.silent
         self.balancer = BalancerThread(
-            store, *args, config, self.actuator.sync, feed=feed, **guarded
+            store, *args, config, self.actuator.sync, feed=feed, ahead=ahead, **guarded
         )
         self.heartbeat = HeartbeatThread(store.clone(), *args, self.balancer.poke, **guarded)
         checker, on_change = checks.create(config), self._on_health_change
@@ -132,6 +136,8 @@ class Daemon:
         )
         self.threads: List[Worker] = [self.notifier, self.actuator, self.health]
         self.threads += [self.heartbeat, self.balancer, self.watch]
+        if lookout is not None:
+            self.threads.append(lookout)
 
     def _make_failsafe(self, config, secret: bytes) -> None:
         """The failsafe thread and its peer endpoint on `peer-listen`."""

@@ -80,6 +80,7 @@ DEFAULTS = {
     "link_rise": 1000,
     "resync": 60000,
     "probe_timeout": 250,
+    "probe_ahead": "auto",
     "conflict_backoff": 300000,
     "checker_type": "http",
     "check_interval": 1000,
@@ -975,6 +976,25 @@ def test_http_url_password_over_plain_http_warns(tmp_path):
         assert not any("in clear" in w for w in load(tmp_path, quiet).warnings)
     unused = {"http-url": url, "checker-type": "none"}
     assert not any("in clear" in w for w in load(tmp_path, unused).warnings)
+
+
+# --- probe-ahead (yaim.lookout) ---
+
+
+@pytest.mark.parametrize(
+    "raw, value, on",
+    [(True, "on", True), ("yes", "on", True), ("auto", "auto", True), (False, "off", False)],
+)
+def test_probe_ahead_is_a_switch(tmp_path, raw, value, on):
+    loaded = load(tmp_path, {"probe-ahead": raw})
+    assert loaded.probe_ahead == value and loaded.probe_ahead_on is on
+
+
+def test_probe_ahead_needs_the_probe(tmp_path):
+    assert not load(tmp_path, {"probe-timeout": 0}).probe_ahead_on  # auto: off without it
+    problem = one_problem(tmp_path, {"probe-ahead": "on", "probe-timeout": 0})
+    assert "probe-ahead: on needs probe-timeout > 0" in problem
+    assert "must be auto, on or off" in one_problem(tmp_path, {"probe-ahead": "later"})
 
 
 # --- the failsafe hold's keys ---

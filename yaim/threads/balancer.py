@@ -1,7 +1,8 @@
 """The balancer thread: reads the cluster, plans with `yaim.balancer`, tells the ledger.
 
 Take = create the mark (atomically), ask the link about it unless it was handed
-over (yaim.conflicts), then claim it in the ledger, which has the actuator add it.
+over or the lookout found it silent (yaim.conflicts, `ahead`), then claim it in the
+ledger, which has the actuator add it.
 Release = end the claim, wait for the actuator to take the address off, then delete
 the mark. The rules a claim lives by are the ledger's (yaim.claims); in the failsafe
 hold, and while this node's promises to others last, the failsafe policy says what
@@ -17,7 +18,7 @@ from typing import Any, Callable, Dict, FrozenSet, Iterable, List, NamedTuple, O
 
 from yaim import balancer
 from yaim.claims import Ledger
-from yaim.conflicts import Conflicts, Handovers
+from yaim.conflicts import Ahead, Conflicts, Handovers
 from yaim.dcs import DCS
 from yaim.events import RELEASE, words
 from yaim.state import NodeState, Reading
@@ -68,6 +69,7 @@ class BalancerThread(DCSWorker):
         sync_actuator: Callable[[float], bool],
         policy: Optional[Policy] = None,
         feed: Optional[Feed] = None,
+        ahead: Optional[Ahead] = None,
         **kwargs,
     ) -> None:
         super().__init__("balancer", dcs, "balancer cannot reach the DCS", **kwargs)
@@ -79,7 +81,7 @@ class BalancerThread(DCSWorker):
         self.sync_actuator = sync_actuator
         self.rejected: Set[Rejected] = set()
         self.drained = False
-        self.conflicts = Conflicts(config, dcs)
+        self.conflicts = Conflicts(config, dcs, ahead)
         self.handovers = Handovers(config.ttl_s)
         self.feed = feed
         self.synced: Optional[Synced] = None  # the last look through the cache
