@@ -21,26 +21,43 @@ nothing. etcd tells nobody when a mark will expire: a v3 keep-alive and a v2
   reading in whole seconds.
 - the link itself (this module): the question the probe asks, whether a host has the
   address, needs no etcd at all. Once per `interval` the node sends one probe to every
-  other holder for one of its addresses (the sentinel: its lowest; IPv4, once the
-  holder's MAC is known, to that host alone, so the link's other hosts see nothing;
-  IPv6 to the address's solicited-node group, as the probe does). A holder
+  holder it is an heir of (`watched`) for one of its addresses (the sentinel: its
+  lowest; IPv4, once the holder's MAC is known, to that host alone, so the link's
+  other hosts see nothing; IPv6 to the address's solicited-node group, as the probe
+  does). A holder
   that answers is there, and nothing more is done: its marks expire, if ever, with it
   still answering (frozen, or its daemon killed while its host runs), and the conflict
   probe after the mark finds it as before. A holder whose sentinel goes unanswered
   for `probe-timeout` is suspected: the node works out which of its addresses it may
   take once that holder is gone (`successors`: the balancer's own plan, and those it
   is one of the two nodes wanting most) and probes those as the conflict probe does,
-  PROBES times per `probe-timeout`, until they are taken, the sentinel answers again,
+  `probes` times per `probe-timeout`, until they are taken, the sentinel answers again,
   or `patience` (a ttl and two intervals: a dead holder's marks expire by then) has
-  passed. The cost is packets,
-  not requests: no request to etcd at all; one small frame per other holder per
-  interval, a reply to it, and the probes of a suspected holder's addresses until
-  they are taken.
+  passed.
+
+Whom to watch, and the cost. The cost is packets, not requests: no request to etcd at
+all. A node watches only the holders it is an heir of: those some of whose addresses
+the balancer's plan of the view without them gives it (yaim.balancer.heirs), so every
+holder is watched by the nodes that will take its addresses, and by no other. It
+chooses them again from each view in which every pool address is held; while the
+pool is still moving (free addresses: a start, a crash being taken over) it keeps
+those chosen that still hold their sentinel (the plan is cheap to work out on a
+settled view only, and what is free is about to be taken). With M addresses over N
+nodes, settled, the plan gives a vanished holder's ~M/N addresses to the nodes with
+room in the quotas without it, and the odd addresses go to the nodes that hold the
+most, then by name (yaim.balancer): so the same ~M/N + 1 nodes are the heirs of
+nearly every holder. Frames per node per interval: N - 1 sentinels (and as many
+replies) on each of those min(N, ~M/N + 1) nodes, none on the others; on the link
+about min(N, M/N + 1) x (N - 1), i.e. M + N, where every node probing every other
+holder sent N x (N - 1): at 1,000 nodes x 10,000 addresses about 11,000 frames per
+interval instead of a million; at 10 x 1,000 every node is an heir of the 9 others,
+90. On top of that, while a holder is suspected, its addresses this node may take,
+`probes` frames each per `probe-timeout`, until they are taken.
 
 The rule (`Silence`). An address counts as silent at time t when it has been probed to
 every host on the link without a break (no two probes more than MAX_GAP probe
 intervals apart, the last one that recent) since s <= t - `probe-timeout`, at least
-PROBES of those probes were sent `probe-timeout` / PROBES before t or earlier (each had
+`probes` of those were sent `probe-timeout` / `probes` before t or earlier (each had
 at least the time the conflict probe gives its last one to be answered), and nothing
 answered for it from s to t: no reply, announcement or any ARP packet from it, no
 neighbour advertisement, and no packet dropped by the kernel meanwhile (every run
@@ -51,7 +68,7 @@ holds an address that is silent at once; any other is probed as before.
 Why that is safe. The safety rule stays the ledger's: an address is on the interface
 only while its mark lives, and this node's mark was created before it asks. What the
 probe after the mark gave was evidence that no host has the address: `probe-timeout`
-of silence, PROBES probes, ending when the address is held. A silent address has the
+of silence, `probes` probes, ending when the address is held. A silent address has the
 same evidence, ending when the balancer asks, after its mark is made:
 - a frozen holder (SIGSTOP) keeps its addresses in its kernel, which answers; the
   address is not silent, and the probe after the mark finds it, as before;
@@ -68,7 +85,9 @@ last probe interval, lost frames, a paused VM that answers nothing and resumes),
 silent address can be fooled alike, and no more. An answer heard at any time before
 the balancer asks proves nothing and falls back to the probe after the mark.
 
-Pure: no I/O, the caller gives the times (yaim.threads.lookout sends and hears).
+Pure: no I/O, the caller gives the times and the conflict probe's count of probes per
+`probe-timeout` (`probes`, yaim.actuator.probe.PROBES: this module imports no actuator);
+yaim.threads.lookout sends and hears.
 """
 
 from __future__ import annotations
@@ -77,15 +96,15 @@ import heapq
 from typing import Dict, FrozenSet, Iterable, List, NamedTuple, Optional, Set, Tuple
 
 from yaim import balancer
-from yaim.actuator.probe import PROBES
 from yaim.view import ClusterView, IPAddress, address_order, in_order
 
 # No two probes of a run further apart than this many probe intervals (probe-timeout /
-# PROBES): a thread that stalled longer left a gap in which nobody was asked.
+# probes): a thread that stalled longer left a gap in which nobody was asked.
 MAX_GAP = 1.5
-# The send times a run keeps: enough to count PROBES probes older than one probe interval
-# at any pace the thread keeps (fewer kept can only make an address not silent).
-KEPT = PROBES + 3
+# The send times a run keeps beyond `probes`: enough to count `probes` probes older than
+# one probe interval at any pace the thread keeps (fewer kept can only make an address
+# not silent).
+KEPT_MORE = 3
 
 # A suspected holder's address is probed by the node the balancer's plan without the
 # holder gives it to, and by the CANDIDATES nodes that want it most among the rest: a
@@ -105,16 +124,18 @@ class Run(NamedTuple):
     """An address probed without a break and without an answer since `start`."""
 
     start: float
-    sent: Tuple[float, ...]  # send times of its last KEPT probes, oldest first
+    sent: Tuple[float, ...]  # send times of its last probes (KEPT_MORE more), oldest first
 
 
 class Silence:
     """Since when each address has been probed without a break and without an answer
     (the module's rule)."""
 
-    def __init__(self, window: float) -> None:
+    def __init__(self, window: float, probes: int) -> None:
         self.window = window
-        self.spacing = window / PROBES
+        self.probes = probes
+        self.kept = probes + KEPT_MORE
+        self.spacing = window / probes
         self.max_gap = MAX_GAP * self.spacing
         self.runs: Dict[IPAddress, Run] = {}
 
@@ -125,7 +146,7 @@ class Silence:
             if run is None or at - run.sent[-1] > self.max_gap:
                 self.runs[address] = Run(at, (at,))
             else:
-                self.runs[address] = Run(run.start, (*run.sent, at)[-KEPT:])
+                self.runs[address] = Run(run.start, (*run.sent, at)[-self.kept :])
 
     def heard(self, address: IPAddress) -> None:
         """Someone has the address: its silence ends (the next probe starts another)."""
@@ -144,18 +165,25 @@ class Silence:
         if run is None or now - run.sent[-1] > self.max_gap:
             return False
         answerable = sum(1 for at in run.sent if now - at >= self.spacing)
-        return run.start <= now - self.window and answerable >= PROBES
+        return run.start <= now - self.window and answerable >= self.probes
 
 
 def sentinels(view: ClusterView, me: str) -> Dict[str, IPAddress]:
-    """Every other holder -> the address its liveness is probed by: its lowest."""
+    """Every holder `me` is an heir of (yaim.balancer.heirs) -> the address its liveness is
+    probed by: its lowest."""
+    watched = balancer.heirs(view, me)
     found: Dict[str, IPAddress] = {}
     for address, holder in view.holders.items():
-        if holder != me and (
+        if holder in watched and (
             holder not in found or address_order(address) < address_order(found[holder])
         ):
             found[holder] = address
     return found
+
+
+def settled(view: ClusterView) -> bool:
+    """Whether every pool address is held: nothing is about to be taken."""
+    return view.pool <= view.holders.keys()
 
 
 def successors(view: ClusterView, me: str, gone: Set[str]) -> FrozenSet[IPAddress]:
@@ -188,22 +216,24 @@ class Change(NamedTuple):
 
 class Lookout:
     """The lookout of node `me`: what to probe when, what was heard, and which addresses
-    are silent (the module's text). `window` is probe-timeout, `period` the sentinels'
-    interval, `patience` how long a suspected holder's addresses are probed at most;
-    an address that stops being probed is probed `linger` longer (the balancer may be
-    taking it just then, from the very read that showed its mark gone, or a moment
-    later, once etcd's next expiry round has taken the holder's node key too)."""
+    are silent (the module's text). `window` is probe-timeout, `probes` the conflict
+    probe's count of probes in it, `period` the sentinels' interval, `patience` how long
+    a suspected holder's addresses are probed at most; an address that stops being
+    probed is probed `linger` longer (the balancer may be taking it just then, from the
+    very read that showed its mark gone, or a moment later, once etcd's next expiry
+    round has taken the holder's node key too)."""
 
     def __init__(
-        self, me: str, window: float, period: float, patience: float, linger: float
+        self, me: str, window: float, probes: int, period: float, patience: float, linger: float
     ) -> None:
         self.me = me
-        self.silence = Silence(window)
+        self.silence = Silence(window, probes)
         self.window = window
         self.period = period
         self.patience = patience
         self.linger = linger
         self.view: Optional[ClusterView] = None
+        self.chosen_from: Optional[ClusterView] = None  # the settled view `sentinels` are of
         self.sentinels: Dict[str, IPAddress] = {}
         self.sentinel_of: Dict[IPAddress, str] = {}  # the other way round
         self.macs: Dict[str, str] = {}  # holder -> the MAC that last answered for its sentinel
@@ -217,8 +247,36 @@ class Lookout:
     def follow(self, view: Optional[ClusterView], now: float) -> None:
         """The latest view the balancer planned from, None when this node takes no part
         (it takes nothing: nothing to watch)."""
+        self.adopt(view, self.choose(view), now)
+
+    def choose(self, view: Optional[ClusterView]) -> Optional[Dict[str, IPAddress]]:
+        """The holders to watch and their sentinels, chosen afresh from `view` if it is a
+        settled one that differs from the last they were chosen from; None when that is not
+        due. The costly part of `follow`, which changes nothing: a thread may ask it
+        outside its lock (yaim.threads.lookout)."""
+        if view is None or not settled(view):
+            return None
+        last = self.chosen_from
+        if last is not None and (last.nodes, last.pool, last.holders) == (
+            view.nodes,
+            view.pool,
+            view.holders,
+        ):
+            return None
+        return sentinels(view, self.me)
+
+    def adopt(
+        self, view: Optional[ClusterView], chosen: Optional[Dict[str, IPAddress]], now: float
+    ) -> None:
+        """`follow`, with what `choose(view)` answered: those chosen, or else those chosen
+        before that still hold their sentinel (the module's text)."""
         self.view = view
-        self.sentinels = {} if view is None else sentinels(view, self.me)
+        if view is None:
+            self.chosen_from, self.sentinels = None, {}
+        elif chosen is not None:
+            self.chosen_from, self.sentinels = view, chosen
+        else:
+            self.sentinels = {h: a for h, a in self.sentinels.items() if view.holders.get(a) == h}
         self.sentinel_of = {address: holder for holder, address in self.sentinels.items()}
         holders = set(self.sentinels)
         self.macs = {h: mac for h, mac in self.macs.items() if h in holders}

@@ -329,3 +329,22 @@ def test_remembered_rankings_pick_the_node_that_scores_highest(indexes, nodes, d
     for node in nodes:
         expected = sorted(held, key=lambda address: score(node, address), reverse=True)
         assert balancer._by_preference(node, held) == expected
+
+
+@fast
+@given(views())
+def test_heirs_are_what_the_plan_without_each_holder_gives(v):
+    """heirs(), worked out for every holder at once, answers as planning the view without
+    each holder (its marks and node key gone) would, for every node."""
+    from yaim.balancer import heirs
+
+    holders = set(v.holders.values())
+    for me in NODES:
+        expected = {}
+        for gone in holders - {me}:
+            theirs = held_by(v, gone)
+            rest = {a: holder for a, holder in v.holders.items() if holder != gone}
+            taken = plan(v._replace(nodes=v.nodes - {gone}, holders=rest), me).take & theirs
+            if taken:
+                expected[gone] = taken
+        assert heirs(v, me) == expected, me

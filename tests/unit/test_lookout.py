@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import subprocess
+import sys
 import threading
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -14,9 +17,16 @@ import pytest
 from tests.unit.fakes import V4, V6, NotedDCS, healthy_balancer
 from yaim import balancer, conflicts
 from yaim.actuator.announce import gratuitous_arp_frame
-from yaim.actuator.probe import PACKET_OUTGOING, arp_answer, arp_probe_frame, mac_bytes, mac_text
+from yaim.actuator.probe import (
+    PACKET_OUTGOING,
+    PROBES,
+    arp_answer,
+    arp_probe_frame,
+    mac_bytes,
+    mac_text,
+)
 from yaim.claims import Ledger
-from yaim.lookout import PROBES, Lookout, Silence, sentinels, successors
+from yaim.lookout import Lookout, Silence, sentinels, successors
 from yaim.state import NodeState, Reading
 from yaim.threads import lookout as lookout_thread_module
 from yaim.view import ClusterView
@@ -24,6 +34,7 @@ from yaim.view import ClusterView
 WINDOW = 0.25  # probe-timeout
 STEP = WINDOW / PROBES
 A = ipaddress.ip_address("198.51.100.10")
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def probed_every_step(silence: Silence, address, start: float, until: float) -> float:
@@ -39,7 +50,7 @@ def probed_every_step(silence: Silence, address, start: float, until: float) -> 
 
 
 def test_silent_after_the_whole_window_of_probes_and_not_before():
-    silence = Silence(WINDOW)
+    silence = Silence(WINDOW, PROBES)
     last = probed_every_step(silence, A, 0.0, WINDOW + 1e-6)
     assert last == pytest.approx(WINDOW)
     assert not silence.silent(A, WINDOW - 0.01), "less than probe-timeout since the first probe"
@@ -47,7 +58,7 @@ def test_silent_after_the_whole_window_of_probes_and_not_before():
 
 
 def test_an_answer_at_any_time_starts_the_silence_again():
-    silence = Silence(WINDOW)
+    silence = Silence(WINDOW, PROBES)
     probed_every_step(silence, A, 0.0, 1.0)
     assert silence.silent(A, 1.0)
     silence.heard(A)  # the holder answered a moment before the balancer asks
@@ -58,7 +69,7 @@ def test_an_answer_at_any_time_starts_the_silence_again():
 
 
 def test_a_gap_in_the_probes_starts_the_silence_again():
-    silence = Silence(WINDOW)
+    silence = Silence(WINDOW, PROBES)
     probed_every_step(silence, A, 0.0, 1.0)
     silence.sent([A], 1.0 + 2 * STEP)  # the thread stalled for two probe intervals
     assert not silence.silent(A, 1.0 + 2 * STEP)
@@ -66,14 +77,14 @@ def test_a_gap_in_the_probes_starts_the_silence_again():
 
 
 def test_probes_stopped_too_long_ago_prove_nothing_about_now():
-    silence = Silence(WINDOW)
+    silence = Silence(WINDOW, PROBES)
     last = probed_every_step(silence, A, 0.0, 1.0)
     assert silence.silent(A, last + STEP)
     assert not silence.silent(A, last + 2 * STEP)
 
 
 def test_each_counted_probe_had_a_probe_interval_to_be_answered():
-    silence = Silence(WINDOW)
+    silence = Silence(WINDOW, PROBES)
     gap = silence.max_gap
     for at in (0.0, gap, 2 * gap):  # as far apart as a run allows
         silence.sent([A], at)
@@ -84,7 +95,7 @@ def test_each_counted_probe_had_a_probe_interval_to_be_answered():
 
 
 def test_lost_packets_end_every_silence():
-    silence = Silence(WINDOW)
+    silence = Silence(WINDOW, PROBES)
     probed_every_step(silence, A, 0.0, 1.0)
     silence.deaf()
     assert not silence.silent(A, 1.0)
@@ -96,10 +107,11 @@ NODES = ["n1", "n2", "n3"]
 POOL = [ipaddress.ip_address(f"198.51.100.{100 + i}") for i in range(6)]
 
 
-def settled_view() -> ClusterView:
-    """Three nodes, six addresses, as the balancer settles them from nothing."""
-    view = ClusterView(nodes=frozenset(NODES), pool=frozenset(POOL), holders={})
-    holders = {a: node for node in NODES for a in balancer.plan(view, node).take}
+def settled_view(nodes=NODES, pool=POOL) -> ClusterView:
+    """Three nodes, six addresses (or those given), as the balancer settles them from
+    nothing."""
+    view = ClusterView(nodes=frozenset(nodes), pool=frozenset(pool), holders={})
+    holders = {a: node for node in nodes for a in balancer.plan(view, node).take}
     return view._replace(holders=holders)
 
 
@@ -110,6 +122,56 @@ def of(view: ClusterView, node: str):
 def test_one_sentinel_per_other_holder_its_lowest_address():
     view = settled_view()
     assert sentinels(view, "n1") == {n: min(of(view, n)) for n in ("n2", "n3")}
+
+
+def test_a_node_watches_only_the_holders_it_is_an_heir_of_and_every_holder_is_watched():
+    """50 nodes, 500 addresses: the sentinels sent per interval are about M + N, not
+    N x (N - 1); the few nodes the balancer gives a vanished holder's addresses to watch
+    it (the odd addresses go to the nodes holding most, then by name: the same ~M/N + 1
+    nodes for every holder), the others watch nobody."""
+    nodes = [f"n{i:02d}" for i in range(50)]
+    pool = [ipaddress.ip_address("2001:db8::") + i for i in range(500)]
+    view = settled_view(nodes, pool)
+    watched = {node: set(sentinels(view, node)) for node in nodes}
+    per_holder = len(pool) // len(nodes)
+    assert set().union(*watched.values()) == set(nodes), "every holder is watched"
+    watching = [node for node in nodes if watched[node]]
+    assert len(watching) <= per_holder + 2
+    assert sum(map(len, watched.values())) <= (per_holder + 2) * (len(nodes) - 1)
+    for gone in nodes[::10]:
+        heirs = {n for n in nodes if balancer.plan(without(view, gone), n).take & of(view, gone)}
+        assert heirs and all(gone in watched[n] for n in heirs), gone
+
+
+def test_the_watched_holders_are_chosen_again_from_settled_views_only():
+    view = settled_view()
+    lookout = lookout_of("n2")
+    lookout.follow(view, 0.0)
+    assert set(lookout.sentinels) == {"n1", "n3"}
+    chosen = dict(lookout.sentinels)
+    joined, free = ipaddress.ip_address("198.51.100.90"), ipaddress.ip_address("198.51.100.91")
+    moving = view._replace(
+        nodes=view.nodes | {"n4"},
+        pool=view.pool | {joined, free},
+        holders={**view.holders, joined: "n4"},
+    )
+    lookout.follow(moving, 1.0)  # a free address: not chosen again from this view
+    assert lookout.sentinels == chosen
+    lookout.follow(without(moving, "n1"), 2.0)  # n1 gone: kept those still holding theirs
+    assert lookout.sentinels == {"n3": chosen["n3"]}
+    two = settled_view(["n2", "n3"])
+    lookout.follow(two, 3.0)
+    assert lookout.sentinels == sentinels(two, "n2") == {"n3": min(of(two, "n3"))}
+
+
+def test_the_lookout_imports_no_actuator_and_no_socket():
+    """yaim.lookout is pure: the probe's count is given to it, not imported."""
+    code = "import sys, yaim.lookout\n"
+    code += "print([m for m in sys.modules if 'actuator' in m or m == 'socket'])"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]"
 
 
 def without(view: ClusterView, gone: str) -> ClusterView:
@@ -136,7 +198,7 @@ def test_successors_are_the_planned_taker_and_the_two_wanting_most():
 
 
 def lookout_of(me: str = "n2") -> Lookout:
-    return Lookout(me, WINDOW, period=0.5, patience=3.0, linger=0.5)
+    return Lookout(me, WINDOW, PROBES, period=0.5, patience=3.0, linger=0.5)
 
 
 def run(lookout: Lookout, start: float, until: float, answer=None) -> float:

@@ -5,9 +5,11 @@ addresses it has just marked nobody has answered for (`silent`).
 It sleeps on an epoll descriptor of its sockets, so an answer is read as it comes; the
 balancer's question reads whatever has come before it is answered, under the same lock,
 so no answer waiting in a socket is overlooked. It follows the balancer's latest read
-(yaim.state); it never talks to the DCS. When the link cannot be probed (no CAP_NET_RAW,
-the interface down or gone) it says so once, makes its sockets again at its next probe,
-and meanwhile no address is silent: the balancer probes after the mark, as without it.
+(yaim.state), and chooses whom to watch from it outside that lock (the costly part,
+yaim.balancer.heirs: the balancer's question never waits for that); it never talks to
+the DCS. When the link cannot be probed (no CAP_NET_RAW, the interface down or gone)
+it says so once, makes its sockets again at its next probe, and meanwhile no address
+is silent: the balancer probes after the mark, as without it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import threading
 import time
 from typing import Any, FrozenSet, Iterable, List, Optional, Set
 
-from yaim.actuator.probe import Prober, mac_bytes
+from yaim.actuator.probe import PROBES, Prober, mac_bytes
 from yaim.lookout import EXPIRY_ROUND, Change, Lookout, Probe
 from yaim.state import NodeState
 from yaim.threads.base import Worker
@@ -39,13 +41,13 @@ class LookoutThread(Worker):
         self.me = config.node_name
         ttl, interval = config.ttl_s, config.interval_s
         patience, linger = ttl + 2 * interval, interval + EXPIRY_ROUND
-        self.lookout = Lookout(self.me, config.probe_timeout_s, interval, patience, linger)
+        window = config.probe_timeout_s
+        self.lookout = Lookout(self.me, window, PROBES, interval, patience, linger)
         self._lock = threading.Lock()
         self._poller = select.epoll()
         self._registered: Set[int] = set()
         self._prober: Optional[Prober] = None
-        self._view: Optional[ClusterView] = None
-        self._following = False
+        self._view: Optional[ClusterView] = None  # the one the lookout follows
         self.failing = False
 
     def watched_fd(self) -> Optional[int]:
@@ -55,10 +57,14 @@ class LookoutThread(Worker):
         return self.lookout.next_time() - time.monotonic()
 
     def step(self, messages: List[Any]) -> None:
+        view = self._following()
+        chosen = None if view is self._view else self.lookout.choose(view)  # outside the lock
         with self._lock:
             now = time.monotonic()
             self._hear(now)
-            self._follow(now)
+            if view is not self._view:
+                self._view = view
+                self.lookout.adopt(view, chosen, now)
             self._log(self.lookout.tick(now))
             probes = self.lookout.due(now)
             if probes:
@@ -79,14 +85,11 @@ class LookoutThread(Worker):
             self._close()
             self._poller.close()
 
-    def _follow(self, now: float) -> None:
-        """Follow the balancer's latest view, while this node takes part in it."""
+    def _following(self) -> Optional[ClusterView]:
+        """The balancer's latest view, while this node takes part in it; else None."""
         view = self.state.view
         following = self.state.taking_part and view is not None and self.me in view.nodes
-        if view is self._view and following == self._following:
-            return
-        self._view, self._following = view, following
-        self.lookout.follow(view if following else None, now)
+        return view if following else None
 
     def _hear(self, now: float) -> None:
         if self._prober is None:
