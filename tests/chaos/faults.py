@@ -7,14 +7,16 @@ Faults that leave the DCS working may edit the pool in the middle of the fault.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Dict, List, NamedTuple, Tuple
+from typing import Callable, Dict, List, NamedTuple, Set, Tuple
 
 from lab.observer import Holders, format_holders
+from lab.rtnl import IPAddress
 from lab.util import wait_until
 from tests.chaos.analysis import first_move, full_share
 from tests.chaos.model import CLEAN, HARD, UNHEALTHY, Fault
@@ -49,11 +51,47 @@ def names(nodes: List[int]) -> str:
     return ",".join(f"n{i}" for i in nodes)
 
 
+# Figures: seconds from the kill until each of the victims' addresses was held by
+# another node (the slowest of them), after a SIGKILL (its cleanup hook hands them over)
+# and after a crash (their marks expire: the crash failover).
+TAKEN_OVER = {"sigkill": "SIGKILL until held by another", "crash": "crash until held by another"}
+
+
+def _own(world: World, nodes: List[int]) -> Set[IPAddress]:
+    """The addresses that only `nodes` hold now."""
+    return {a for a, holders in world.holders().items() if set(holders) <= set(nodes)}
+
+
+def _taken_over(world: World, fault: Fault, nodes: List[int], addresses: Set[IPAddress]) -> None:
+    """Note TAKEN_OVER[fault.kind]: from the samples since the kill at `fault.start`,
+    waiting up to the crash bound from it. An address a victim held again itself, or
+    that left the pool meanwhile, is not counted (the invariants judge those)."""
+
+    def firsts() -> Dict[IPAddress, float]:
+        times: Dict[IPAddress, float] = {}
+        for sample in world.observer.window(fault.start, world.now()):
+            for address in addresses - set(times):
+                on = sample.holders.get(address, ())
+                if len(on) == 1 and on[0] not in nodes:
+                    times[address] = sample.time
+        return times
+
+    left = fault.start + world.bounds.crash - world.now()
+    with contextlib.suppress(TimeoutError):
+        wait_until(lambda: len(firsts()) == len(addresses), max(0.0, left), interval=0.1)
+    times = firsts()
+    if times:
+        slowest = max(times.values()) - fault.start
+        context = f"{names(nodes)}, {len(times)} of {len(addresses)} addresses"
+        world.ledger.note(TAKEN_OVER[fault.kind], slowest, context)
+
+
 def sigkill(world: World, rng: random.Random) -> Fault:
     """SIGKILL with the links up, then the service manager's post-stop `yaim --cleanup`
     (as the packaged unit runs it), and a restart a little later."""
     nodes = victims(world, rng, most=2)
     down = rng.uniform(0.5, 4.0)
+    mine = _own(world, nodes)
     fault = begin(world, "sigkill", HARD, f"{names(nodes)} for {down:.1f}s")
     for i in nodes:
         world.stopped.add(i)
@@ -66,6 +104,7 @@ def sigkill(world: World, rng: random.Random) -> Fault:
     play(world, rng, fault, fault.start + down - world.now())
     for i in nodes:
         world.start(i)
+    _taken_over(world, fault, nodes, mine)
     return fault
 
 
@@ -73,6 +112,7 @@ def crash(world: World, rng: random.Random) -> Fault:
     """The machine dies: SIGKILL and both links down; it reboots later."""
     (i,) = victims(world, rng)
     down = rng.uniform(1.0, 8.0)
+    mine = _own(world, [i])
     fault = begin(world, "crash", HARD, f"n{i} for {down:.1f}s")
     world.cut.add(i)
     world.stopped.add(i)
@@ -80,6 +120,7 @@ def crash(world: World, rng: random.Random) -> Fault:
     world.nodes[i].wait_exit(5)
     play(world, rng, fault, down)
     world.reboot(i)
+    _taken_over(world, fault, [i], mine)
     return fault
 
 
@@ -122,12 +163,19 @@ def log_since(node, wall: float) -> List[Tuple[float, str]]:
     return found
 
 
+# The analyser lets an address be on a SIGSTOPped node and another (a stopped process
+# removes nothing); yet its kernel answers for its addresses, so the conflict probe and
+# the lookout (probe-ahead) must keep every other node off them: checked by `pause`.
+PAUSED_KEPT = "a SIGSTOPped holder's addresses are taken by nobody while its kernel answers"
+
+
 def pause(world: World, rng: random.Random) -> Fault:
     """SIGSTOP for longer than the TTL, then SIGCONT: the paused node's addresses stay in
-    its kernel meanwhile; once continued it must drop every one of them (their fence
-    times have all passed) before it does anything else. How long that takes comes
-    from the node's own log: the observer may never see an address gone that the node
-    takes again a moment later."""
+    its kernel meanwhile, which answers for them, so nobody takes them (PAUSED_KEPT);
+    once continued it must drop every one of them (their fence times have all passed)
+    before it does anything else. How long that takes comes from the node's own log:
+    the observer may never see an address gone that the node takes again a moment
+    later."""
     (i,) = victims(world, rng)
     length = world.bounds.ttl + rng.uniform(0.5, 3.0)
     fault = begin(world, "pause", HARD, f"n{i} for {length:.1f}s")
@@ -157,6 +205,17 @@ def pause(world: World, rng: random.Random) -> Fault:
     last = max(times.values(), default=wall)
     took_first = [m for when, m in log_since(world.nodes[i], wall) if when < last and " took " in m]
     world.ledger.note("SIGCONT drop", last - wall, f"n{i}, {len(times)} of {len(held)} addresses")
+    taken = [
+        (sample.time, address, on)
+        for sample in world.observer.window(fault.start, world.now())
+        for address, on in sample.holders.items()
+        if i in on and len(on) > 1
+    ]
+    text = ""
+    if taken:
+        when, address, on = taken[0]
+        text = f"{address} on {names(on)} {when - fault.start:.2f} s after n{i} was stopped"
+    world.ledger.check(PAUSED_KEPT, not taken, text, resumed)
     world.ledger.check(
         f"after SIGCONT every expired address dropped first, within {world.bounds.sigcont} s",
         set(times) == held and last - wall <= world.bounds.sigcont and not took_first,

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Sequence
 
-from tests.chaos.faults import KINDS, REHELD, SHARE
+from tests.chaos.faults import KINDS, REHELD, SHARE, TAKEN_OVER
 from tests.chaos.model import CLEAN, Bounds, Fault, Ledger, Timeline
 from tests.chaos.world import (
     INTERVAL,
@@ -221,6 +221,7 @@ def summary(result: Result) -> str:
         _figure(ledger, "hand-removed address back", "address removed by hand until back"),
         _figure(ledger, REHELD, "a holder crashed in an etcd outage: etcd back until held"),
     ]
+    lines += [_figure(ledger, name, name) for name in TAKEN_OVER.values()]
     lines += [_share(ledger, name) for name in sorted(ledger.figures) if name.startswith(SHARE)]
     lines += [
         f"observer: {result.samples} samples, every {1000 * result.mean_period:.0f} ms on"
