@@ -44,6 +44,7 @@ from yaim.view import (
 )
 
 EXIT_OK, EXIT_DCS, EXIT_REFUSED = 0, 1, 2
+OUT_SHOWN = 100  # characters of an out key's reason in a table
 
 
 class Refused(YaimError):
@@ -66,13 +67,16 @@ class Entry(NamedTuple):
 
 class Node(NamedTuple):
     """A node the DCS knows of: healthy = its node key is there; peer = the failsafe's
-    peer endpoint its node key publishes (None: the failsafe is off there, or no key)."""
+    peer endpoint its node key publishes (None: the failsafe is off there, or no key);
+    out = why it takes no part, as its `out` key says while it runs without a node key
+    (None: it takes part, or says nothing: stopped, crashed, or an older yaim)."""
 
     name: str
     healthy: bool
     drained: bool
     addresses: Tuple[IPAddress, ...]
     peer: Optional[str] = None
+    out: Optional[str] = None
 
     def as_json(self) -> Dict[str, Any]:
         return {
@@ -81,6 +85,7 @@ class Node(NamedTuple):
             "drained": self.drained,
             "addresses": [str(a) for a in self.addresses],
             "peer": self.peer,
+            "out": self.out,
         }
 
 
@@ -106,6 +111,7 @@ def summary(snapshot: Snapshot, view: ClusterView, refused: Sequence[Rejected]) 
         ttl = snapshot.marks[str(address)].ttl if holder is not None else None
         entries.append(Entry(address, holder, ttl))
     named = {name for name in snapshot.nodes | snapshot.drained if is_name(name)}
+    named.update(view.out)
     nodes = tuple(
         Node(
             name,
@@ -113,6 +119,7 @@ def summary(snapshot: Snapshot, view: ClusterView, refused: Sequence[Rejected]) 
             name in snapshot.drained,
             tuple(e.address for e in entries if e.holder == name),
             view.peers[name].text() if name in view.peers else None,
+            view.out.get(name),
         )
         for name in sorted(named.union(view.holders.values()))
     )
@@ -142,10 +149,16 @@ def ips_table(cluster: Cluster) -> str:
 
 def nodes_table(cluster: Cluster) -> str:
     rows = [
-        (n.name, _yes(n.healthy), _yes(n.drained), ", ".join(map(str, n.addresses)) or "-")
+        (
+            n.name,
+            _yes(n.healthy),
+            _yes(n.drained),
+            ", ".join(map(str, n.addresses)) or "-",
+            "-" if n.out is None else shown(n.out, OUT_SHOWN),
+        )
         for n in cluster.nodes
     ]
-    return table(("NODE", "HEALTHY", "DRAINED", "ADDRESSES"), rows)
+    return table(("NODE", "HEALTHY", "DRAINED", "ADDRESSES", "OUT"), rows)
 
 
 def problems(cluster: Cluster) -> List[str]:
@@ -169,7 +182,8 @@ def problems(cluster: Cluster) -> List[str]:
         )
     for node in cluster.nodes:
         if node.addresses and not node.healthy:
-            lines.append(f"{node.name} holds addresses but has no node key (gone or unhealthy)")
+            why = "gone or unhealthy" if node.out is None else shown(node.out, OUT_SHOWN)
+            lines.append(f"{node.name} holds addresses but has no node key ({why})")
     return lines
 
 
@@ -188,6 +202,7 @@ def status_text(cluster: Cluster, where: str) -> str:
     held = sum(1 for e in cluster.entries if e.holder is not None)
     healthy = [n.name for n in cluster.nodes if n.healthy and not n.drained]
     drained = [n.name for n in cluster.nodes if n.drained]
+    out = [n for n in cluster.nodes if n.out is not None]
     counts = [len(n.addresses) for n in cluster.nodes if n.healthy and not n.drained]
     spread = "even" if not counts or max(counts) - min(counts) <= 1 else "uneven"
     head = [
@@ -195,6 +210,7 @@ def status_text(cluster: Cluster, where: str) -> str:
         ("pool", f"{len(cluster.entries)} addresses, {held} held, {spread} spread"),
         ("nodes", f"{len(healthy)} taking part: {', '.join(healthy) or '-'}"),
         ("drained", ", ".join(drained) or "-"),
+        ("out", "; ".join(f"{n.name}: {shown(n.out, OUT_SHOWN)}" for n in out) or "-"),
         ("failsafe", failsafe_text(cluster)),
     ]
     parts = [
@@ -343,7 +359,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         sub = actions.add_parser(action, parents=[json_flag], help=f"{words} the pool")
         sub.add_argument("addresses", nargs="+", metavar="ADDR")
     commands.add_parser(
-        "nodes", parents=[json_flag], help="nodes: healthy, drained, addresses held"
+        "nodes", parents=[json_flag], help="nodes: healthy, drained, addresses held, why out"
     )
     for name, words in (
         ("drain", "make NODE release its addresses and take none"),

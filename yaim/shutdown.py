@@ -14,7 +14,7 @@ a dead DCS cannot hold up the exit), read it once, and look at the interface onc
   would let another node take the address while it is still here. A mark whose
   address is on the interface in no form goes with a `released` note, so that the
   next holder need not probe for it;
-- the node key.
+- the node key, and the `out` key of a node that took no part.
 
 A DCS that fails costs a warning: the marks and the node key expire by themselves.
 """
@@ -124,7 +124,8 @@ def release(
     interface: Optional[Interface],
     reported: AbstractSet[IPAddress] = frozenset(),
 ) -> bool:
-    """Delete the marks, then the node key, one quick try each; False if the DCS failed.
+    """Delete the marks, then the node key and the out key, one quick try each; False if
+    the DCS failed.
 
     `interface` None: it could not be listed, so no note vouches for an address.
     `reported`: the releases the ledger has logged already.
@@ -143,6 +144,7 @@ def release(
             if released and address not in reported:
                 log.info("released %s on node %s: %s", address, store.node, STOPPING)
         store.delete_node()
+        store.delete_out()
     except DCSError as exc:
         log.warning("giving up on the DCS, the marks will expire: %s", exc)
         return False

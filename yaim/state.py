@@ -53,8 +53,11 @@ class NodeState:
 
     @property
     def out_reason(self) -> str:
-        """Why the node does not take part (when it does not)."""
-        return "not healthy" if self.link.up else "link down: " + self.link.cause
+        """Why the node does not take part (when it does not), in words for the log and the
+        `out` key: the link first, for while it is down the check's result changes nothing."""
+        if not self.link.up:
+            return "link down: " + self.link.cause
+        return "not healthy: " + self.health.reason
 
     @property
     def healthy(self) -> bool:

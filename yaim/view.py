@@ -37,6 +37,7 @@ NOTE_LIMIT = 1024
 # The longest text form of an address (IPv6 with an IPv4 tail).
 ADDRESS_LIMIT = 45
 MARK_LIMIT = 2**63  # marks are etcd indexes and revisions: int64
+OUT_LIMIT = 300  # characters of an `out` key's reason kept: one line of a table or a log
 
 
 def address_order(address: IPAddress) -> Tuple[int, int]:
@@ -69,6 +70,7 @@ class Snapshot(NamedTuple):
     conflicts: the `conflicts` notes, address name -> the note's text.
     released: the `released` notes, address name -> the note's text.
     node_values: the node keys' values, node name -> value (the peer endpoint).
+    out: the `out` keys, node name -> why that node, running, takes no part.
     """
 
     pool: FrozenSet[str]
@@ -80,6 +82,7 @@ class Snapshot(NamedTuple):
     released: Mapping[str, str] = {}
     odd: Mapping[str, str] = {}
     node_values: Mapping[str, str] = {}
+    out: Mapping[str, str] = {}
 
 
 class Endpoint(NamedTuple):
@@ -237,6 +240,7 @@ class ClusterView(NamedTuple):
     released: pool addresses with a readable `released` note.
     members: every node with a node key, drained ones included (the failsafe's view).
     peers: node -> the peer endpoint its node key publishes, where it publishes one.
+    out: node -> why it takes no part, as its `out` key says (nodes without a node key).
     """
 
     nodes: FrozenSet[str]
@@ -247,6 +251,7 @@ class ClusterView(NamedTuple):
     released: Mapping[IPAddress, Release] = {}
     members: FrozenSet[str] = frozenset()
     peers: Mapping[str, Endpoint] = {}
+    out: Mapping[str, str] = {}
 
 
 def is_allowed(address: IPAddress, allowed: Iterable[IPNetwork]) -> bool:
@@ -344,6 +349,13 @@ def parse_snapshot(
         endpoint = Endpoint.of_node_value(snapshot.node_values.get(name, ""))
         if endpoint is not None:
             peers[name] = endpoint
+    # The out key of a node that takes part again may outlive its node key's return by a
+    # late write: the node key says more.
+    out = {
+        name: snapshot.out[name][:OUT_LIMIT]
+        for name in _names(snapshot.out, "out", rejected) - members
+        if isinstance(snapshot.out[name], str)
+    }
     view = ClusterView(
         nodes=frozenset(nodes),
         pool=frozenset(pool.difference(conflicts)),
@@ -353,6 +365,7 @@ def parse_snapshot(
         released=released,
         members=members,
         peers=peers,
+        out=out,
     )
     return view, tuple(rejected)
 

@@ -227,9 +227,9 @@ def yaimctl(lab, *args: str, node: int = 1) -> subprocess.CompletedProcess:
     return lab.lab.run(lab.lab.node_ns(node), argv, check=False)
 
 
-def ok(lab, *args: str) -> str:
+def ok(lab, *args: str, node: int = 1) -> str:
     """yaimctl's output, asserting it succeeded."""
-    done = yaimctl(lab, *args)
+    done = yaimctl(lab, *args, node=node)
     assert done.returncode == 0, done.stderr
     return done.stdout
 

@@ -74,7 +74,7 @@ def test_ips_nodes_and_status_show_holders_as_the_interfaces_do(checked):
         mine = sorted((a for a, h in holders.items() if h == entry["name"]), key=int)
         assert entry["addresses"] == [str(a) for a in mine]
     table = ok(lab, "nodes").splitlines()
-    assert table[0].split() == ["NODE", "HEALTHY", "DRAINED", "ADDRESSES"]
+    assert table[0].split() == ["NODE", "HEALTHY", "DRAINED", "ADDRESSES", "OUT"]
     assert [line.split()[:3] for line in table[1:]] == [[f"n{i}", "yes", "no"] for i in (1, 2, 3)]
 
     status = as_json(lab, "status")
@@ -160,7 +160,14 @@ def test_drain_moves_addresses_cleanly_and_survives_a_restart(checked):
     print(f"drain: addresses moved in {sample.time - drained_at:.2f} s")
     assert sample.time - drained_at <= CLEAN_BOUND
     n1 = next(n for n in as_json(lab, "nodes") if n["name"] == "n1")
-    assert n1 == {"name": "n1", "healthy": True, "drained": True, "addresses": [], "peer": None}
+    assert n1 == {
+        "name": "n1",
+        "healthy": True,
+        "drained": True,
+        "addresses": [],
+        "peer": None,
+        "out": None,
+    }
     log = nodes[0].log()
     assert "drained node n1: releasing" in log
     assert "on node n1: the node is drained" in log  # one "released" line per address

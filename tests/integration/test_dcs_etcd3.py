@@ -109,16 +109,41 @@ def test_node_key_and_marks_vanish_together_when_the_lease_expires(make, etcd):
     make.add_pool(B)
     assert n1.create_mark(A) and n1.create_mark(B)
     n1.touch_node()
+    n1.touch_out("not healthy: a late write")  # an out key is on the lease too
     started = time.monotonic()
     wait_until(lambda: not make("n2").read().marks, timeout=6, what="the lease to expire")
     snapshot = make("n2").read()
     assert time.monotonic() - started >= 1.0
     assert snapshot.nodes == frozenset() and {"198.51.100.100", "198.51.100.101"} <= snapshot.pool
+    assert snapshot.out == {}
     n1.keep_alive()  # learns that the lease is gone
     assert n1.session.lease is None
     assert not n1.refresh_mark(A)
     n1.touch_node()  # a new lease and node key
     assert n1.read().nodes == {"n1"}
+
+
+@both
+def test_a_node_out_says_why_in_its_out_key_until_it_takes_part_again(make, etcd):
+    url = "http://yaim:s3cret@127.0.0.1:9/health"  # a check's words may quote its URL
+    n1 = make("n1", **{"checker-type": "http", "http-url": url})
+    n1.touch_out("link down: lan0 has no carrier")
+    assert n1.read().out == {"n1": "link down: lan0 has no carrier"}
+    n1.touch_out(f"not healthy: GET {url}: connection refused")
+    said = make("n2").read().out["n1"]
+    assert said == "not healthy: GET http://yaim:***@127.0.0.1:9/health: connection refused"
+    if make.dcs_type == "etcd3":  # on the lease, with the node key and the marks
+        assert key_of(etcd, make.root + "/out/n1")[1] == n1.session.lease
+        assert n1.session.holds(make.root + "/out/n1")
+    n1.touch_node()
+    n1.delete_out()
+    snapshot = make("n2").read()
+    assert snapshot.out == {} and snapshot.nodes == {"n1"}
+    n1.touch_out("not healthy: stopping")  # a stop deletes both
+    n1.delete_node()
+    n1.delete_out()
+    snapshot = make("n2").read()
+    assert snapshot.out == {} and snapshot.nodes == frozenset()
 
 
 def test_a_write_on_a_revoked_lease_drops_it_and_the_retry_takes_a_new_one(make, etcd):

@@ -5,7 +5,8 @@ client on the lan sees them.
 
 Each link case runs RUNS times in one lab and prints its times (how long until the
 others held the node's addresses, how long until it held its share again), so that
-a run of the file is also the measurement of the closing note.
+a run of the file is also the measurement of the closing note. While its link is down
+the node is listed by `yaimctl nodes` as out, with the cause.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from tests.integration.conftest import (
     POOL,
     TTL,
     holding,
+    ok,
     put_address,
     request,
     settled,
@@ -68,6 +70,18 @@ def health_says(lab: LabEnv, cause: str) -> bool:
     return code == 503 and cause in body
 
 
+def listed(lab: LabEnv) -> dict:
+    """n1 as `yaimctl nodes --json` lists it (asked in n2's namespace)."""
+    nodes = {node["name"]: node for node in json.loads(ok(lab, "nodes", "--json", node=2))}
+    return nodes.get("n1", {})
+
+
+def out_says(lab: LabEnv, cause: str) -> bool:
+    """yaimctl lists n1, without its node key, as out for `cause`."""
+    n1 = listed(lab)
+    return n1.get("healthy") is False and cause in (n1.get("out") or "")
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_a_node_whose_service_link_goes_hands_over_and_takes_its_share_back(
     lab: LabEnv, no_two_holders, case: str
@@ -90,11 +104,15 @@ def test_a_node_whose_service_link_goes_hands_over_and_takes_its_share_back(
         wait_until(  # a deletion may be told a round after the set down it begins with
             lambda: health_says(lab, cause), 2.0, what=f"/health of n1: 503 naming {cause!r}"
         )
+        wait_until(
+            lambda: out_says(lab, cause), 2.0, what=f"yaimctl nodes: n1 out, naming {cause!r}"
+        )
         healed_at = time.monotonic()
         heal(net)
         assert not net.addresses(1) & pool, "nothing on n1 when its link returns"
         sample = lab.observer.wait_for(settled([1, 2, 3]), BACK_BOUND + 3, "n1's share back")
         back.append(sample.time - healed_at)
+        assert listed(lab)["healthy"] and listed(lab)["out"] is None
     print(
         f"link {case} (interval {INTERVAL} ms, ttl {TTL} ms, link-rise {RISE} ms, {RUNS} runs):"
         f" {figures('others hold', taken)}; {figures('share back', back)}"

@@ -33,6 +33,7 @@ class Memory:
         self.marks: Dict[str, Mark] = {}
         self.nodes: Set[str] = set()
         self.drained: Set[str] = set()
+        self.out: Dict[str, str] = {}
         self.down = False
 
     def _check(self) -> None:
@@ -42,7 +43,11 @@ class Memory:
     def read(self) -> Snapshot:
         self._check()
         return Snapshot(
-            frozenset(self.pool), dict(self.marks), frozenset(self.nodes), frozenset(self.drained)
+            frozenset(self.pool),
+            dict(self.marks),
+            frozenset(self.nodes),
+            frozenset(self.drained),
+            out=dict(self.out),
         )
 
     read_with_ttls = read  # the marks here carry their TTLs
@@ -137,13 +142,36 @@ def test_a_holder_without_node_key_is_listed_and_flagged():
     assert "n1 holds addresses but has no node key (gone or unhealthy)" in ctl.problems(summary)
 
 
+def test_a_node_out_is_listed_with_its_reason_until_its_node_key_is_back(store, run):
+    cluster(store)
+    store.nodes.discard("n3")
+    store.out["n3"] = "link down: lan0 has no carrier"
+    store.out["n1"] = "not healthy: a late write"  # n1 has its node key again: it says more
+    nodes = {n["name"]: n for n in json.loads(run("nodes", "--json")[0])}
+    assert nodes["n3"] == {
+        "name": "n3",
+        "healthy": False,
+        "drained": False,
+        "addresses": [],
+        "peer": None,
+        "out": "link down: lan0 has no carrier",
+    }
+    assert nodes["n1"]["healthy"] and nodes["n1"]["out"] is None
+    table = run("nodes")[0].splitlines()
+    assert table[3].split(None, 4) == ["n3", "no", "no", "-", "link down: lan0 has no carrier"]
+    assert "out      n3: link down: lan0 has no carrier" in run("status")[0].splitlines()
+    store.out.clear()
+    store.nodes.discard("n3")  # gone without a word (stopped, crashed): not listed
+    assert [n["name"] for n in json.loads(run("nodes", "--json")[0])] == ["n1", "n2"]
+
+
 def test_tables_are_aligned():
     text = ctl.nodes_table(ctl.summarize(cluster().read(), ALLOWED))
     assert text.splitlines() == [
-        "NODE  HEALTHY  DRAINED  ADDRESSES",
-        "n1    yes      no       198.51.100.1, 198.51.100.3",
-        "n2    yes      yes      198.51.100.2",
-        "n3    yes      no       -",
+        "NODE  HEALTHY  DRAINED  ADDRESSES                   OUT",
+        "n1    yes      no       198.51.100.1, 198.51.100.3  -",
+        "n2    yes      yes      198.51.100.2                -",
+        "n3    yes      no       -                           -",
     ]
     assert ctl.table(("A", "LONG"), [("xxx", "y")]) == "A    LONG\nxxx  y"
 
@@ -238,14 +266,16 @@ def test_nodes_and_status(store, run):
         "drained": True,
         "addresses": ["198.51.100.2"],
         "peer": None,
+        "out": None,
     }
     out, _ = run("status")
     lines = out.splitlines()
-    assert lines[:5] == [
+    assert lines[:6] == [
         "cluster  /service/yaim via http://192.0.2.1:2379",
         "pool     4 addresses, 3 held, uneven spread",
         "nodes    2 taking part: n1, n3",
         "drained  n2",
+        "out      -",
         "failsafe off",
     ]
     assert "! refused pool entry 'junk': not an IP address" in lines

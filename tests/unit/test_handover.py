@@ -84,6 +84,8 @@ def test_resuming_a_mark_clears_its_own_released_note_first(n1):
         ("/released/198.51.100.7", True, False),
         ("/conflicts/198.51.100.7", False, True),
         ("/nodes/n2", True, True),
+        ("/out/n2", False, False),  # the node key's going woke it already
+        ("/out/n2", True, False),
     ],
 )
 def test_released_notes_never_wake_the_balancer(key, deleted, wakes):

@@ -13,6 +13,7 @@ import pytest
 from yaim.claims import Ledger
 from yaim.dcs import DCS, Incomplete, Refreshed
 from yaim.errors import DCSError
+from yaim.link import Link
 from yaim.state import NodeState
 from yaim.threads.failsafe import Policy
 from yaim.threads.heartbeat import HeartbeatThread
@@ -38,6 +39,12 @@ class ScriptedDCS:
 
     def delete_node(self) -> None:
         self.calls.append("delete_node")
+
+    def touch_out(self, reason: str) -> None:
+        self.calls.append(f"touch_out {reason}")
+
+    def delete_out(self) -> None:
+        self.calls.append("delete_out")
 
     def refresh_mark(self, address) -> bool:
         self.calls.append(f"refresh {address}")
@@ -80,6 +87,29 @@ def test_a_lost_mark_is_fenced_and_the_actuator_is_asked_to_remove_it_now():
     # the balancer reads, for its cache may not show B's mark gone yet (a hung member)
     assert events == ["balancer", "actuator", "balancer: read"]
     assert thread.dcs.calls == ["keep_alive", "touch_node", f"refresh {A}", f"refresh {B}"]
+
+
+def test_a_node_out_has_its_out_key_with_the_reason_instead_of_the_node_key():
+    """Each key is written before the other goes: yaimctl finds the node all along."""
+    events: List[str] = []
+    thread, _ = heartbeat(set(), events)
+    thread.step([])
+    thread.state.link = Link(False, "lan0 has no carrier")
+    thread.step([])
+    thread.state.link = Link(True, "lan0 is up again for 1 s")
+    thread.state.set_health(False, "http check: 503")
+    thread.step([])
+    thread.state.set_health(True, "http check: 200")
+    thread.step([])
+    thread.step([])
+    rounds = " | ".join(thread.dcs.calls).split("keep_alive | ")[1:]
+    assert [r.rstrip(" |") for r in rounds] == [
+        "touch_node",
+        "delete_node | touch_out link down: lan0 has no carrier",
+        "touch_out not healthy: http check: 503",
+        "touch_node | delete_out",
+        "touch_node",
+    ]
 
 
 def test_refreshes_that_all_work_ask_nothing_of_the_actuator():

@@ -177,6 +177,24 @@ def test_node_keys_with_names_no_node_can_have_are_skipped():
     assert all("\x1b" not in label and len(label) < 120 for label in labels)
 
 
+def test_out_keys_of_names_no_node_can_have_are_skipped_and_their_reasons_shown_safely():
+    listing = [
+        Entry(f"{ROOT}/out/n1", "link down: \x1b[2Jlan0 " + "x" * 5000),
+        Entry(f"{ROOT}/out/..", "not healthy"),
+        Entry(f"{ROOT}/out/n2", "", True),
+        Entry(f"{ROOT}/out/n2/child", "not healthy"),
+    ]
+    snapshot = snapshot_of(ROOT, listing, pool_dirs=True)
+    assert set(snapshot.out) == {"n1", ".."} and set(snapshot.odd) == {"out/n2"}
+    view, rejected = parse_snapshot(snapshot)
+    assert list(view.out) == ["n1"] and len(view.out["n1"]) == 300
+    assert {r.label for r in rejected} == {"key 'out/..'", "key 'out/n2'"}
+    cluster = ctl.summary(snapshot, view, rejected)
+    row = ctl.nodes_table(cluster).splitlines()[1]
+    assert row.startswith("n1") and "\\x1b[2Jlan0" in row and "\x1b" not in row
+    assert len(row) < 160
+
+
 def test_a_mark_of_an_unprintable_holder_is_held_by_a_printable_name():
     from yaim.view import Mark
 

@@ -23,6 +23,9 @@ A, B, C = (ipaddress.ip_address(f"198.51.100.{i}") for i in (1, 2, 3))
 CONFIG = SimpleNamespace(interface="lan0")
 
 
+KEYS = [("delete node",), ("delete out",)]  # after the marks: the node's own keys
+
+
 class Store:
     """The quick DCS handle: `marks` (address -> (holder, number)) are what a read shows."""
 
@@ -48,19 +51,22 @@ class Store:
     def delete_node(self) -> None:
         self.calls.append(("delete node",))
 
+    def delete_out(self) -> None:
+        self.calls.append(("delete out",))
+
 
 def test_marks_go_after_their_addresses_with_a_note_only_where_the_address_is_gone(caplog):
     store = Store({})
     interface = Interface(on=frozenset({B}), present=frozenset({B, C}))
     assert shutdown.release(store, {A: 7, B: 8, C: 9}, interface)
-    assert store.calls == [("release", A, 7), ("release", C, None), ("delete node",)]
+    assert store.calls == [("release", A, 7), ("release", C, None), *KEYS]
     assert "leaving the mark of 198.51.100.2 on node n1 to expire" in caplog.text
 
 
 def test_an_interface_that_could_not_be_listed_vouches_for_nothing():
     store = Store({})
     assert shutdown.release(store, {A: 7}, None)
-    assert store.calls == [("release", A, None), ("delete node",)]
+    assert store.calls == [("release", A, None), *KEYS]
 
 
 def test_a_dead_dcs_costs_a_warning_and_the_marks_expire(caplog):
@@ -104,9 +110,7 @@ def test_after_the_actuator_s_last_round_its_picture_decides(node, caplog):
     left = Interface(frozenset(), frozenset())
     ledger.confirm(left)  # the actuator's last round took both off
     shutdown.stop(CONFIG, ledger, Thread(False, left), crashed=False)
-    assert store.calls == [("release", a, n) for a, n in ((A, 1), (B, 2), (C, 3))] + [
-        ("delete node",)
-    ]
+    assert store.calls == [("release", a, n) for a, n in ((A, 1), (B, 2), (C, 3))] + KEYS
     assert events[2:] == [("release", A, "stopping"), ("release", B, "stopping")]
     assert caplog.text.count("released 198.51.100.1 on node n1: stopping") == 1
 
@@ -132,4 +136,4 @@ def test_a_stuck_actuator_s_addresses_go_with_the_ip_command_and_its_releases_on
     assert events[2:] == [("release", A, "stopping"), ("release", B, "stopping")]
     ledger.confirm(Interface(frozenset(), frozenset()))  # the stuck thread's late round
     assert len(events) == 4
-    assert ("release", A, 1) in store.calls and store.calls[-1] == ("delete node",)
+    assert ("release", A, 1) in store.calls and store.calls[-2:] == KEYS

@@ -29,7 +29,8 @@ import time
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple, Type, TypeVar
 
 from yaim.errors import DCSError
-from yaim.view import Endpoint, IPAddress, Mark, Release, Snapshot
+from yaim.redact import Secrets
+from yaim.view import OUT_LIMIT, Endpoint, IPAddress, Mark, Release, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -107,10 +108,11 @@ def wakes_balancer(relative_key: str, deleted: bool) -> bool:
 
     Writing a mark only confirms what its writer already knows, a `released` note
     comes and goes beside the deletion of a mark, which wakes it, and a `sync` key
-    changes nothing; everything else (a mark going, the pool, node keys, drain keys,
-    conflicts) may change the plan.
+    changes nothing, nor does an `out` key (a node that takes no part has no node key,
+    whose going woke it already); everything else (a mark going, the pool, node keys,
+    drain keys, conflicts) may change the plan.
     """
-    if relative_key.startswith(("/released/", "/sync/")):
+    if relative_key.startswith(("/released/", "/sync/", "/out/")):
         return False
     return deleted or not relative_key.endswith("/marked")
 
@@ -236,6 +238,10 @@ class DCS(abc.ABC):
     def _node_key(self) -> str:
         return f"{self.root}/nodes/{self.node}"
 
+    @property
+    def _out_key(self) -> str:
+        return f"{self.root}/out/{self.node}"
+
     def _drain_key(self, node: str) -> str:
         return f"{self.root}/drain/{node}"
 
@@ -351,6 +357,21 @@ class DCS(abc.ABC):
     @abc.abstractmethod
     def delete_node(self) -> None:
         """Remove this node's key (it is no longer healthy, or it stops)."""
+
+    def touch_out(self, reason: str) -> None:
+        """Create or refresh this node's `out` key, with the TTL: the node runs but takes
+        no part (unhealthy, link down), and the operator's yaimctl, which sees no node key
+        then, shows it and why. `reason` as the log has it: no password of the config
+        (a check's words may quote its URL or DSN), at most OUT_LIMIT characters."""
+        self._write_out(Secrets.of(self.config).scrub(reason)[:OUT_LIMIT])
+
+    @abc.abstractmethod
+    def _write_out(self, text: str) -> None:
+        """touch_out's write of the key (v3: only when it is not on the lease with `text`)."""
+
+    @abc.abstractmethod
+    def delete_out(self) -> None:
+        """Remove this node's `out` key (it takes part again, or stops)."""
 
     @abc.abstractmethod
     def create_mark(self, address: IPAddress) -> bool:
@@ -538,7 +559,7 @@ def snapshot_of(root: str, entries: Iterable[Entry], pool_dirs: bool) -> Snapsho
     """
     pool, malformed, marks, nodes, drained, odd = set(), {}, {}, set(), set(), {}
     node_values: Dict[str, str] = {}
-    notes: Dict[str, Dict[str, str]] = {"conflicts": {}, "released": {}}
+    notes: Dict[str, Dict[str, str]] = {"conflicts": {}, "released": {}, "out": {}}
     named = {"nodes": nodes, "drain": drained}
     for entry in entries:
         path = entry.key[len(root) :].strip("/")
@@ -569,6 +590,7 @@ def snapshot_of(root: str, entries: Iterable[Entry], pool_dirs: bool) -> Snapsho
         malformed=malformed,
         conflicts=notes["conflicts"],
         released=notes["released"],
+        out=notes["out"],
         odd=odd,
         node_values=node_values,
     )

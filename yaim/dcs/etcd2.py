@@ -3,6 +3,7 @@
 /<ns>/<cl>/ips/<address>/         a directory per pool address (the operator's)
 /<ns>/<cl>/ips/<address>/marked   holder's node name, TTL, created with prevExist=false
 /<ns>/<cl>/nodes/<node>           present while the node is healthy, TTL
+/<ns>/<cl>/out/<node>             why the node, running, takes no part, TTL
 /<ns>/<cl>/drain/<node>           set by an operator, no TTL
 /<ns>/<cl>/conflicts/<address>    a host outside yaim answered for it, TTL conflict-backoff
 /<ns>/<cl>/released/<address>     its last holder took it off and deleted its mark, TTL
@@ -23,7 +24,6 @@ deletes the mark (DCS.release_mark). A round's refreshes go out REFRESH_WIDTH at
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -251,12 +251,15 @@ class Backend(DCS):
             lambda client: client.write(key, self.node, ttl=self.etcd_ttl).modifiedIndex,
         )
 
-    def delete_node(self) -> None:
-        def operation(client: etcd.Client) -> None:
-            with contextlib.suppress(etcd.EtcdKeyNotFound):
-                client.delete(self._node_key)
+    def _write_out(self, text: str) -> None:
+        key = self._out_key
+        self._call("write " + key, lambda client: client.write(key, text, ttl=self.etcd_ttl))
 
-        self._call("delete " + self._node_key, operation)
+    def delete_node(self) -> None:
+        self._delete(self._node_key)
+
+    def delete_out(self) -> None:
+        self._delete(self._out_key)
 
     def create_mark(self, address: IPAddress) -> bool:
         key = self._mark_key(address)

@@ -3,6 +3,7 @@
 /<ns>/<cl>/ips/<address>          a pool address (value ignored), the operator's
 /<ns>/<cl>/ips/<address>/marked   holder's node name, on the holder's lease
 /<ns>/<cl>/nodes/<node>           present while the node is healthy, on its lease
+/<ns>/<cl>/out/<node>             why the node, running, takes no part, on its lease
 /<ns>/<cl>/drain/<node>           set by an operator, no lease
 /<ns>/<cl>/conflicts/<address>    a host outside yaim answered for it, on a lease of its own
                                   (TTL conflict-backoff), so it outlives its writer
@@ -135,6 +136,7 @@ class Backend(DCS):
         super().__init__(config, **kwargs)
         self.session = _Session()
         self._watch: Optional[_Watch] = None
+        self._out_said: Optional[str] = None  # the reason of the out key written last
 
     def clone(self) -> DCS:
         twin = super().clone()
@@ -210,8 +212,9 @@ class Backend(DCS):
         return operation
 
     def _mine(self, kv: KV) -> bool:
-        """A node key or mark of this node (on whatever lease)."""
-        return kv.key == self._node_key or (kv.key.endswith("/marked") and kv.value == self.node)
+        """A node key, out key or mark of this node (on whatever lease)."""
+        own = kv.key in (self._node_key, self._out_key)
+        return own or (kv.key.endswith("/marked") and kv.value == self.node)
 
     # --- the DCS operations ---
 
@@ -283,8 +286,21 @@ class Backend(DCS):
 
         return self._call("write " + key, operation)
 
+    def _write_out(self, text: str) -> None:
+        key = self._out_key
+        if self.session.holds(key) and self._out_said == text:
+            return  # on the lease: the keep-alive renews it
+        self._call("write " + key, lambda gateway: self._put(gateway, key, text, []))
+        self._out_said = text
+
     def delete_node(self) -> None:
-        key = self._node_key
+        self._delete_own(self._node_key)
+
+    def delete_out(self) -> None:
+        self._delete_own(self._out_key)
+
+    def _delete_own(self, key: str) -> None:
+        """Delete a key of this node's lease, and stop counting it as on the lease."""
         body = {"key": b64(key)}
         self._call("delete " + key, lambda gateway: gateway.call("/v3/kv/deleterange", body))
         self.session.forget(key)

@@ -1,7 +1,8 @@
 """The heartbeat thread: keeps the node key and this node's marks alive in the DCS.
 
 A round starts with the session's keep-alive (v3: the one lease every key of the
-node hangs on), then touches or deletes the node key as health and the link say, then renews
+node hangs on), then touches or deletes the node key as health and the link say (and
+while the node takes no part, its `out` key with the reason), then renews
 every live claim's mark through the ledger, all in one batch (`DCS.refresh_marks`: v2 sends
 them a few at once, each with its own send time): a refresh that works moves its fence
 time to when the request that restarted the TTL was sent (`DCS.ttl_start`: v2 the
@@ -55,6 +56,7 @@ class HeartbeatThread(DCSWorker):
         self.policy = Policy(None) if policy is None else policy
         self.on_change = on_change
         self.advertised = False
+        self.out = False  # this node's out key may be there (written since it last took part)
 
     def dcs_round(self, messages: List[Any]) -> None:
         self.dcs.keep_alive()
@@ -62,6 +64,8 @@ class HeartbeatThread(DCSWorker):
         self._renew_marks()
 
     def _advertise(self) -> None:
+        """The node key while the node takes part, else the `out` key with the reason, each
+        written before the other is deleted: yaimctl always finds the node, and why."""
         if self.state.taking_part and not self.policy.settling():
             self.dcs.touch_node()
             if not self.advertised:
@@ -71,6 +75,12 @@ class HeartbeatThread(DCSWorker):
             self.dcs.delete_node()
             self.advertised = False
             log.info("removed the node key of %s: %s", self.dcs.node, self.state.out_reason)
+        if not self.state.taking_part:
+            self.dcs.touch_out(self.state.out_reason)
+            self.out = True
+        elif self.out:
+            self.dcs.delete_out()
+            self.out = False
 
     def _renew_marks(self) -> None:
         addresses = self.ledger.renewable()
