@@ -8,6 +8,8 @@ import threading
 import time
 from typing import List
 
+import pytest
+
 from tests.unit.fakes import V4, V6, NotedDCS, healthy_balancer
 from yaim.claims import Ledger
 from yaim.conflicts import Handovers
@@ -181,3 +183,72 @@ def test_a_mark_the_heartbeat_found_gone_is_read_for_not_taken_from_a_stuck_cach
     thread.dcs_round([Behind("the heartbeat found a mark of this node gone")])
     assert store.calls == ["sync", "read"]
     assert store.marks.get(str(V4)) == "n1" and ledger.held() == {V4}, "marked again"
+
+
+def test_a_sync_the_cache_does_not_reach_in_time_tells_the_watch_once_and_marks_it_behind():
+    feed = Feed(ROOT, pool_dirs=False)
+    told: List[str] = []
+    feed.on_behind = lambda: told.append("behind")
+    feed.reset([Entry(POOL, "")], 5, 10.0)
+    assert feed.synced(5, 11.0, timeout=0.0) is not None and not feed.behind()
+    assert feed.synced(7, 12.0, timeout=0.01) is None
+    assert told == ["behind"] and feed.behind()
+    feed.apply([put(7, MARK)], 7, None)
+    assert not feed.behind(), "the sync's revision reached: the member caught up"
+    feed.lost()
+    assert feed.synced(9, 13.0, timeout=0.0) is None and told == ["behind"], "not live: no word"
+
+
+class QuietStore:
+    """A watch's handle whose member answers every watch request with nothing (frozen, or
+    a v2 member cut from the others): records the waits asked and the endpoint moves."""
+
+    node = "n1"
+    CACHEABLE = True
+
+    def __init__(self, interruptible: bool) -> None:
+        self.WATCH_INTERRUPTIBLE = interruptible
+        self.endpoints = ["http://192.0.2.1:2379", "http://192.0.2.2:2379"]
+        self.current = 0
+        self.waits: List[float] = []
+        self.interrupted = 0
+
+    @property
+    def endpoint(self) -> str:
+        return self.endpoints[self.current]
+
+    def list_entries(self):
+        return [Entry(POOL, "")], 5
+
+    def watch_events(self, after: int, timeout: float):
+        self.waits.append(timeout)
+        return [], after, False
+
+    def interrupt(self) -> None:
+        self.interrupted += 1
+
+    def move_on(self) -> None:
+        self.current = (self.current + 1) % len(self.endpoints)
+
+
+@pytest.mark.parametrize("interruptible", [True, False])
+def test_a_watch_whose_member_stays_quiet_past_a_missed_sync_asks_the_next_endpoint(
+    interruptible, caplog
+):
+    from yaim.threads.watch import QUIET_POLL, WATCH_WAIT, WatchThread
+
+    store, feed = QuietStore(interruptible), Feed(ROOT, pool_dirs=False)
+    thread = WatchThread(
+        store, lambda: None, 0.5, feed=feed, stop=threading.Event(), on_crash=print
+    )
+    thread.step([])  # the listing, at revision 5
+    thread.step([])  # a quiet cluster: it stays where it is
+    assert store.current == 0
+    assert store.waits == [WATCH_WAIT if interruptible else QUIET_POLL * 0.5]
+    assert feed.synced(8, 1.0, timeout=0.0) is None  # the balancer's sync write, unseen
+    assert store.interrupted == 1, "the wait is ended where it can be"
+    thread.step([])
+    assert store.current == 1 and "asking the next endpoint" in caplog.text
+    feed.apply([put(8, MARK)], 8, None)  # the next member has it
+    thread.step([])
+    assert store.current == 1, "caught up: it stays there"

@@ -127,6 +127,8 @@ class DCS(abc.ABC):
     # A cluster cache (yaim.dcs.cache) can follow it: every change below the directory is
     # an event of its watch, and `sync` tells when the cache is current.
     CACHEABLE = True
+    # `interrupt` ends a watch request that waits (v3: its stream); a v2 long poll cannot be.
+    WATCH_INTERRUPTIBLE = True
 
     def __init__(
         self,
@@ -181,7 +183,7 @@ class DCS(abc.ABC):
                 self._tried(False, self._observe(what, started, False))
                 problem = f"{endpoint}: {exc}"
                 log.debug("%s via %s (try %d/%d)", what, problem, n + 1, self.tries)
-                self._current = (self._current + 1) % len(self.endpoints)
+                self.move_on()
                 if n + 1 < self.tries and self.stop.wait(self.config.retry_after_s):
                     break
                 continue
@@ -263,9 +265,14 @@ class DCS(abc.ABC):
         )
 
     def interrupt(self) -> None:
-        """From another thread, at shutdown: make a blocking watch of this handle end now,
+        """From another thread: make a blocking watch of this handle end now; at shutdown,
         so that its thread winds it up itself instead of leaving it to the interpreter's
-        exit. v2 watches are plain requests that need nothing of the kind."""
+        exit, and when the watch is found behind, so that its retry asks the next
+        endpoint. v2 watches are plain requests that cannot be ended so."""
+
+    def move_on(self) -> None:
+        """The next request goes to the next endpoint: this one answers, but lags behind."""
+        self._current = (self._current + 1) % len(self.endpoints)
 
     def keep_alive(self) -> None:
         """Renew the node's session once per interval, before the marks are refreshed.

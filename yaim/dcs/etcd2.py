@@ -128,6 +128,7 @@ class Backend(DCS):
 
     FAILURES = (etcd.EtcdException, urllib3.exceptions.HTTPError, OSError)
     POOL_DIRS = True
+    WATCH_INTERRUPTIBLE = False
 
     def __init__(self, config, **kwargs) -> None:
         super().__init__(config, **kwargs)

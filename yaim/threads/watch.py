@@ -9,6 +9,13 @@ after the cache's revision), after a failure, and every `resync`; while it canno
 the feed is not live and the balancer reads the whole cluster every round, as it did
 before the cache: a lost watch costs speed, never safety.
 
+A watch can also sit on a member that answers nothing (frozen, or a v2 member cut from
+the others): to the watch that looks like a quiet cluster. The balancer's sync write is
+the test: when the cache has not seen one within an interval, the feed says so, the
+watch's wait is ended (v3: its stream; a v2 long poll cannot be ended from outside, so
+it waits QUIET_POLL intervals at most), and a quiet answer while the cache is still
+behind moves the watch to the next endpoint.
+
 A backend that cannot be followed so (DCS.CACHEABLE, a test's stand-in) keeps the watch
 as a wake-up only: the balancer reads every round.
 """
@@ -30,6 +37,9 @@ log = logging.getLogger(__name__)
 
 # Seconds one watch request waits for news before it is made again.
 WATCH_WAIT = 30.0
+# Intervals a watch request that cannot be ended from outside (DCS.WATCH_INTERRUPTIBLE
+# False: a v2 long poll) waits at most: a member that lags behind is left that soon.
+QUIET_POLL = 2
 # Seconds the shutdown waits for the thread once its watch is interrupted.
 STOP_TIMEOUT = 0.5
 
@@ -72,6 +82,11 @@ class Feed:
         self._continued = False  # no listing since the last sync
         self._marked: Set[str] = set()  # pool names whose marks were written since then
         self._version = 0  # moves on with every listing and every change applied
+        # The latest revision the store acknowledged (a sync write) that the cache did not
+        # reach in time; and who is told then (the watch, which may be waiting on a member
+        # that lags behind: it ends that wait).
+        self._awaited = 0
+        self.on_behind: Callable[[], None] = lambda: None
 
     def reset(self, entries: Iterable[Entry], revision: int, sent_at: float) -> None:
         with self.changed:
@@ -121,20 +136,32 @@ class Feed:
 
     def synced(self, revision: int, sent_at: float, timeout: float) -> Optional[Synced]:
         """The cache once it has reached `revision` (the balancer's sync write, sent at
-        `sent_at`); None if it is not live or does not get there within `timeout` s."""
+        `sent_at`); None if it is not live or does not get there within `timeout` s, and
+        then the watch is told (`on_behind`)."""
         deadline = time.monotonic() + timeout
         with self.changed:
             while self.live and self.cache.revision < revision:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    return None
+                    break
                 self.changed.wait(left)
             if not self.live:
                 return None
-            snapshot, marked = self.cache.snapshot(), frozenset(self._marked)
-            found = Synced(snapshot, sent_at, self._continued, marked, self._version)
-            self._continued, self._marked = True, set()
-            return found
+            if self.cache.revision >= revision:
+                snapshot, marked = self.cache.snapshot(), frozenset(self._marked)
+                found = Synced(snapshot, sent_at, self._continued, marked, self._version)
+                self._continued, self._marked = True, set()
+                return found
+            self._awaited = max(self._awaited, revision)
+        self.on_behind()  # outside the lock: it may end a request of the watch's thread
+        return None
+
+    def behind(self) -> bool:
+        """The cache has not reached a revision the store acknowledged an interval or more
+        ago: after a quiet answer of the watch, its member lags behind the one that took
+        that write (frozen, or cut from the others while its clients still reach it)."""
+        with self.changed:
+            return self.cache.revision < self._awaited
 
 
 class WatchThread(DCSWorker):
@@ -162,6 +189,8 @@ class WatchThread(DCSWorker):
         self.feed = feed
         self.resync = resync
         self.listed_at: Optional[float] = None
+        if feed is not None:
+            feed.on_behind = dcs.interrupt  # the retry asks the next endpoint
 
     def next_timeout(self) -> float:
         return self.backoff if self.failing else 0.0
@@ -198,7 +227,17 @@ class WatchThread(DCSWorker):
             self.on_change()
             return
         wait = min(self.period, self.listed_at + self.resync - now)
+        if not self.dcs.WATCH_INTERRUPTIBLE:
+            wait = min(wait, QUIET_POLL * self.backoff)
         events, revision, caught_up = self.dcs.watch_events(feed.cache.revision, wait)
+        if not events and feed.behind():
+            log.warning(
+                "watch of node %s: %s told nothing of a write etcd took an interval ago"
+                " (a member frozen or cut from the others): asking the next endpoint",
+                self.dcs.node,
+                self.dcs.endpoint,
+            )
+            self.dcs.move_on()
         applied = feed.apply(events, revision, time.monotonic() if caught_up else None)
         root = feed.cache.root
         if any(wakes_balancer(e.key[len(root) :], e.entry is None) for e in applied):
