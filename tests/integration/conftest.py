@@ -9,6 +9,7 @@ The test modules import these helpers from here, never from each other.
 from __future__ import annotations
 
 import base64
+import http.client
 import ipaddress
 import json
 import secrets
@@ -22,7 +23,6 @@ from typing import Dict, List
 
 import pytest
 import requests
-import urllib3
 import yaml
 
 from lab.etcd import EtcdCluster
@@ -99,16 +99,16 @@ def make(tmp_path, etcd, request):
 
 @pytest.fixture
 def requests_made(monkeypatch):
-    """Counts every HTTP request any client in this process sends (python-etcd and
-    requests both go through urllib3's connection pools)."""
+    """Counts every HTTP request any client in this process sends (python-etcd through
+    urllib3 and yaim.httpclient both start each one with http.client's putrequest)."""
     count = [0]
-    urlopen = urllib3.connectionpool.HTTPConnectionPool.urlopen
+    putrequest = http.client.HTTPConnection.putrequest
 
-    def counting(pool, *args, **kwargs):
+    def counting(connection, *args, **kwargs):
         count[0] += 1
-        return urlopen(pool, *args, **kwargs)
+        return putrequest(connection, *args, **kwargs)
 
-    monkeypatch.setattr(urllib3.connectionpool.HTTPConnectionPool, "urlopen", counting)
+    monkeypatch.setattr(http.client.HTTPConnection, "putrequest", counting)
     return lambda: count[0]
 
 

@@ -71,14 +71,16 @@ def test_the_command_imports_no_configuration_before_it_needs_one():
     [
         (
             dict(HTTP, **{"dcs-type": "etcd3"}),
-            {"etcd", "dns", "psycopg", "yaim.dcs.etcd2", "yaim.checks.postgres"},
+            {"etcd", "dns", "psycopg", "yaim.dcs.etcd2", "yaim.checks.postgres"}
+            | {"requests", "urllib3"},  # the gateway and the checker are on http.client
         ),
+        (dict(HTTP, **{"dcs-type": "etcd"}), {"requests", "yaim.dcs.etcd3"}),
         (
             {"dcs-type": "etcd", "checker-type": "none"},
             {"requests", "yaim.dcs.etcd3", "yaim.dcs.gateway", "yaim.checks.http"},
         ),
     ],
-    ids=["etcd3-http", "etcd-none"],
+    ids=["etcd3-http", "etcd-http", "etcd-none"],
 )
 def test_a_daemon_imports_only_the_backend_and_the_checker_it_runs(tmp_path, settings, not_loaded):
     path = write(tmp_path, **dict(settings, interface="lo"))

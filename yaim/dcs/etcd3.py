@@ -1,4 +1,4 @@
-"""etcd v3 API through etcd's JSON gateway (POST /v3/...), over requests.
+"""etcd v3 API through etcd's JSON gateway (POST /v3/...), over yaim.httpclient.
 
 /<ns>/<cl>/ips/<address>          a pool address (value ignored), the operator's
 /<ns>/<cl>/ips/<address>/marked   holder's node name, on the holder's lease
@@ -31,8 +31,6 @@ import threading
 import time
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
-import requests
-
 from yaim.dcs import DCS, Entry, Event, Resync, Transient, snapshot_of
 from yaim.dcs.gateway import (
     KV,
@@ -41,6 +39,7 @@ from yaim.dcs.gateway import (
     Gateway,
     GatewayError,
     Quiet,
+    Stream,
     b64,
     classify,
     comparison,
@@ -61,7 +60,7 @@ class _Watch:
     revision it has brought its reader to (a call from there on goes on with it)."""
 
     gateway: Gateway
-    response: requests.Response
+    stream: Stream
     messages: Iterator[Dict[str, Any]]
     revision: int
 
@@ -460,16 +459,16 @@ class Backend(DCS):
             "start_revision": str(after + 1),
             "progress_notify": True,
         }
-        response = gateway.stream("/v3/watch", {"create_request": create}, timeout)
-        self._watch = _Watch(gateway, response, messages_of(response), after)
+        stream = gateway.stream("/v3/watch", {"create_request": create}, timeout)
+        self._watch = _Watch(gateway, stream, messages_of(stream), after)
 
     def _close_watch(self) -> None:
-        """Wind the stream up in this thread: its reader first, then the response. A
-        reader left suspended is finalised at the interpreter's exit, after its socket is
-        gone, and urllib3 prints a traceback for it."""
+        """Wind the stream up in this thread: its reader first, then the connection. A
+        reader left suspended would be finalised at the interpreter's exit, after its
+        socket is gone."""
         if self._watch is not None:
             self._watch.messages.close()
-            self._watch.response.close()
+            self._watch.stream.close()
             self._watch = None
 
     def interrupt(self) -> None:
@@ -477,7 +476,7 @@ class Backend(DCS):
         blocked on it): the watch thread's read fails at once, and that thread closes
         the stream (`_close_watch`)."""
         watch = self._watch
-        sock = _socket(watch.response) if watch else None
+        sock = watch.stream.sock if watch else None
         if sock is not None:
             with contextlib.suppress(OSError):  # whatever state the stream is in
                 sock.shutdown(socket.SHUT_RDWR)
@@ -491,7 +490,7 @@ class Backend(DCS):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return [], after, False
-            sock = _socket(watch.response)
+            sock = watch.stream.sock
             if sock is not None:
                 sock.settimeout(remaining)
             message = next(watch.messages, None)
@@ -532,12 +531,6 @@ class Backend(DCS):
         found = {} if deleted or not self._mine(kv) else {kv.key: kv.lease}
         self.session.check(kv.mod_revision, found, [kv.key])
         return Event(kv.mod_revision, kv.key, None if deleted else _entry(kv))
-
-
-def _socket(response: requests.Response) -> Optional[socket.socket]:
-    """The socket a streaming response is read from, while it is open."""
-    connection = getattr(response.raw, "connection", None)
-    return getattr(connection, "sock", None)
 
 
 def _entry(kv: KV, ttl: Optional[float] = None) -> Entry:

@@ -1,10 +1,11 @@
 """etcd v3's JSON gateway (POST /v3/...): one member's client, the wire format, the errors.
 
-The client is a thin one of our own: the gateway is plain JSON (keys and values
-base64, int64 as strings), and etcd3gw has no authentication and needs a newer
-Python than yaim supports. An error answer carries etcd's gRPC status code and
-message: errors are told apart by the code, and by the message only among the
-errors etcd gives one code. The backend's operations are in yaim.dcs.etcd3.
+The client is a thin one of our own, on yaim.httpclient (the standard library's
+http.client): the gateway is plain JSON (keys and values base64, int64 as strings),
+and etcd3gw has no authentication and needs a newer Python than yaim supports. An
+error answer carries etcd's gRPC status code and message: errors are told apart by the
+code, and by the message only among the errors etcd gives one code. The backend's
+operations are in yaim.dcs.etcd3.
 """
 
 from __future__ import annotations
@@ -12,12 +13,11 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import ssl
 from typing import Any, Dict, Iterator, NamedTuple, Optional
 
-import requests
-import urllib3
-
 from yaim.dcs import Refused, Transient, describe, system_ca_file
+from yaim.httpclient import Client, HTTPFailure, Response, Stream, Timeout
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,12 @@ LEASE_NOT_FOUND = EtcdError(NOT_FOUND, "requested lease not found")
 # etcd's require-leader metadata (rpctypes.MetadataRequireLeaderKey), as the gateway
 # forwards it: a stream asking for it ends ("no leader") when its member loses its leader.
 REQUIRE_LEADER = {"Grpc-Metadata-Hasleader": "true"}
+# Sent with every request. The gateway passes an Accept header on as the metadata
+# "grpcgateway-accept", by which etcd (auth.AuthInfoFromTLS) tells its own gateway's
+# calls from a client's: without it, a request that carries no token is taken for one
+# of the user named in the common name of the certificate the gateway calls with,
+# and refused ("permission denied") instead of asking for credentials.
+ACCEPT = {"Accept": "application/json"}
 
 
 class GatewayError(Exception):
@@ -131,7 +137,7 @@ class KV(NamedTuple):
 
 
 class Gateway:
-    """One member's JSON gateway: a requests session with the TLS settings, and a token."""
+    """One member's JSON gateway: an HTTP client with the TLS settings, and a token."""
 
     def __init__(self, url: str, config, timeout: float) -> None:
         self.url = url.rstrip("/")
@@ -139,34 +145,40 @@ class Gateway:
         self.user: Optional[str] = config.etcd_user
         self.password: str = config.etcd_password or ""
         self.token: Optional[str] = None
-        self.session = requests.Session()
-        self.session.trust_env = False  # no proxy or CA bundle from the environment
-        self.session.verify = config.etcd_ca_file or system_ca_file()
-        if config.etcd_cert_file:
-            self.session.cert = (config.etcd_cert_file, config.etcd_key_file)
+        context = None
+        if self.url.startswith("https:"):  # no CA bundle from the environment
+            context = ssl.create_default_context(cafile=config.etcd_ca_file or system_ca_file())
+            if config.etcd_cert_file:
+                context.load_cert_chain(config.etcd_cert_file, config.etcd_key_file)
+        self.client = Client(self.url, timeout, context)
 
     def call(self, path: str, body: Dict[str, Any]) -> Dict[str, Any]:
         """One request; a token etcd no longer accepts is renewed once, and so is the
         empty one of an etcd that had authentication off at the last login."""
         self._login()
         try:
-            return self._answer(self._post(path, body, self.timeout))
+            return self._answer(self._post(path, body))
         except GatewayError as exc:
             if self.user is None or not (exc.code == UNAUTHENTICATED or exc.means(USER_EMPTY)):
                 raise
         self.token = None
         self._login()
-        return self._answer(self._post(path, body, self.timeout))
+        return self._answer(self._post(path, body))
 
-    def stream(self, path: str, body: Dict[str, Any], read_timeout: float) -> requests.Response:
-        """A streaming request (watch); its messages are read with `messages_of`. It asks
-        to be ended when its member loses its leader: a watch on a member cut off from the
-        others would stay open and silent, as if nothing happened."""
+    def stream(self, path: str, body: Dict[str, Any], read_timeout: float) -> Stream:
+        """A streaming request (watch), on a connection of its own; its messages are read
+        with `messages_of`. It asks to be ended when its member loses its leader: a watch
+        on a member cut off from the others would stay open and silent, as if nothing
+        happened."""
         self._login()
-        response = self._post(path, body, read_timeout, stream=True)
-        if response.status_code != 200:
-            self._answer(response)
-        return response
+        headers = dict(self._headers(), **REQUIRE_LEADER)
+        try:
+            stream = self.client.stream("POST", path, _json(body), headers, read_timeout)
+        except HTTPFailure as exc:
+            raise Transient(describe(exc)) from exc
+        if stream.status != 200:
+            self._answer(self._whole(stream.read_all))
+        return stream
 
     def _login(self) -> None:
         """Get a token when a user is configured and there is none yet."""
@@ -174,7 +186,7 @@ class Gateway:
             return
         body = {"name": self.user, "password": self.password}
         try:
-            answer = self._answer(self._post("/v3/auth/authenticate", body, self.timeout))
+            answer = self._answer(self._post("/v3/auth/authenticate", body))
         except GatewayError as exc:
             if exc.means(AUTH_NOT_ENABLED):
                 log.warning("%s: etcd-user is set but etcd has authentication off", self.url)
@@ -186,49 +198,49 @@ class Gateway:
             raise GatewayError(exc.code, failed) from None
         self.token = answer.get("token", "")
 
-    def _post(
-        self, path: str, body: Dict[str, Any], read_timeout: float, stream: bool = False
-    ) -> requests.Response:
-        headers = {"Authorization": self.token} if self.token else {}
-        if stream:
-            headers.update(REQUIRE_LEADER)
+    def _headers(self) -> Dict[str, str]:
+        return dict(ACCEPT, Authorization=self.token) if self.token else dict(ACCEPT)
+
+    def _post(self, path: str, body: Dict[str, Any]) -> Response:
+        headers = self._headers()
+        return self._whole(lambda: self.client.request("POST", path, _json(body), headers))
+
+    @staticmethod
+    def _whole(answer) -> Response:
+        """The answer `answer()` gets; a request that got none is Transient."""
         try:
-            return self.session.post(
-                self.url + path,
-                data=json.dumps(body),
-                headers=headers,
-                timeout=(self.timeout, read_timeout),
-                stream=stream,
-            )
-        except (requests.RequestException, OSError, ValueError) as exc:
+            return answer()
+        except HTTPFailure as exc:
             raise Transient(describe(exc)) from exc
 
-    def _answer(self, response: requests.Response) -> Dict[str, Any]:
+    def _answer(self, response: Response) -> Dict[str, Any]:
         try:
             answer = response.json()
         except ValueError:
             text = " ".join(response.text.split())[:200] or "no answer"
-            raise Transient(f"HTTP {response.status_code}: {text}") from None
-        if response.status_code != 200 or "error" in answer:
-            raise error_of(answer, response.status_code)
+            raise Transient(f"HTTP {response.status}: {text}") from None
+        if response.status != 200 or "error" in answer:
+            raise error_of(answer, response.status)
         return answer
 
 
-def messages_of(response: requests.Response) -> Iterator[Dict[str, Any]]:
+def _json(body: Dict[str, Any]) -> bytes:
+    return json.dumps(body).encode()
+
+
+def messages_of(stream: Stream) -> Iterator[Dict[str, Any]]:
     """The newline-separated JSON messages of a stream as they arrive; Quiet on silence."""
     buffer = b""
     try:
-        for chunk in response.iter_content(chunk_size=None):
+        for chunk in stream.chunks():
             buffer += chunk
             while b"\n" in buffer:
                 line, buffer = buffer.split(b"\n", 1)
                 if line.strip():
                     yield json.loads(line)
-    except requests.exceptions.ConnectionError as exc:
-        if exc.args and isinstance(exc.args[0], urllib3.exceptions.ReadTimeoutError):
-            raise Quiet() from exc
-        raise Transient(describe(exc)) from exc
-    except (requests.RequestException, OSError, ValueError) as exc:
+    except Timeout as exc:
+        raise Quiet() from exc
+    except (HTTPFailure, ValueError) as exc:
         raise Transient(describe(exc)) from exc
 
 
