@@ -41,6 +41,7 @@ T = TypeVar("T")
 Observer = Callable[[str, float, bool], None]
 
 BACKENDS = {"etcd": "yaim.dcs.etcd2", "etcd3": "yaim.dcs.etcd3"}
+MARK_KEYS = 100_000  # mark keys a handle keeps made (`DCS._mark_key`), far above a pool's size
 
 
 class Transient(Exception):
@@ -158,6 +159,7 @@ class DCS(abc.ABC):
         self._helpers: List[DCS] = []  # this handle's own such helpers, made on first use
         # The index (v2) or revision (v3) the last read reflects; the watch resumes after it.
         self.seen: Optional[int] = None
+        self._mark_keys: Dict[IPAddress, str] = {}
 
     @property
     def node_value(self) -> str:
@@ -231,7 +233,14 @@ class DCS(abc.ABC):
     # --- the keys of the layout, the same in both APIs (drawn in each backend's docstring) ---
 
     def _mark_key(self, address: IPAddress) -> str:
-        return f"{self.root}/ips/{address}/marked"
+        """Made once per address and kept (MARK_KEYS at most): the heartbeat asks for the
+        key of every held mark every round, and an IPv6 address's text takes long to make."""
+        key = self._mark_keys.get(address)
+        if key is None:
+            if len(self._mark_keys) >= MARK_KEYS:
+                self._mark_keys.clear()
+            key = self._mark_keys[address] = f"{self.root}/ips/{address}/marked"
+        return key
 
     def _pool_key(self, address: IPAddress) -> str:
         return f"{self.root}/ips/{address}"

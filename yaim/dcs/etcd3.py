@@ -29,9 +29,9 @@ import logging
 import socket
 import threading
 import time
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple
 
-from yaim.dcs import DCS, Entry, Event, Resync, Transient, snapshot_of
+from yaim.dcs import DCS, Entry, Event, Incomplete, Refreshed, Resync, Transient, snapshot_of
 from yaim.dcs.gateway import (
     KV,
     LEASE_NOT_FOUND,
@@ -105,6 +105,11 @@ class _Session:
     def holds(self, key: str) -> bool:
         with self.lock:
             return key in self._known
+
+    def holding(self, keys: Iterable[str]) -> Set[str]:
+        """Those of `keys` known to be on the lease (`holds`, under one lock)."""
+        with self.lock:
+            return {key for key in keys if key in self._known}
 
     def revision(self, key: str) -> Optional[int]:
         """The revision of this node's last write of `key`, if it is known to be on the lease."""
@@ -308,6 +313,25 @@ class Backend(DCS):
         key = self._mark_key(address)
         compare = [created(key, "EQUAL"), created(self._pool_key(address), "GREATER")]
         return self._call("create " + key, lambda g: self._put(g, key, self.node, compare))
+
+    def refresh_marks(self, addresses: Iterable[IPAddress]) -> Dict[IPAddress, Refreshed]:
+        """A mark known to be on the lease was renewed by this round's keep-alive: it
+        costs no request, and the whole batch of them one look at the session, answered
+        first (sent now, after that keep-alive: its TTL starts with it all the same,
+        `ttl_start`); the others follow, one by one as DCS.refresh_marks sends them."""
+        keys = {address: self._mark_key(address) for address in addresses}
+        on_lease = self.session.holding(keys.values())
+        sent_at = time.monotonic()
+        done = {a: Refreshed(True, sent_at) for a, key in keys.items() if key in on_lease}
+        others = [address for address in keys if address not in done]
+        if not others:
+            return done
+        try:
+            done.update(DCS.refresh_marks(self, others))
+        except Incomplete as exc:
+            done.update(exc.done)
+            raise Incomplete(str(exc), done) from exc
+        return done
 
     def refresh_mark(self, address: IPAddress) -> bool:
         key = self._mark_key(address)
