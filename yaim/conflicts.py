@@ -48,6 +48,10 @@ class Handovers:
         self.window = HANDOVER_WINDOW * ttl
         self.seen: Dict[IPAddress, Seen] = {}
         self.addresses: FrozenSet[IPAddress] = frozenset()
+        # The last read noted (its view and send time), and whether `seen` holds nothing
+        # but the marks it showed.
+        self._last: Optional[Tuple[ClusterView, float]] = None
+        self._only_last = False
 
     def note(
         self, view: ClusterView, sent_at: float, history: Optional[FrozenSet[str]] = None
@@ -58,7 +62,19 @@ class Handovers:
         history: the read is a cache that saw every change since the last one, and these
         addresses' marks were written meanwhile. For every other address the mark last
         seen is still the last one made, as of `sent_at`: it counts as seen then (a mark
-        made after `sent_at` could not have come and expired unseen, yaim.claims)."""
+        made after `sent_at` could not have come and expired unseen, yaim.claims).
+
+        The same read noted again without a history (the balancer's quiet rounds, which
+        look at the last sync's cache again) costs nothing while `seen` holds only that
+        read's marks: the full work would find no address handed over (only a free
+        address can be, and those have no mark in that view, so none in `seen`), and
+        would leave `seen` as it is (those marks, aged out of the window or not, are put
+        back as they were)."""
+        last = self._last
+        again = last is not None and last[0] is view and last[1] == sent_at
+        if again and history is None and self._only_last:
+            self.addresses = frozenset()
+            return
         now = time.monotonic()
         if history is not None:
             self.seen = {
@@ -67,9 +83,12 @@ class Handovers:
             }
         self.seen = {a: s for a, s in self.seen.items() if now - s.read_at < self.window}
         self.addresses = handed_over(self._marks(), view)
+        shown = 0
         for address, holder in view.holders.items():
             if address in view.marks:
                 self.seen[address] = Seen(holder, view.marks[address], sent_at)
+                shown += 1
+        self._last, self._only_last = (view, sent_at), len(self.seen) == shown
 
     def _marks(self) -> Dict[IPAddress, Tuple[str, int]]:
         """The marks seen, as yaim.view.handed_over takes them: address -> (holder, mark)."""
@@ -122,6 +141,8 @@ class Conflicts:
         self.noted = set(view.conflicts)
         now = time.monotonic()
         self.pending = {a: p for a, p in self.pending.items() if p.until > now}
+        if not self.pending:
+            return view  # as it is, not a copy of its pool: a quiet round stays O(1) here
         mine = {a: Conflict(p.mac, self.me) for a, p in self.pending.items()}
         return view._replace(pool=view.pool.difference(mine), conflicts={**mine, **view.conflicts})
 

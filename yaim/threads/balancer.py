@@ -89,6 +89,7 @@ class BalancerThread(DCSWorker):
         # parsing and planning 1,000 addresses costs about 10 ms a round.
         self._parsed: Optional[Tuple[Snapshot, ClusterView, List[Rejected]]] = None
         self._planned: Optional[Tuple[ClusterView, balancer.Plan]] = None
+        self._mine: Optional[Tuple[ClusterView, Dict[IPAddress, int]]] = None
 
     def dcs_round(self, messages: List[Any]) -> None:
         behind = [m.why for m in messages if isinstance(m, Behind)]
@@ -163,7 +164,7 @@ class BalancerThread(DCSWorker):
         view, rejected = self._parse(snapshot)
         if look is not None:
             self.handovers.note(view, sent_at, look.marked if look.continued else None)
-            self.ledger.saw({a: n for a, n in view.marks.items() if view.holders.get(a) == self.me})
+            self.ledger.saw(self._own_marks(view))
         for entry in sorted(set(rejected) - self.rejected):
             log.warning("refused %s on node %s: %s", entry.label, self.me, entry.reason)
         self.rejected = set(rejected)
@@ -173,6 +174,15 @@ class BalancerThread(DCSWorker):
         if not self.state.taking_part:
             view = view._replace(nodes=view.nodes - {self.me})
         return view
+
+    def _own_marks(self, view: ClusterView) -> Dict[IPAddress, int]:
+        """This node's marks in `view` (address -> number), found once per view: a quiet
+        round looks at the same one again."""
+        last = self._mine
+        if last is None or last[0] is not view:
+            mine = {a: n for a, n in view.marks.items() if view.holders.get(a) == self.me}
+            last = self._mine = (view, mine)
+        return last[1]
 
     def _note_drain(self, drained: bool) -> None:
         if drained == self.drained:
