@@ -203,7 +203,9 @@ class StreamServer:
         self.listener.close()
 
 
-def test_a_stream_brings_its_chunks_as_they_come_and_times_out_on_silence():
+@pytest.fixture
+def watch():
+    """A stream opened on a StreamServer (read timeout 0.3 s): (the server, the stream)."""
     served = StreamServer()
     client = Client(f"http://127.0.0.1:{served.port}", 2.0)
     try:
@@ -211,34 +213,30 @@ def test_a_stream_brings_its_chunks_as_they_come_and_times_out_on_silence():
         opened.start()
         stream = client.stream("POST", "/v3/watch", b"{}", {}, 0.3)
         opened.join(5)
-        assert stream.status == 200
-        chunks = stream.chunks()
-        served.send(b'{"a":1}\n')
-        assert next(chunks) == b'{"a":1}\n'
-        with pytest.raises(Timeout):
-            next(chunks)
+        yield served, stream
         stream.close()
-        assert stream.sock is None
     finally:
         client.close()
         served.close()
 
 
-def test_a_stream_ends_when_the_server_ends_the_answer():
-    served = StreamServer()
-    client = Client(f"http://127.0.0.1:{served.port}", 2.0)
-    try:
-        opened = threading.Thread(target=served.accept)
-        opened.start()
-        stream = client.stream("POST", "/v3/watch", b"{}", {}, 2.0)
-        opened.join(5)
-        served.send(b"one\n")
-        served.end()
-        assert list(stream.chunks()) == [b"one\n"]
-        stream.close()
-    finally:
-        client.close()
-        served.close()
+def test_a_stream_brings_its_chunks_as_they_come_and_times_out_on_silence(watch):
+    served, stream = watch
+    assert stream.status == 200
+    chunks = stream.chunks()
+    served.send(b'{"a":1}\n')
+    assert next(chunks) == b'{"a":1}\n'
+    with pytest.raises(Timeout):
+        next(chunks)
+    stream.close()
+    assert stream.sock is None
+
+
+def test_a_stream_ends_when_the_server_ends_the_answer(watch):
+    served, stream = watch
+    served.send(b"one\n")
+    served.end()
+    assert list(stream.chunks()) == [b"one\n"]
 
 
 def test_the_gateway_sends_an_accept_header_with_and_without_a_token(server):
