@@ -12,9 +12,12 @@ A stalled, slow or hostile client must cost neither the daemon nor the scraper,
 so small overrides of socketserver's hooks (rather than a new dependency) bound it:
 
 - Each request has TIMEOUT seconds to arrive and be answered. A watchdog in the
-  serving loop (`service_actions`) shuts down a connection past its deadline; that
-  also ends a client sending one byte at a time, which a socket timeout (per read)
-  would keep forever.
+  serving loop (`service_actions`, every WATCHDOG seconds while a connection is open)
+  shuts down a connection past its deadline; that also ends a client sending one byte
+  at a time, which a socket timeout (per read) would keep forever. While none is open
+  the loop sleeps until a connection or the stop comes: socketserver's own loop wakes
+  every poll interval, which cost an idle daemon more CPU than all its other threads'
+  waits together.
 - At most MAX_CONNECTIONS handler threads. When all are taken, a new connection
   makes the oldest one still waiting for its request give way (and waits up to
   BUSY_WAIT for its thread to end). Refusing newcomers instead would leave a scraper
@@ -29,6 +32,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
+import selectors
 import socket
 import sys
 import threading
@@ -44,6 +49,7 @@ log = logging.getLogger(__name__)
 TIMEOUT = 5.0  # seconds for a request to arrive and be answered
 MAX_CONNECTIONS = 16  # handler threads
 BUSY_WAIT = 0.5  # seconds a new connection waits for a thread to end when all are taken
+WATCHDOG = 0.2  # seconds between the watchdog's looks while a connection is open
 
 
 class StatusError(YaimError):
@@ -134,7 +140,46 @@ class _Server(ThreadingHTTPServer):
         self.sources = sources
         self.lock = threading.Condition()
         self.connections: Dict[socket.socket, _Slot] = {}
-        super().__init__(address, _Handler)
+        self._stopping = False
+        self._stopped = threading.Event()
+        self._wake: Optional[Tuple[int, int]] = os.pipe()  # `shutdown` wakes the loop
+        for fd in self._wake:
+            os.set_blocking(fd, False)
+        super().__init__(address, _Handler)  # closes the pipe too if it cannot listen
+
+    def serve_forever(self, poll_interval: float = WATCHDOG) -> None:
+        """socketserver's loop, asleep while no connection is open: it wakes for a new
+        connection and for `shutdown`, and, while one is open, every `poll_interval`
+        seconds for the watchdog. Connections are only added here (`process_request`),
+        so none can be open while it sleeps without a timeout."""
+        self._stopped.clear()
+        try:
+            with selectors.PollSelector() as selector:
+                selector.register(self, selectors.EVENT_READ)
+                selector.register(self._wake[0], selectors.EVENT_READ)
+                while not self._stopping:
+                    with self.lock:
+                        timeout = poll_interval if self.connections else None
+                    ready = [key.fileobj for key, _ in selector.select(timeout)]
+                    if self._stopping:
+                        break
+                    if self._wake[0] in ready:
+                        with contextlib.suppress(BlockingIOError):
+                            os.read(self._wake[0], 512)
+                    if self in ready:
+                        self._handle_request_noblock()
+                    self.service_actions()
+        finally:
+            self._stopping = False
+            self._stopped.set()
+
+    def shutdown(self) -> None:
+        """Stop the loop and wait for it to end (from another thread)."""
+        self._stopping = True
+        if self._wake is not None:
+            with contextlib.suppress(BlockingIOError):  # the pipe is full: it is being woken
+                os.write(self._wake[1], b"\0")
+        self._stopped.wait()
 
     def process_request(self, request: Any, client_address: Any) -> None:
         """A handler thread for the connection if one of MAX_CONNECTIONS is (or gets) free."""
@@ -200,6 +245,10 @@ class _Server(ThreadingHTTPServer):
     def server_close(self) -> None:
         """Also end the connections still open, so that no handler thread outlives the server."""
         super().server_close()
+        if self._wake is not None:
+            for fd in self._wake:
+                os.close(fd)
+            self._wake = None
         with self.lock:
             for request in self._in("waiting", "answering"):
                 self._drop(request, "open at stop")
@@ -214,9 +263,7 @@ class StatusServer:
         except OSError as exc:
             host, port = address
             raise StatusError(f"status-listen: cannot listen on {host}:{port}: {exc}") from None
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, name="status", kwargs={"poll_interval": 0.2}
-        )
+        self.thread = threading.Thread(target=self.server.serve_forever, name="status")
         self.thread.daemon = True
 
     @property

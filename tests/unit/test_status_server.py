@@ -170,3 +170,16 @@ def test_a_kept_alive_connection_serves_one_request_after_another(serve):
             assert (response.status, response.read() != b"") == (200, True), path
     finally:
         connection.close()
+
+
+def test_an_idle_server_sleeps_until_a_connection_and_stops_at_once(serve, monkeypatch):
+    looks = []
+    monkeypatch.setattr(status._Server, "service_actions", lambda server: looks.append(1))
+    server = serve(5.0)
+    time.sleep(3 * status.WATCHDOG)
+    assert looks == [], "no connection, no watchdog round"
+    assert get(server, "/health")[0] == 200
+    wait_until(lambda: looks, 5, what="the round after the connection")
+    started = time.monotonic()
+    server.stop()
+    assert time.monotonic() - started < status.WATCHDOG, "woken by the stop, not by a poll"
