@@ -43,6 +43,12 @@ POOL_BASE = ipaddress.IPv6Address("2001:db8:5ca1::1")
 CRASH_SHARE = 0.1
 POLL = 0.1  # seconds between two looks at the interfaces
 SETTLE_TIMEOUT = 60.0  # a configuration that has not settled by then is reported as such
+# The settle's `released` notes live ttl from their release plus etcd's expiry tick (0.5 s),
+# so the last can outlive the pause of one ttl after the settle; every one that expires is
+# a watch event to every node, which a v3 daemon counts as a request. Seconds to wait for
+# them beyond that pause.
+NOTES_TIMEOUT = 5.0
+ROOT = "/service/yaim"  # yaim's default dcs namespace and clustername
 # Daemons started at once: 100 at once on 2 cores starve the first actuator rounds beyond
 # the ttl, and yaim's watchdog stops such a daemon ("actuator thread has not finished a round").
 START_BATCH = 10
@@ -286,6 +292,19 @@ def http_get(
         raise OSError(f"{host}:{port}{path}: not an HTTP answer: {head[:80]!r}") from exc
 
 
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def notes_left(dcs_type: str, text: str) -> int:
+    """The keys in etcd's answer to a count of one notes directory: v3 a `count_only`
+    range (no count when none), v2 the directory (an error when there is none)."""
+    answer = json.loads(text)
+    if dcs_type == "etcd3":
+        return int(answer.get("count", 0))
+    return len(answer.get("node", {}).get("nodes", []))
+
+
 def answers(netns: str, port: int, host: str = "127.0.0.1") -> bool:
     """Whether something answers HTTP on the port, whatever the status."""
     try:
@@ -402,11 +421,12 @@ class ScaleLab:
     def cold_start(self, figures: Dict[str, Any]) -> None:
         """Start the daemons unhealthy, then turn every check healthy at once; puts the
         start-up and settle seconds into `figures` as they are measured. Returns one ttl
-        after the settle, the announcements over."""
+        after the settle, the announcements over, and once its released notes are gone."""
         figures["startup_s"] = self.start(timeout=60 + 2 * len(self.nodes))
         self.set_health(True)
         figures["settle_s"], _ = self.settle(self.nodes, time.monotonic(), SETTLE_TIMEOUT)
         time.sleep(self.ttl / 1000)  # a pause before measuring, not a wait for a condition
+        wait_until(lambda: not self.released(), NOTES_TIMEOUT, interval=POLL, what="released notes")
 
     def check_alive(self, nodes: Sequence[YaimNode]) -> None:
         dead = [n for n in nodes if not n.running]
@@ -458,6 +478,19 @@ class ScaleLab:
             counts[what] = sum(sum(samples(text, name).values()) for name in names)
         return counts
 
+    def released(self) -> int:
+        """How many `released` notes etcd holds now."""
+        prefix = f"{ROOT}/released/"
+        if self.dcs_type == "etcd3":
+            ends = (prefix[:-1] + "0").encode()
+            query = {"key": b64(prefix.encode()), "range_end": b64(ends), "count_only": True}
+            _, text = http_get(
+                self.lab.hub, ETCD_PORT, "/v3/kv/range", HUB_DCS, body=json.dumps(query).encode()
+            )
+            return notes_left("etcd3", text)
+        _, text = http_get(self.lab.hub, ETCD_PORT, "/v2/keys" + prefix, HUB_DCS)
+        return notes_left("etcd", text)
+
     def dcs_bytes(self, nodes: Sequence[YaimNode]) -> List[float]:
         """The bytes each node's dcs0 has received and sent so far (wire bytes: its DCS
         traffic, and its health check's, one small HTTP exchange per check-interval)."""
@@ -472,7 +505,7 @@ class ScaleLab:
         """One listing of everything in etcd, as a resync asks for it: (bytes of the
         answer's body, entries in it)."""
         if self.dcs_type == "etcd3":
-            everything = base64.b64encode(b"\0").decode()
+            everything = b64(b"\0")
             query = json.dumps({"key": everything, "range_end": everything}).encode()
             _, text = http_get(self.lab.hub, ETCD_PORT, "/v3/kv/range", HUB_DCS, body=query)
             return len(text), int(json.loads(text).get("count", 0))
@@ -735,7 +768,8 @@ def method_notes(window: float) -> List[str]:
         f" the same over the survivors after crashing {CRASH_SHARE:.0%} of the nodes (at"
         " least one; those holding the most addresses: SIGKILL, dcs0 and lan0 down). Sampled every"
         f" {POLL:g} s plus the time one look at all nodes takes.",
-        f"steady: a {window:g} s window starting one ttl after settling. CPU % of one core"
+        f"steady: a {window:g} s window starting one ttl after settling, once etcd holds no"
+        " released note (each that expires is a watch event per node). CPU % of one core"
         " from /proc/PID/stat (etcd's too: the DCS side of the cost); RSS is VmHWM (the peak"
         " over the daemon's life); DCS requests"
         " from each daemon's yaim_dcs_requests_total (every try counted), with etcd's own"

@@ -158,3 +158,17 @@ def test_goals_judge_the_issues_figures():
     assert "at most 40 MB: NOT met (45.00 MB)" in verdicts[4]
     assert verdicts[5].startswith("etcd3: O(1)") and ": met (O(1)" in verdicts[5]
     assert scale.goals([], {})[0].endswith("not measured in this run.")
+
+
+@pytest.mark.parametrize(
+    "dcs_type, text, left",
+    [
+        ("etcd3", '{"header": {"revision": "7"}}', 0),  # etcd leaves a zero count out
+        ("etcd3", '{"header": {"revision": "7"}, "count": "17"}', 17),
+        ("etcd", '{"errorCode": 100, "message": "Key not found"}', 0),
+        ("etcd", '{"node": {"key": "/service/yaim/released", "dir": true}}', 0),
+        ("etcd", '{"node": {"dir": true, "nodes": [{"key": "a"}, {"key": "b"}]}}', 2),
+    ],
+)
+def test_notes_left_counts_the_keys_of_both_apis_answers(dcs_type, text, left):
+    assert scale.notes_left(dcs_type, text) == left
