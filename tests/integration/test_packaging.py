@@ -198,7 +198,8 @@ def test_installed_package_holds_its_files_and_a_valid_example(installed):
     )
     assert where.stdout.startswith("/usr/lib/python3/dist-packages/yaim/"), where.stdout
     depends = run(["dpkg-query", "-W", "-f=${Depends}", "yaim"]).stdout
-    assert "python3-etcd" in depends and "pyroute2" not in depends, depends
+    assert "python3-etcd" in depends, depends
+    assert "pyroute2" not in depends and "python3-requests" not in depends, depends
     conffiles = run(["dpkg-query", "-W", "-f=${Conffiles}", "yaim"]).stdout
     for path in (CONFIG, DEFAULTS, Path(INIT_SCRIPT)):
         assert f" {path} " in conffiles
