@@ -128,9 +128,12 @@ def test_a_node_out_says_why_in_its_out_key_until_it_takes_part_again(make, etcd
     url = "http://yaim:s3cret@127.0.0.1:9/health"  # a check's words may quote its URL
     n1 = make("n1", **{"checker-type": "http", "http-url": url})
     n1.touch_out("link down: lan0 has no carrier")
-    assert n1.read().out == {"n1": "link down: lan0 has no carrier"}
+    n2 = make("n2")
+    assert n2.read().out == {"n1": "link down: lan0 has no carrier"}
+    n1.touch_out("link down: lan0 has no carrier")  # every round while out: no event
+    assert n2.watch_events(n2.seen, 0.5)[0] == []
     n1.touch_out(f"not healthy: GET {url}: connection refused")
-    said = make("n2").read().out["n1"]
+    said = n2.read().out["n1"]
     assert said == "not healthy: GET http://yaim:***@127.0.0.1:9/health: connection refused"
     if make.dcs_type == "etcd3":  # on the lease, with the node key and the marks
         assert key_of(etcd, make.root + "/out/n1")[1] == n1.session.lease

@@ -160,6 +160,7 @@ class DCS(abc.ABC):
         # The index (v2) or revision (v3) the last read reflects; the watch resumes after it.
         self.seen: Optional[int] = None
         self._mark_keys: Dict[IPAddress, str] = {}
+        self._out_said: Optional[str] = None  # the reason of the out key written last
 
     @property
     def node_value(self) -> str:
@@ -379,11 +380,14 @@ class DCS(abc.ABC):
         no part (unhealthy, link down), and the operator's yaimctl, which sees no node key
         then, shows it and why. `reason` as the log has it: no password of the config
         (a check's words may quote its URL or DSN), at most OUT_LIMIT characters."""
-        self._write_out(Secrets.of(self.config).scrub(reason)[:OUT_LIMIT])
+        text = Secrets.of(self.config).scrub(reason)[:OUT_LIMIT]
+        self._write_out(text, same=text == self._out_said)
+        self._out_said = text
 
     @abc.abstractmethod
-    def _write_out(self, text: str) -> None:
-        """touch_out's write of the key (v3: only when it is not on the lease with `text`)."""
+    def _write_out(self, text: str, same: bool) -> None:
+        """touch_out's write of the key; `same`: this handle wrote `text` there last, so
+        the key need only live on (v2: a TTL refresh, v3: the lease's keep-alive)."""
 
     @abc.abstractmethod
     def delete_out(self) -> None:

@@ -252,9 +252,16 @@ class Backend(DCS):
             lambda client: client.write(key, self.node, ttl=self.etcd_ttl).modifiedIndex,
         )
 
-    def _write_out(self, text: str) -> None:
+    def _write_out(self, text: str, same: bool) -> None:
+        """A TTL refresh while the reason is the same, as for the node key: a refresh wakes
+        no watch, and a write every round would be an event at every node's watch."""
         key = self._out_key
-        self._call("write " + key, lambda client: client.write(key, text, ttl=self.etcd_ttl))
+
+        def operation(client: etcd.Client) -> None:
+            if not (same and self._renew(client, key, text)):
+                self.versions.wrote(key, client.write(key, text, ttl=self.etcd_ttl))
+
+        self._call("write " + key, operation)
 
     def delete_node(self) -> None:
         self._delete(self._node_key)

@@ -140,7 +140,6 @@ class Backend(DCS):
         super().__init__(config, **kwargs)
         self.session = _Session()
         self._watch: Optional[_Watch] = None
-        self._out_said: Optional[str] = None  # the reason of the out key written last
 
     def clone(self) -> DCS:
         twin = super().clone()
@@ -290,12 +289,11 @@ class Backend(DCS):
 
         return self._call("write " + key, operation)
 
-    def _write_out(self, text: str) -> None:
+    def _write_out(self, text: str, same: bool) -> None:
         key = self._out_key
-        if self.session.holds(key) and self._out_said == text:
+        if same and self.session.holds(key):
             return  # on the lease: the keep-alive renews it
         self._call("write " + key, lambda gateway: self._put(gateway, key, text, []))
-        self._out_said = text
 
     def delete_node(self) -> None:
         self._delete_own(self._node_key)
