@@ -22,6 +22,7 @@ drops, SO_MEMINFO).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import ipaddress
 import select
 import socket
@@ -85,6 +86,79 @@ def parse_arp(frame: bytes) -> Optional[Tuple[int, bytes, bytes]]:
     if (hardware, protocol, hlen, plen) != (1, ETH_P_IP, 6, 4):
         return None
     return operation, frame[22:28], frame[28:32]
+
+
+# A classic BPF program (linux/filter.h) that the kernel runs on every ARP frame before it
+# queues it for a probe's socket. Written out by hand: it is eighteen instructions, and no
+# packaged Python library assembles classic BPF (libpcap's compiler would bring a C
+# library and a filter language for what these lines say directly).
+SO_ATTACH_FILTER = 26
+SKF_AD_PKTTYPE = 0xFFFFF000 + 4  # an ancillary load: the frame's packet type
+LD_LEN, LDH_ABS, LD_ABS, JEQ, JGE, RET = 0x80, 0x28, 0x20, 0x15, 0x35, 0x06
+SOCK_FILTER = struct.Struct("=HBBI")  # code, jump if true, jump if false, constant
+KEEP = 0x40000  # bytes of the frame to queue: all of it
+
+
+def _assemble(program: List[Tuple[int, int, str, str]]) -> bytes:
+    """(code, constant, where to go if true, if false) -> sock_filter array; a jump names
+    "next", "keep" or "drop" (the program's two final instructions)."""
+    keep = len(program)
+    places = {"keep": keep, "drop": keep + 1}
+    out = b""
+    for i, (code, k, true, false) in enumerate(program):
+        jt, jf = (0 if to == "next" else places[to] - i - 1 for to in (true, false))
+        out += SOCK_FILTER.pack(code, jt, jf, k)
+    return out + SOCK_FILTER.pack(RET, 0, 0, KEEP) + SOCK_FILTER.pack(RET, 0, 0, 0)
+
+
+def answers_filter(own: bytes) -> bytes:
+    """The kernel's copy of `arp_answer`: it passes exactly the frames for which that
+    returns an answer (at least 42 bytes, not outgoing, Ethernet ARP for IPv4, a sender
+    address other than 0.0.0.0, a sender MAC other than `own`) and drops the rest before
+    they wake the thread that reads them: its own probes and the kernel's replies on the
+    way out, and the other nodes' probes (sender 0.0.0.0), most of what a link carries.
+    arp_answer still judges every frame that passes."""
+    first, last = struct.unpack("!IH", own)
+    return _assemble(
+        [
+            (LD_LEN, 0, "next", "next"),
+            (JGE, 42, "next", "drop"),
+            (LD_ABS, SKF_AD_PKTTYPE, "next", "next"),
+            (JEQ, PACKET_OUTGOING, "drop", "next"),
+            (LDH_ABS, 12, "next", "next"),
+            (JEQ, ETH_P_ARP, "next", "drop"),
+            (LDH_ABS, 14, "next", "next"),
+            (JEQ, 1, "next", "drop"),
+            (LDH_ABS, 16, "next", "next"),
+            (JEQ, ETH_P_IP, "next", "drop"),
+            (LDH_ABS, 18, "next", "next"),
+            (JEQ, 0x0604, "next", "drop"),
+            (LD_ABS, 28, "next", "next"),
+            (JEQ, 0, "drop", "next"),
+            (LD_ABS, 22, "next", "next"),
+            (JEQ, first, "next", "keep"),
+            (LDH_ABS, 26, "next", "next"),
+            (JEQ, last, "drop", "keep"),
+        ]
+    )
+
+
+def attach_filter(sock: socket.socket, program: bytes) -> None:
+    """Attach a classic BPF program to the socket (SO_ATTACH_FILTER); raises OSError."""
+    code = ctypes.create_string_buffer(program, len(program))
+    fprog = struct.pack("HP", len(program) // SOCK_FILTER.size, ctypes.addressof(code))
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, fprog)
+
+
+def answers_socket(ifname: str, own: bytes) -> socket.socket:
+    """An ARP socket on the interface that queues only possible answers (answers_filter)."""
+    sock = arp_socket(ifname)
+    try:
+        attach_filter(sock, answers_filter(own))
+    except OSError:
+        sock.close()
+        raise
+    return sock
 
 
 def solicited_node(address: ipaddress.IPv6Address) -> ipaddress.IPv6Address:
@@ -204,7 +278,8 @@ def probe(ifname: str, addresses: Iterable[IPAddress], duration: float) -> Dict[
         v4 = [address for address in wanted if address.version == 4]
         v6 = [address for address in wanted if address.version == 6]
         if v4:
-            listeners.append(_Arp(stack.enter_context(arp_socket(ifname)), v4))
+            own = hardware_address(ifname)
+            listeners.append(_Arp(stack.enter_context(answers_socket(ifname, own)), v4))
         if v6:
             listeners.append(_Nd(stack.enter_context(icmpv6_socket(ifname)), ifname, v6))
         if not listeners:
@@ -271,7 +346,10 @@ class Prober:
     def _socket(self, version: int) -> socket.socket:
         sock = self._sockets.get(version)
         if sock is None:
-            sock = arp_socket(self.ifname) if version == 4 else icmpv6_socket(self.ifname)
+            if version == 4:
+                sock = answers_socket(self.ifname, self.mac)
+            else:
+                sock = icmpv6_socket(self.ifname)
             try:
                 if version == 6:
                     sock.setsockopt(socket.IPPROTO_ICMPV6, ICMP6_FILTER, advertisements_only())
