@@ -373,6 +373,14 @@ class Lookout:
         """Those of `addresses` that nobody has answered for, by the module's rule."""
         return frozenset(a for a in addresses if self.silence.silent(a, now))
 
+    def urgent(self) -> bool:
+        """Whether an answer must be read as it comes: while a holder is suspected, its
+        answer ends the probing of its addresses. Otherwise answers may wait in the socket
+        until the next probe or judgement (`next_time`) or the balancer's question
+        (`silent`), which read them first: the judgement and the question see every answer
+        that has come, only later."""
+        return bool(self.suspects)
+
     def next_time(self) -> float:
         """When the next probe or judgement is due (monotonic)."""
         times = [self.next_round]

@@ -235,6 +235,25 @@ def test_a_holder_that_answers_gets_one_probe_per_interval_to_its_mac_alone():
     assert all(mac == "02:00:00:00:00:01" for _, mac in later), "unicast once it answered"
 
 
+def test_answers_read_only_at_the_next_step_suspect_nobody_and_wake_it_twice_an_interval():
+    view = settled_view()
+    lookout = lookout_of()
+    lookout.follow(view, 0.0)
+    waiting, steps, now = [], 0, 0.0
+    while now < 5.0:  # the thread outside suspicion: answers wait in the socket
+        for address, mac in waiting:
+            lookout.heard(address, mac, now)  # read first, as LookoutThread.step does
+        waiting.clear()
+        assert not lookout.tick(now) and not lookout.urgent()
+        probes = lookout.due(now)
+        lookout.sent(probes, now)
+        waiting += [(address, "02:00:00:00:00:01") for address, _ in probes]
+        steps, now = steps + 1, lookout.next_time()
+    assert steps == 2 * 10, "a probe and a judgement per interval, however many answer"
+    run(lookout, now, now + 1.0)  # nobody answers any more
+    assert lookout.suspects and lookout.urgent(), "a suspect's answer is read as it comes"
+
+
 def test_a_holder_gone_silent_is_suspected_and_its_addresses_probed_until_silent():
     view = settled_view()
     lookout = lookout_of()

@@ -2,14 +2,19 @@
 sockets it keeps open (yaim.actuator.probe.Prober), and tells the balancer which of the
 addresses it has just marked nobody has answered for (`silent`).
 
-It sleeps on an epoll descriptor of its sockets, so an answer is read as it comes; the
-balancer's question reads whatever has come before it is answered, under the same lock,
-so no answer waiting in a socket is overlooked. It follows the balancer's latest read
-(yaim.state), and chooses whom to watch from it outside that lock (the costly part,
-yaim.balancer.heirs: the balancer's question never waits for that); it never talks to
-the DCS. When the link cannot be probed (no CAP_NET_RAW, the interface down or gone)
-it says so once, makes its sockets again at its next probe, and meanwhile no address
-is silent: the balancer probes after the mark, as without it.
+While a holder is suspected it sleeps on an epoll descriptor of its sockets, so an answer
+is read as it comes; otherwise answers wait in the sockets until its next step (a probe
+or a judgement, which reads them first): at 10 nodes that is two wake-ups an interval
+instead of one per answer. The balancer's question reads whatever has come before it is
+answered, under the same lock, so no answer waiting in a socket is overlooked; a socket
+that overflowed meanwhile says so (its drops count) and no address is silent then.
+
+It follows the balancer's latest read (yaim.state), and chooses whom to watch from it
+outside that lock (the costly part, yaim.balancer.heirs: the balancer's question never
+waits for that); it never talks to the DCS. When the link cannot be probed (no
+CAP_NET_RAW, the interface down or gone) it says so once, makes its sockets again at its
+next probe, and meanwhile no address is silent: the balancer probes after the mark, as
+without it.
 """
 
 from __future__ import annotations
@@ -51,7 +56,7 @@ class LookoutThread(Worker):
         self.failing = False
 
     def watched_fd(self) -> Optional[int]:
-        return self._poller.fileno()
+        return self._poller.fileno() if self.lookout.urgent() else None
 
     def next_timeout(self) -> float:
         return self.lookout.next_time() - time.monotonic()
