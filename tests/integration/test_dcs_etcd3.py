@@ -67,6 +67,34 @@ def test_marks_are_atomic_and_only_the_holder_refreshes_or_deletes(make):
     assert n2.create_mark(A)
 
 
+@both
+def test_a_round_s_marks_are_made_together_only_where_free(make, etcd, requests_made):
+    """create_marks: the free pool addresses are marked for this node, the one another node
+    marked and the one outside the pool are not; v3 in one request and one revision, the
+    marks on the node's lease."""
+    n1, n2 = make("n1"), make("n2")
+    taken, outside = ipaddress.ip_address("198.51.100.102"), ipaddress.ip_address("198.51.100.9")
+    for address in (A, B, taken):
+        make.add_pool(address)
+    assert n2.create_mark(taken)
+    n1.touch_node()  # its lease granted
+    before = requests_made()
+    started = time.monotonic()
+    made = n1.create_marks([A, taken, outside, B])
+    sent = requests_made() - before
+    assert set(made) == {A, B} and all(started <= at <= time.monotonic() for at in made.values())
+    assert n1.read().marks[str(taken)].holder == "n2"
+    assert {n1.read().marks[str(a)].holder for a in (A, B)} == {"n1"}
+    if make.dcs_type == "etcd3":
+        assert sent == 1, "one transaction for the whole round"
+        marks = [b64(f"{make.root}/ips/{a}/marked") for a in (A, B)]
+        kvs = [v3(etcd, "/v3/kv/range", {"key": key})["kvs"][0] for key in marks]
+        assert {kv["mod_revision"] for kv in kvs} == {kvs[0]["mod_revision"]}
+        assert {kv["lease"] for kv in kvs} == {str(n1.session.lease)}
+        before = requests_made()
+        assert n1.refresh_mark(A) and requests_made() == before, "known to be on the lease"
+
+
 def test_no_mark_for_an_address_outside_the_pool(make, etcd):
     n1 = make("n1")
     assert not n1.create_mark(B)

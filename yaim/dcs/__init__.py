@@ -26,7 +26,19 @@ import random
 import ssl
 import threading
 import time
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple, Type, TypeVar
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    List,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Tuple,
+    Type,
+    TypeVar,
+)
 
 from yaim.errors import DCSError
 from yaim.redact import Secrets
@@ -396,6 +408,16 @@ class DCS(abc.ABC):
     @abc.abstractmethod
     def create_mark(self, address: IPAddress) -> bool:
         """Mark an address for this node, only if nobody has: True if this node got it."""
+
+    def create_marks(self, addresses: Sequence[IPAddress]) -> Dict[IPAddress, float]:
+        """`create_mark` of each address, in their order: those this node got -> when the
+        request that made the mark was sent. v3 sends them in one transaction."""
+        made = {}
+        for address in addresses:
+            sent_at = time.monotonic()
+            if self.create_mark(address):
+                made[address] = sent_at
+        return made
 
     @abc.abstractmethod
     def refresh_mark(self, address: IPAddress) -> bool:
