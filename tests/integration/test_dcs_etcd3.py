@@ -16,6 +16,7 @@ from lab.etcd import _free_port
 from lab.util import wait_until
 from tests.integration.conftest import b64, key_of, v3
 from yaim.dcs import gateway as etcd3_gateway
+from yaim.dcs.etcd3 import MARKS_PER_TXN
 from yaim.errors import DCSError
 from yaim.view import Release
 
@@ -93,6 +94,17 @@ def test_a_round_s_marks_are_made_together_only_where_free(make, etcd, requests_
         assert {kv["lease"] for kv in kvs} == {str(n1.session.lease)}
         before = requests_made()
         assert n1.refresh_mark(A) and requests_made() == before, "known to be on the lease"
+
+
+def test_a_round_of_more_marks_than_one_transaction_may_hold_sends_a_few(make, requests_made):
+    n1 = make("n1")
+    pool = [ipaddress.ip_address("198.51.100.0") + i for i in range(MARKS_PER_TXN + 2)]
+    for address in pool:
+        make.add_pool(address)
+    n1.touch_node()
+    before = requests_made()
+    assert list(n1.create_marks(pool)) == pool
+    assert requests_made() - before == 2
 
 
 def test_no_mark_for_an_address_outside_the_pool(make, etcd):
