@@ -107,6 +107,30 @@ def test_a_round_of_more_marks_than_one_transaction_may_hold_sends_a_few(make, r
     assert requests_made() - before == 2
 
 
+def test_a_round_s_transaction_whose_answer_is_lost_makes_no_mark_known(make, monkeypatch):
+    """etcd applied the round's transaction but its answer was lost: the retry finds the
+    marks taken and reports none made, as a lost answer of one create_mark does; the
+    marks are this node's, and the next round resumes them (refresh_mark)."""
+    n1 = make("n1")
+    for address in (A, B):
+        make.add_pool(address)
+    call, lost = etcd3_gateway.Gateway.call, []
+
+    def answer_lost(gateway, path, body):
+        answer = call(gateway, path, body)
+        if path == "/v3/kv/txn" and not lost and "request_txn" in body["success"][0]:
+            lost.append(answer)
+            raise etcd3_gateway.GatewayError(14, "the answer was lost")
+        return answer
+
+    monkeypatch.setattr(etcd3_gateway.Gateway, "call", answer_lost)
+    assert n1.create_marks([A, B]) == {}
+    assert lost, "the transaction went out once and was applied"
+    assert {n1.read().marks[str(a)].holder for a in (A, B)} == {"n1"}
+    assert not n1.session.holding(n1._mark_key(a) for a in (A, B))
+    assert n1.refresh_mark(A) and n1.refresh_mark(B)
+
+
 def test_no_mark_for_an_address_outside_the_pool(make, etcd):
     n1 = make("n1")
     assert not n1.create_mark(B)

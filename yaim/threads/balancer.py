@@ -298,7 +298,7 @@ class BalancerThread(DCSWorker):
         """Mark the addresses (in one request, v3), probe the marked ones all at once (not
         those handed over by their holder), hold those nobody has."""
         wanted = in_order(addresses)
-        marked = self.dcs.create_marks(wanted) if wanted else {}
+        marked = self.dcs.create_marks(wanted)
         for address in wanted:
             if address not in marked:
                 log.debug("%s is not ours to take this round", address)
