@@ -1,7 +1,8 @@
 """A round's refreshes as one batch (DCS.refresh_marks): one after the other by default,
 REFRESH_WIDTH at once on v2, each with its own send time and the retry policy, stopping
-at the first that fails. The v2 backend here has a scripted refresh instead of etcd
-(against a real one: tests/integration/test_dcs_etcd2.py)."""
+at the first that fails; and a round's creates (DCS.create_marks), likewise. The v2
+backend here has a scripted refresh instead of etcd (against a real one:
+tests/integration/test_dcs_etcd2.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import yaml
 
 from yaim import config
 from yaim.dcs import DCS, Incomplete, etcd2
+from yaim.errors import DCSError
 
 ADDRESSES = [ipaddress.ip_address(f"198.51.100.{i}") for i in range(1, 33)]
 DELAY = 0.02  # seconds one scripted refresh takes
@@ -63,6 +65,9 @@ class Scripted(etcd2.Backend):
                     script.in_flight -= 1
 
         return self._call(f"refresh {address}", operation)
+
+    def create_mark(self, address) -> bool:
+        return self.refresh_mark(address)  # the same script: odd ones are someone else's
 
 
 @pytest.fixture
@@ -164,3 +169,23 @@ def test_the_helpers_start_where_their_owner_works_now(tmp_path):
         backend._current = n
         backend.refresh_marks(ADDRESSES[:8])
         assert {helper.endpoint for helper in backend._helpers} == {backend.endpoint}
+
+
+def test_v2_creates_go_out_a_few_at_once_and_answer_those_made_with_their_send_times(backend):
+    backend.barrier = threading.Barrier(etcd2.REFRESH_WIDTH)
+    started = time.monotonic()
+    made = backend.create_marks(ADDRESSES)
+    took = time.monotonic() - started
+    sequential = len(ADDRESSES) * DELAY
+    assert list(made) == [a for a in ADDRESSES if a.packed[-1] % 2 == 0]
+    assert all(made[a] <= backend.sent[a] for a in made)
+    assert backend.peak == etcd2.REFRESH_WIDTH
+    assert took < 0.5 * sequential, (took, sequential)
+
+
+def test_a_create_that_fails_after_its_retries_fails_the_batch(backend):
+    backend.failing = {ADDRESSES[5]}
+    with pytest.raises(DCSError):
+        backend.create_marks(ADDRESSES)
+    assert backend.create_marks(ADDRESSES[:1]) == {}, "one alone: by the handle itself"
+    assert backend.attempts[-1] == ADDRESSES[0]
