@@ -6,8 +6,8 @@ endpoint (endpoints are tried in a random order) after a failure; when every
 try failed it raises DCSError. A refusal no other try could change (the user
 lacks the rights, the credentials are wrong) raises DCSError at once. "The key
 is not ours" is an answer, not an error: those methods return False.
-A batch of requests (`refresh_marks`) that fails part way raises Incomplete, which
-carries the answers it had.
+A batch of requests (`refresh_marks`, `create_marks`) that fails part way raises
+Incomplete, which carries the answers it had.
 
 The backends differ in their clients and in how their errors read; the retry
 policy, the key names of the contract's layout and the sorting of a read into
@@ -79,8 +79,10 @@ class Refreshed(NamedTuple):
 
 
 class Incomplete(DCSError):
-    """Some refreshes of a batch failed after their retries; `done` has the answers of
-    those that finished, so that their fence times move on all the same."""
+    """Some requests of a batch failed after their retries; `done` has the answers of
+    those that finished, so that the fence times of the refreshes among them move on all
+    the same (a round whose creates failed takes none of them: the marks made are found
+    at the next read, and resumed)."""
 
     def __init__(self, message: str, done: Dict[IPAddress, Refreshed]) -> None:
         super().__init__(message)
@@ -411,7 +413,9 @@ class DCS(abc.ABC):
 
     def create_marks(self, addresses: Sequence[IPAddress]) -> Dict[IPAddress, float]:
         """`create_mark` of each address, in their order: those this node got -> when the
-        request that made the mark was sent. v3 sends them in one transaction."""
+        request that made the mark was sent. One after the other here; v2 sends a few at
+        once, v3 all in one transaction. After a DCSError none counts as made (those etcd
+        made all the same are this node's at the next read)."""
         made = {}
         for address in addresses:
             sent_at = time.monotonic()
