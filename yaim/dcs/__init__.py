@@ -414,8 +414,8 @@ class DCS(abc.ABC):
     def create_marks(self, addresses: Sequence[IPAddress]) -> Dict[IPAddress, float]:
         """`create_mark` of each address, in their order: those this node got -> when the
         request that made the mark was sent. One after the other here; v2 sends a few at
-        once, v3 all in one transaction. After a DCSError none counts as made (those etcd
-        made all the same are this node's at the next read)."""
+        once, v3 up to 64 in one transaction. After a DCSError none counts as made (those
+        etcd made all the same are this node's at the next read)."""
         made = {}
         for address in addresses:
             sent_at = time.monotonic()

@@ -295,8 +295,9 @@ class BalancerThread(DCSWorker):
             self._hold(address, sent_at, "resumed", view.marks.get(address))
 
     def _take_free(self, addresses: Iterable[IPAddress]) -> None:
-        """Mark the addresses (in one request, v3), probe the marked ones all at once (not
-        those handed over by their holder), hold those nobody has."""
+        """Mark the addresses (DCS.create_marks: v3 in one request, v2 a few at once),
+        probe the marked ones all at once (not those handed over by their holder), hold
+        those nobody has."""
         wanted = in_order(addresses)
         marked = self.dcs.create_marks(wanted)
         for address in wanted:
