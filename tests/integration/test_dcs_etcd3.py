@@ -16,6 +16,7 @@ from lab.etcd import _free_port
 from lab.util import wait_until
 from tests.integration.conftest import b64, key_of, v3
 from yaim.dcs import gateway as etcd3_gateway
+from yaim.dcs.etcd3 import MARKS_PER_TXN
 from yaim.errors import DCSError
 from yaim.view import Release
 
@@ -65,6 +66,69 @@ def test_marks_are_atomic_and_only_the_holder_refreshes_or_deletes(make):
     assert n1.delete_mark(A)
     assert not n1.refresh_mark(A)
     assert n2.create_mark(A)
+
+
+@both
+def test_a_round_s_marks_are_made_together_only_where_free(make, etcd, requests_made):
+    """create_marks: the free pool addresses are marked for this node, the one another node
+    marked and the one outside the pool are not; v3 in one request and one revision, the
+    marks on the node's lease."""
+    n1, n2 = make("n1"), make("n2")
+    taken, outside = ipaddress.ip_address("198.51.100.102"), ipaddress.ip_address("198.51.100.9")
+    for address in (A, B, taken):
+        make.add_pool(address)
+    assert n2.create_mark(taken)
+    n1.touch_node()  # its lease granted
+    before = requests_made()
+    started = time.monotonic()
+    made = n1.create_marks([A, taken, outside, B])
+    sent = requests_made() - before
+    assert set(made) == {A, B} and all(started <= at <= time.monotonic() for at in made.values())
+    assert n1.read().marks[str(taken)].holder == "n2"
+    assert {n1.read().marks[str(a)].holder for a in (A, B)} == {"n1"}
+    if make.dcs_type == "etcd3":
+        assert sent == 1, "one transaction for the whole round"
+        marks = [b64(f"{make.root}/ips/{a}/marked") for a in (A, B)]
+        kvs = [v3(etcd, "/v3/kv/range", {"key": key})["kvs"][0] for key in marks]
+        assert {kv["mod_revision"] for kv in kvs} == {kvs[0]["mod_revision"]}
+        assert {kv["lease"] for kv in kvs} == {str(n1.session.lease)}
+        before = requests_made()
+        assert n1.refresh_mark(A) and requests_made() == before, "known to be on the lease"
+
+
+def test_a_round_of_more_marks_than_one_transaction_may_hold_sends_a_few(make, requests_made):
+    n1 = make("n1")
+    pool = [ipaddress.ip_address("198.51.100.0") + i for i in range(MARKS_PER_TXN + 2)]
+    for address in pool:
+        make.add_pool(address)
+    n1.touch_node()
+    before = requests_made()
+    assert list(n1.create_marks(pool)) == pool
+    assert requests_made() - before == 2
+
+
+def test_a_round_s_transaction_whose_answer_is_lost_makes_no_mark_known(make, monkeypatch):
+    """etcd applied the round's transaction but its answer was lost: the retry finds the
+    marks taken and reports none made, as a lost answer of one create_mark does; the
+    marks are this node's, and the next round resumes them (refresh_mark)."""
+    n1 = make("n1")
+    for address in (A, B):
+        make.add_pool(address)
+    call, lost = etcd3_gateway.Gateway.call, []
+
+    def answer_lost(gateway, path, body):
+        answer = call(gateway, path, body)
+        if path == "/v3/kv/txn" and not lost and "request_txn" in body["success"][0]:
+            lost.append(answer)
+            raise etcd3_gateway.GatewayError(14, "the answer was lost")
+        return answer
+
+    monkeypatch.setattr(etcd3_gateway.Gateway, "call", answer_lost)
+    assert n1.create_marks([A, B]) == {}
+    assert lost, "the transaction went out once and was applied"
+    assert {n1.read().marks[str(a)].holder for a in (A, B)} == {"n1"}
+    assert not n1.session.holding(n1._mark_key(a) for a in (A, B))
+    assert n1.refresh_mark(A) and n1.refresh_mark(B)
 
 
 def test_no_mark_for_an_address_outside_the_pool(make, etcd):

@@ -79,6 +79,8 @@ class FakeDCS:
         self.calls.append(f"create {address}")
         return self.marks.setdefault(str(address), self.node) == self.node
 
+    create_marks = DCS.create_marks  # one by one, through create_mark
+
     def refresh_mark(self, address) -> bool:
         return self.marks.get(str(address)) == self.node
 

@@ -22,6 +22,8 @@ from tests.unit.fakes import (
 from yaim import conflicts, ctl
 from yaim.actuator import Actuator, AddressRefused, address_protocol
 from yaim.claims import Interface, Ledger
+from yaim.dcs import DCS
+from yaim.errors import DCSError
 from yaim.shutdown import clear
 from yaim.threads import actuator as actuator_thread
 from yaim.view import Conflict, Mark, Snapshot, parse_snapshot
@@ -199,6 +201,24 @@ def test_an_answered_probe_notes_the_conflict_then_unmarks_and_never_holds(monke
     warnings = [r for r in caplog.records if r.getMessage().startswith(f"not taking {V6}")]
     assert [r.levelno for r in warnings] == [logging.WARNING]
     assert not [r for r in caplog.records if r.getMessage().startswith("skipping")]
+
+
+def test_a_round_whose_creates_failed_holds_none_of_them_the_next_resumes_them(monkeypatch):
+    """create_marks raised (v3: its transaction's answer lost, etcd made the marks all the
+    same): nothing is held on the strength of it; the marks are found at the next read."""
+    thread, store, state, _ = balancer_round_setup(monkeypatch, {})
+
+    def made_but_failed(addresses):
+        DCS.create_marks(store, addresses)
+        raise DCSError("the answer was lost")
+
+    store.create_marks = made_but_failed
+    thread.step([])
+    assert thread.failing and state.held() == set()
+    assert store.marks == {str(V4): "n1", str(V6): "n1"}
+    del store.create_marks
+    thread.step([])
+    assert state.held() == {V4, V6}
 
 
 def test_a_conflict_whose_note_cannot_be_written_is_still_skipped_here(monkeypatch):

@@ -348,3 +348,45 @@ def test_heirs_are_what_the_plan_without_each_holder_gives(v):
             if taken:
                 expected[gone] = taken
         assert heirs(v, me) == expected, me
+
+
+@fast
+@given(
+    st.lists(st.sets(st.sampled_from(NODES + OUTSIDERS), min_size=1), min_size=1, max_size=6),
+    st.sets(st.integers(0, 255), min_size=1, max_size=6),
+    st.integers(1, 8),
+)
+def test_a_ranking_worked_from_the_last_one_is_the_ranking_scored_afresh(sets, indexes, size):
+    """Whatever node sets an address was ranked for before (nodes come and go, several at
+    once), and however few addresses are remembered, the ranking is `nodes` by descending
+    score, equal ones by name, as sorting every score gives."""
+    from yaim import balancer
+
+    rankings = balancer._Rankings(size)
+    for members in sets:
+        nodes = tuple(sorted(members))
+        for address in map(v4, sorted(indexes)):
+            expected = tuple(sorted(nodes, key=lambda node: score(node, address), reverse=True))
+            assert rankings.get(address, nodes) == expected
+        assert len(rankings._known) <= size
+
+
+def test_a_ranking_for_one_node_more_scores_a_few_pairs_not_all(monkeypatch):
+    """The point of remembering: one node more than an address's last node set costs about
+    log2(N) scores, not N (a cold start plans again as each node comes)."""
+    from yaim import balancer
+
+    rankings, address = balancer._Rankings(4), v4(7)
+    everyone = tuple(sorted(f"n{i:03d}" for i in range(100)))
+    rankings.get(address, everyone[:-1])
+    expected = tuple(sorted(everyone, key=lambda node: score(node, address), reverse=True))
+    scored: List[str] = []
+    real = balancer._score
+
+    def counted(node: str, name: str) -> int:
+        scored.append(node)
+        return real(node, name)
+
+    monkeypatch.setattr(balancer, "_score", counted)
+    assert rankings.get(address, everyone) == expected
+    assert 1 <= len(scored) <= 9, scored

@@ -90,6 +90,18 @@ def test_current_at_moves_on_what_vouches_for_it_never_on_a_change_alone():
     assert cache.current_at == 11.5
 
 
+def test_a_sync_changes_no_snapshot_so_the_same_one_is_shown_again():
+    """The balancer parses a snapshot once (by identity): a sync key's event, at every
+    node for every node's sync, keeps it; any other change makes a new one."""
+    cache = ClusterCache(ROOT, pool_dirs=False)
+    cache.reset([Entry(POOL, ""), Entry(NODE, "healthy")], 3, sent_at=1.0)
+    first = cache.snapshot()
+    cache.apply([put(4, f"{ROOT}/sync/n2"), Event(5, f"{ROOT}/sync/n3")], 5, None)
+    assert cache.snapshot() is first and cache.revision == 5
+    cache.apply([put(6, MARK, "n2")], 6, None)
+    assert cache.snapshot() is not first and cache.snapshot().marks["198.51.100.1"].holder == "n2"
+
+
 def test_events_need_a_listing_first():
     with pytest.raises(RuntimeError):
         ClusterCache(ROOT, pool_dirs=False).apply([put(1, NODE)], 1, None)
@@ -97,7 +109,10 @@ def test_events_need_a_listing_first():
 
 # --- the property: any changes applied to a listing equal the listing of the final state ---
 
-NAMES = ["ips/a", "ips/a/marked", "ips/b", "ips/b/marked", "nodes/n1", "released/a", "drain/n1"]
+NAMES = [
+    *("ips/a", "ips/a/marked", "ips/b", "ips/b/marked", "nodes/n1", "released/a", "drain/n1"),
+    "sync/n1",
+]
 
 
 class FlatStore:
@@ -155,6 +170,7 @@ def replayed(store, operations, cache: ClusterCache, draw) -> None:
     cache.reset(listing, revision, 0.0)
     cache.apply([e for e in events if e.revision <= behind], behind, None)
     assert cache.listing() == listing and cache.revision == revision
+    cache.snapshot()  # made now, kept while only sync keys change
     cache.apply(events, store.revision, None)
     assert cache.listing() == store.listing()
     assert cache.snapshot() == snapshot_of(ROOT, store.listing(), cache.pool_dirs)
@@ -227,7 +243,7 @@ class TreeStore:
 operations = st.lists(
     st.tuples(
         st.sampled_from(["set", "mkdir", "delete"]),
-        st.sampled_from([*NAMES, "ips", "nodes", "released"]),
+        st.sampled_from([*NAMES, "ips", "nodes", "released", "sync"]),
         st.sampled_from(["n1", "n2"]),
     ),
     max_size=30,

@@ -1,23 +1,26 @@
 """A round's refreshes as one batch (DCS.refresh_marks): one after the other by default,
 REFRESH_WIDTH at once on v2, each with its own send time and the retry policy, stopping
-at the first that fails. The v2 backend here has a scripted refresh instead of etcd
-(against a real one: tests/integration/test_dcs_etcd2.py)."""
+at the first that fails; and a round's creates (DCS.create_marks), likewise. The v2
+backend here has a scripted refresh instead of etcd (against a real one:
+tests/integration/test_dcs_etcd2.py)."""
 
 from __future__ import annotations
 
 import ipaddress
 import threading
 import time
-from typing import Dict, List
+from typing import Callable, Dict, List, TypeVar
 
 import pytest
 import yaml
 
 from yaim import config
 from yaim.dcs import DCS, Incomplete, etcd2
+from yaim.errors import DCSError
 
 ADDRESSES = [ipaddress.ip_address(f"198.51.100.{i}") for i in range(1, 33)]
 DELAY = 0.02  # seconds one scripted refresh takes
+T = TypeVar("T")
 
 
 class Scripted(etcd2.Backend):
@@ -64,6 +67,9 @@ class Scripted(etcd2.Backend):
 
         return self._call(f"refresh {address}", operation)
 
+    def create_mark(self, address) -> bool:
+        return self.refresh_mark(address)  # the same script: odd ones are someone else's
+
 
 @pytest.fixture
 def backend(tmp_path):
@@ -79,18 +85,24 @@ def backend(tmp_path):
     return Scripted(config.load(str(path), {}))
 
 
-def test_v2_refreshes_go_out_a_few_at_once_each_with_its_own_send_time(backend):
+def at_once(backend: Scripted, send: Callable[[List[object]], T]) -> T:
+    """`send(ADDRESSES)`, its first REFRESH_WIDTH requests waiting for each other: they
+    were on the way together, and the batch took far less than one after the other."""
     backend.barrier = threading.Barrier(etcd2.REFRESH_WIDTH)
     started = time.monotonic()
-    done = backend.refresh_marks(ADDRESSES)
+    answer = send(ADDRESSES)
     took = time.monotonic() - started
-    sequential = len(ADDRESSES) * DELAY
+    assert backend.peak == etcd2.REFRESH_WIDTH
+    assert took < 0.5 * len(ADDRESSES) * DELAY, took
+    return answer
+
+
+def test_v2_refreshes_go_out_a_few_at_once_each_with_its_own_send_time(backend):
+    done = at_once(backend, backend.refresh_marks)
     assert list(done) == ADDRESSES
     assert all(done[a].ok == (a.packed[-1] % 2 == 0) for a in ADDRESSES)
     assert all(done[a].sent_at <= backend.sent[a] for a in ADDRESSES)
     assert len({done[a].sent_at for a in ADDRESSES}) == len(ADDRESSES)
-    assert backend.peak == etcd2.REFRESH_WIDTH
-    assert took < 0.5 * sequential, (took, sequential)
     helpers = backend._helpers
     assert backend.refresh_marks(ADDRESSES[:3]).keys() == set(ADDRESSES[:3])
     assert backend._helpers == helpers, "the helpers and their connections are kept"
@@ -164,3 +176,17 @@ def test_the_helpers_start_where_their_owner_works_now(tmp_path):
         backend._current = n
         backend.refresh_marks(ADDRESSES[:8])
         assert {helper.endpoint for helper in backend._helpers} == {backend.endpoint}
+
+
+def test_v2_creates_go_out_a_few_at_once_and_answer_those_made_with_their_send_times(backend):
+    made = at_once(backend, backend.create_marks)
+    assert list(made) == [a for a in ADDRESSES if a.packed[-1] % 2 == 0]
+    assert all(made[a] <= backend.sent[a] for a in made)
+
+
+def test_a_create_that_fails_after_its_retries_fails_the_batch(backend):
+    backend.failing = {ADDRESSES[5]}
+    with pytest.raises(DCSError):
+        backend.create_marks(ADDRESSES)
+    assert backend.create_marks(ADDRESSES[:1]) == {}, "one alone: by the handle itself"
+    assert backend.attempts[-1] == ADDRESSES[0]

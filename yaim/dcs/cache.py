@@ -115,7 +115,7 @@ class ClusterCache:
                 parent = "/".join([self.root, *parts[:n]])
                 self._entries.setdefault(parent, Entry(parent, None, True, created=revision))
         self._entries[entry.key] = entry._replace(ttl=None)
-        self._snapshot = None
+        self._changed(entry.key)
 
     def _remove(self, key: str, subtree: bool) -> None:
         self._entries.pop(key, None)
@@ -123,4 +123,13 @@ class ClusterCache:
             below = key + "/"
             for name in [k for k in self._entries if k.startswith(below)]:
                 del self._entries[name]
-        self._snapshot = None
+        self._changed(key)
+
+    def _changed(self, key: str) -> None:
+        """Forget the snapshot, unless `key` is a sync key (or their v2 directory), which
+        the layout's parts leave out: every node's sync is an event at every node, and
+        the same snapshot object is what spares the balancer parsing it again (a
+        snapshot of 1,000 addresses: 2 to 6 ms, at every look and every wake-up)."""
+        sync = self.root + "/sync"
+        if key != sync and not key.startswith(sync + "/"):
+            self._snapshot = None

@@ -19,7 +19,8 @@ etcd v2 answers a wrong password and missing rights alike (error 110, "Insuffici
 credentials"): both fail at once, with a hint naming both causes.
 
 There are no transactions over two keys: a release writes its `released` note, then
-deletes the mark (DCS.release_mark). A round's refreshes go out REFRESH_WIDTH at once.
+deletes the mark (DCS.release_mark). A round's refreshes go out REFRESH_WIDTH at once,
+and so do the marks a round takes.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 from urllib.parse import quote, urlsplit
 
 import etcd
@@ -49,8 +50,8 @@ from yaim.view import IPAddress
 
 log = logging.getLogger(__name__)
 
-# Refreshes on the way at once (DCS._refresh_at_once): v2 has one TTL per mark, so one
-# request per mark per interval; this many connections make 300 marks cost about 40
+# Refreshes (or creates) on the way at once (DCS._at_once): v2 has one TTL per mark, so
+# one request per mark per interval; this many connections make 300 marks cost about 40
 # round trips of wall time, not 300, and stay far below etcd's own limits.
 REFRESH_WIDTH = 8
 
@@ -296,6 +297,9 @@ class Backend(DCS):
             return True
 
         return self._call("create " + key, operation)
+
+    def create_marks(self, addresses: Sequence[IPAddress]) -> Dict[IPAddress, float]:
+        return self._create_at_once(addresses, REFRESH_WIDTH)
 
     def refresh_mark(self, address: IPAddress) -> bool:
         key = self._mark_key(address)

@@ -13,10 +13,12 @@
 One lease per node (TTL = ttl): one keep-alive per interval renews the node key
 and every mark, and they all vanish together when the node dies. A mark is made
 by a transaction that succeeds only while it does not exist (create_revision ==
-0) and its pool entry does; a release writes its note and deletes the mark in
-one transaction, compared as a delete is. The node's handles (one per thread) share a
-`_Session`: the lease and the keys known to be on it, so refreshing a mark
-costs no request while nothing changed; reads and watch events correct it.
+0) and its pool entry does; the marks a round takes are made in one transaction of
+such transactions (nested, etcd 3.3's): one request and one revision, so one watch
+event batch at every node instead of one per mark. A release writes its note and
+deletes the mark in one transaction, compared as a delete is. The node's handles (one
+per thread) share a `_Session`: the lease and the keys known to be on it, so refreshing
+a mark costs no request while nothing changed; reads and watch events correct it.
 
 The requests go through yaim.dcs.gateway, a client of our own for the gateway.
 """
@@ -29,7 +31,7 @@ import logging
 import socket
 import threading
 import time
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
 from yaim.dcs import DCS, Entry, Event, Incomplete, Refreshed, Resync, Transient, snapshot_of
 from yaim.dcs.gateway import (
@@ -52,6 +54,10 @@ from yaim.dcs.gateway import (
 from yaim.view import IPAddress, Release, Snapshot
 
 log = logging.getLogger(__name__)
+
+# Marks made in one transaction at most (`create_marks`): etcd refuses one of more than
+# --max-txn-ops (128 by default) operations.
+MARKS_PER_TXN = 64
 
 
 @dataclasses.dataclass
@@ -309,8 +315,56 @@ class Backend(DCS):
 
     def create_mark(self, address: IPAddress) -> bool:
         key = self._mark_key(address)
-        compare = [created(key, "EQUAL"), created(self._pool_key(address), "GREATER")]
+        compare = self._free(address, key)
         return self._call("create " + key, lambda g: self._put(g, key, self.node, compare))
+
+    def _free(self, address: IPAddress, key: str) -> List[Dict[str, Any]]:
+        """The comparisons a mark `key` of `address` is made on: it does not exist, and
+        the address's pool entry does."""
+        return [created(key, "EQUAL"), created(self._pool_key(address), "GREATER")]
+
+    def create_marks(self, addresses: Sequence[IPAddress]) -> Dict[IPAddress, float]:
+        """Every `create_mark` of a round in one request (up to MARKS_PER_TXN each): an
+        outer transaction without comparisons whose operations are each address's own
+        conditional transaction. At a cold start of 100 nodes a node took its 10 one
+        after another, 0.6 s each on the loaded etcd, and each was a watch event at all
+        100 nodes. A mark counts as made only by its own transaction's answer: a request
+        that failed made none known (one etcd applied all the same shows the marks ours
+        at the next read, resumed as one-by-one creates would be)."""
+        made: Dict[IPAddress, float] = {}
+        for first in range(0, len(addresses), MARKS_PER_TXN):
+            chunk = addresses[first : first + MARKS_PER_TXN]
+            if len(chunk) == 1:
+                made.update(DCS.create_marks(self, chunk))
+                continue
+            sent_at = time.monotonic()
+            keys = [self._mark_key(address) for address in chunk]
+            for address in self._call(f"create {len(keys)} marks", self._creates(chunk, keys)):
+                made[address] = sent_at
+        return made
+
+    def _creates(
+        self, addresses: Sequence[IPAddress], keys: Sequence[str]
+    ) -> Callable[[Gateway], List[IPAddress]]:
+        """The operation of `create_marks`: the addresses whose mark it made."""
+
+        def operation(gateway: Gateway) -> List[IPAddress]:
+            lease = self._lease(gateway)
+            inner = []
+            for address, key in zip(addresses, keys):
+                put = {"key": b64(key), "value": b64(self.node), "lease": str(lease)}
+                txn = {"compare": self._free(address, key), "success": [{"request_put": put}]}
+                inner.append({"request_txn": txn})
+            with self._on_lease(lease):
+                answer = gateway.call("/v3/kv/txn", {"success": inner})
+            revision, made = revision_of(answer), []
+            for address, key, response in zip(addresses, keys, answer.get("responses", [])):
+                if response.get("response_txn", {}).get("succeeded"):
+                    self.session.attach(key, lease, revision)
+                    made.append(address)
+            return made
+
+        return operation
 
     def refresh_marks(self, addresses: Iterable[IPAddress]) -> Dict[IPAddress, Refreshed]:
         """A mark known to be on the lease was renewed by this round's keep-alive: it
