@@ -16,11 +16,16 @@ that wants each one most.  From any view this settles in two rounds: one to rele
 and take, one to take what was released.
 
 Two rules keep addresses where they are (each move cuts the connections through the
-address): a node still `joining` (its node key says it has not yet taken part for
-`rebalance-delay` without a break) takes free addresses at once but makes nobody
-release: the others keep what their quotas without the joining nodes allow; and a
-node with `rebalance: manual` releases nothing it holds while it takes part
-(`plan(..., rebalance=False)`) until an operator asks for a rebalance.
+address): while a node is still `joining` (its node key says it has not yet taken part
+for `rebalance-delay` without a break) the nodes that are not keep all they hold, so
+the joining node takes free addresses by the usual rule (its quota counts for those)
+but makes nobody release; and a node with `rebalance: manual` releases nothing it
+holds while it takes part (`plan(..., rebalance=False)`) until an operator asks for a
+rebalance. Only the nodes that are all joining at once (a cold start) split the pool
+as if none were: there is no one else to keep it. The rule is not "keep what the
+quotas without the joining nodes allow": those quotas and the ones the free
+addresses go by disagree, and the two together release in a third round what the
+second had kept (hypothesis found it).
 
 Every node plans again at every change it sees, so the scores are remembered: the
 ranking of the nodes for an address as long as the node set is the same, and the
@@ -114,11 +119,16 @@ def _weights(view: ClusterView, nodes: Iterable[str]) -> Dict[str, int]:
 
 
 def _quotas(
-    nodes: Sequence[str], available: int, counts: Dict[str, int], weights: Dict[str, int]
+    nodes: Sequence[str],
+    available: int,
+    counts: Dict[str, int],
+    weights: Dict[str, int],
+    joining: FrozenSet[str] = frozenset(),
 ) -> Dict[str, int]:
     """Split `available` addresses by weight: each node gets the whole part of its exact
     share available x w / W, and the odd ones go one each to nodes whose exact share has
-    a fraction: first those that hold more than the whole part already, then the larger
+    a fraction: first those that hold more than the whole part already (of those, the
+    nodes not `joining` first: they keep what they hold anyway), then the larger
     fraction, then whoever holds most, then by name.
 
     Giving the extra address to the nodes that already hold more is what keeps a join,
@@ -131,7 +141,13 @@ def _quotas(
     extra = available - sum(whole.values())
     lucky = sorted(
         (node for node in nodes if fraction[node]),
-        key=lambda node: (counts[node] <= whole[node], -fraction[node], -counts[node], node),
+        key=lambda node: (
+            counts[node] <= whole[node],
+            node in joining,
+            -fraction[node],
+            -counts[node],
+            node,
+        ),
     )[:extra]
     return {node: whole[node] + (node in lucky) for node in nodes}
 
@@ -152,8 +168,8 @@ def _share(rank: int, base: int, extra: int) -> int:
 
 
 class Shares(NamedTuple):
-    """The participants' quotas, and how many each may keep (`limits`: its quota, or more
-    while nodes are joining: what its quota without them would be)."""
+    """The participants' quotas, and how many each may keep (`limits`: its quota; while
+    some nodes are joining and others not, all that each of the others holds)."""
 
     quotas: Dict[str, int]
     limits: Dict[str, int]
@@ -166,13 +182,11 @@ def shares(view: ClusterView) -> Shares:
     occupied = sum(len(addresses) for holder, addresses in held.items() if holder not in view.nodes)
     counts = {node: len(held.get(node, ())) for node in nodes}
     available = len(view.pool) - occupied
-    quotas = _quotas(nodes, available, counts, _weights(view, nodes))
+    quotas = _quotas(nodes, available, counts, _weights(view, nodes), view.joining)
     limits = dict(quotas)
     staying = [node for node in nodes if node not in view.joining]
     if staying and len(staying) < len(nodes):
-        joining = sum(counts[node] for node in nodes if node in view.joining)
-        without = _quotas(staying, available - joining, counts, _weights(view, staying))
-        limits.update((node, max(quotas[node], without[node])) for node in staying)
+        limits.update((node, max(quotas[node], counts[node])) for node in staying)
     return Shares(quotas, limits)
 
 

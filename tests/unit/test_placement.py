@@ -24,7 +24,8 @@ from tests.unit.test_balancer import (
     views,
 )
 from yaim.balancer import excess, heirs, plan, shares
-from yaim.view import ClusterView
+from yaim.dcs import Entry, snapshot_of, wakes_balancer
+from yaim.view import ClusterView, NodeInfo, Snapshot, parse_snapshot
 
 fast = settings(max_examples=200, deadline=None)
 
@@ -105,6 +106,15 @@ def test_a_joining_node_takes_free_addresses_but_makes_nobody_release():
     assert counts(settled) == {"a": 4, "b": 4, "c": 2} and released == 0
     after, released = settle(matured(settled))
     assert sorted(counts(after).values()) == [3, 3, 4] and released == 1
+
+
+def test_the_odd_address_goes_to_a_node_that_keeps_what_it_holds_before_a_joining_one():
+    """b, joining, holds what marks it had left: it gives back down to its quota in one
+    round, not in two (a keeps its two anyway, so the odd address is a's)."""
+    v = spread(view(["a", "aa", "b", "c", "d"], [v4(i) for i in range(6)]), ("a", 2), ("aa", 1))
+    v = spread(v, ("b", 3))._replace(joining=frozenset("bcd"))
+    settled, released = settle(v)
+    assert counts(settled) == {"a": 2, "aa": 1, "b": 1, "c": 1, "d": 1} and released == 2
 
 
 def test_manual_keeps_everything_it_holds_and_still_takes_its_room():
@@ -208,3 +218,32 @@ def test_heirs_with_weights_or_joining_nodes_are_what_planning_without_each_give
             if taken:
                 expected[gone] = taken
         assert heirs(v, me) == expected, me
+
+
+# What node keys publish, and the operator's request.
+
+
+def test_node_keys_publish_weights_and_joining_and_bad_values_count_as_the_defaults():
+    values = {
+        "n1": NodeInfo(weight=3).value(),
+        "n2": NodeInfo(joining=True).value(),
+        "n3": "healthy",
+        "n4": '{"weight": 1001}',
+        "n5": '{"weight": true}',
+        "n6": '{"joining": "yes"}',
+        "n7": "\x1b[2J",
+    }
+    snapshot = Snapshot(frozenset(), {}, frozenset(values), node_values=values)
+    v, rejected = parse_snapshot(snapshot)
+    assert (v.weights, v.joining, v.nodes) == ({"n1": 3}, {"n2"}, frozenset(values))
+    assert sorted(r.name for r in rejected) == ["nodes/n4", "nodes/n5", "nodes/n6", "nodes/n7"]
+    assert NodeInfo().value() == "healthy", "what every node wrote before weights"
+
+
+def test_the_rebalance_key_is_part_of_the_layout_and_a_directory_there_is_odd():
+    root = "/service/yaim"
+    asked = snapshot_of(root, [Entry(root + "/rebalance", "asked")], pool_dirs=False)
+    assert asked.rebalance == "asked" and parse_snapshot(asked)[0].rebalance
+    odd = snapshot_of(root, [Entry(root + "/rebalance", "", is_dir=True)], pool_dirs=True)
+    assert odd.rebalance is None and "rebalance" in odd.odd
+    assert wakes_balancer("/rebalance", False) and wakes_balancer("/rebalance", True)
