@@ -48,6 +48,7 @@ from typing import (
     Iterator,
     List,
     NamedTuple,
+    Optional,
     Sequence,
     Set,
     Tuple,
@@ -317,3 +318,44 @@ def _scored_favourite(address: IPAddress, wanting: Set[str]) -> str:
     """`_favourite` of a few nodes, from their scores (among equal ones, never seen with
     sha256, the first by name, as there)."""
     return min(wanting, key=lambda node: (-score(node, address), node))
+
+
+class Standing(NamedTuple):
+    """One participant as the plan sees it for one address (yaimctl why)."""
+
+    node: str
+    rank: int  # 1: of the participants, the one that wants the address most
+    weight: int
+    quota: int
+    holds: int
+    joining: bool
+
+
+class Why(NamedTuple):
+    """Why an address is where it is: its holder, the node the plan keeps it on or gives
+    it to this round (None: nobody, e.g. no one has room), and every participant."""
+
+    address: IPAddress
+    holder: Optional[str]
+    planned: Optional[str]
+    standings: Tuple[Standing, ...]
+
+
+def why(view: ClusterView, address: IPAddress) -> Why:
+    """The plan's reasons for `address` on `view`, for the operator (yaimctl why)."""
+    nodes = tuple(sorted(view.nodes))
+    planned = None
+    if nodes and address in view.pool:
+        kept, taken = _settle(view)
+        planned = next((n for n in nodes if address in kept[n] | taken[n]), None)
+    quotas = shares(view).quotas if nodes else {}
+    weights = _weights(view, nodes)
+    held = _holdings(view)
+    ranking = _ranking(address, nodes) if nodes else ()
+    standings = tuple(
+        Standing(
+            node, rank, weights[node], quotas[node], len(held.get(node, ())), node in view.joining
+        )
+        for rank, node in enumerate(ranking, 1)
+    )
+    return Why(address, view.holders.get(address), planned, standings)
