@@ -319,6 +319,13 @@ class Lab:
         if f"{lan_address6(i)}/64" not in self.ip(ns, "-6", "addr", "show", "dev", "lan0"):
             self.ip(ns, "addr", "add", f"{lan_address6(i)}/64", "dev", "lan0", "nodad")
 
+    def reboot(self, i: int, label: str = "lan0:yaim") -> None:
+        """Node i comes back as a crashed machine does from its reboot: no address of
+        yaim's on lan0 (a kernel keeps none across one), dcs0 and lan0 up again."""
+        self.ip(self.node_ns(i), "addr", "flush", "dev", "lan0", "label", label)
+        self.link(i, "dcs0", up=True)
+        self.lan_up(i)
+
     def carrier(self, i: int, up: bool) -> None:
         """Set the hub's end of node i's lan0 veth up or down: lan0 loses or gets back its
         carrier while it stays up itself."""

@@ -7,11 +7,25 @@ addresses as possible: every move is a short outage for that address.
 
 Addresses still marked by a node that does not take part (dead, its mark not
 yet expired; or drained, still releasing) are left alone and left out of the
-quotas; the participants split the rest evenly, the odd ones going to the
-nodes that hold the most already.  A node over its quota releases the
-addresses it wants least (rendezvous hashing); free addresses go, in address
-order, to the node with room that wants each one most.  From any view this
-settles in two rounds: one to release and take, one to take what was released.
+quotas; the participants split the rest by their weights (`weight`, published in
+their node keys: each within one address of its exact share M x w / W, evenly when
+the weights are equal), the odd ones going to the nodes that hold more than their
+whole share already.  A node over its quota releases the addresses it wants least
+(rendezvous hashing); free addresses go, in address order, to the node with room
+that wants each one most.  From any view this settles in two rounds: one to release
+and take, one to take what was released.
+
+Two rules keep addresses where they are (each move cuts the connections through the
+address): while a node is still `joining` (its node key says it has not yet taken part
+for `rebalance-delay` without a break) the nodes that are not keep all they hold, so
+the joining node takes free addresses by the usual rule (its quota counts for those)
+but makes nobody release; and a node with `rebalance: manual` releases nothing it
+holds while it takes part (`plan(..., rebalance=False)`) until an operator asks for a
+rebalance. Only the nodes that are all joining at once (a cold start) split the pool
+as if none were: there is no one else to keep it. The rule is not "keep what the
+quotas without the joining nodes allow": those quotas and the ones the free
+addresses go by disagree, and the two together release in a third round what the
+second had kept (hypothesis found it).
 
 Every node plans again at every change it sees, so the scores are remembered: the
 ranking of the nodes for an address, worked from the last one when a few nodes came or
@@ -176,21 +190,53 @@ def _holdings(view: ClusterView) -> Dict[str, Set[IPAddress]]:
     return held
 
 
-def _quotas(nodes: Sequence[str], available: int, counts: Dict[str, int]) -> Dict[str, int]:
-    """Split `available` addresses evenly; the odd ones go to whoever holds most already.
+def _weights(view: ClusterView, nodes: Iterable[str]) -> Dict[str, int]:
+    """The weights the quotas of `nodes` follow: as published, 1 where none is; all 1
+    when none is above 0 (weight 0 takes an address only when no one else can)."""
+    weights = {node: view.weights.get(node, 1) for node in nodes}
+    return weights if any(weights.values()) else dict.fromkeys(weights, 1)
 
-    Giving the extra address to the nodes that already hold the most is what
-    keeps a join or a leave from moving more addresses than it must.
+
+def _quotas(
+    nodes: Sequence[str],
+    available: int,
+    counts: Dict[str, int],
+    weights: Dict[str, int],
+    joining: FrozenSet[str] = frozenset(),
+) -> Dict[str, int]:
+    """Split `available` addresses by weight: each node gets the whole part of its exact
+    share available x w / W, and the odd ones go one each to nodes whose exact share has
+    a fraction: first those that hold more than the whole part already (of those, the
+    nodes not `joining` first: they keep what they hold anyway), then the larger
+    fraction, then whoever holds most, then by name.
+
+    Giving the extra address to the nodes that already hold more is what keeps a join,
+    a leave or a weight change from moving more addresses than it must. With equal
+    weights this is an even split, the odd ones to whoever holds most.
     """
-    return _shares(_ranked(nodes, counts), available)
+    total = sum(weights.values())
+    whole = {node: available * weights[node] // total for node in nodes}
+    fraction = {node: available * weights[node] % total for node in nodes}
+    extra = available - sum(whole.values())
+    lucky = sorted(
+        (node for node in nodes if fraction[node]),
+        key=lambda node: (
+            counts[node] <= whole[node],
+            node in joining,
+            -fraction[node],
+            -counts[node],
+            node,
+        ),
+    )[:extra]
+    return {node: whole[node] + (node in lucky) for node in nodes}
 
 
 def _ranked(nodes: Iterable[str], counts: Dict[str, int]) -> List[str]:
-    """The nodes in the order the odd addresses go to them (`_quotas`)."""
+    """The nodes in the order the odd addresses go to them with equal weights (`_quotas`)."""
     return sorted(nodes, key=lambda node: (-counts[node], node))
 
 
-def _shares(ranked: Sequence[str], available: int) -> Dict[str, int]:
+def _even_split(ranked: Sequence[str], available: int) -> Dict[str, int]:
     """`available` split over `ranked`, the odd ones to the first."""
     base, extra = divmod(available, len(ranked))
     return {node: _share(rank, base, extra) for rank, node in enumerate(ranked)}
@@ -200,19 +246,40 @@ def _share(rank: int, base: int, extra: int) -> int:
     return base + 1 if rank < extra else base
 
 
+class Shares(NamedTuple):
+    """The participants' quotas, and how many each may keep (`limits`: its quota; while
+    some nodes are joining and others not, all that each of the others holds)."""
+
+    quotas: Dict[str, int]
+    limits: Dict[str, int]
+
+
+def shares(view: ClusterView) -> Shares:
+    """The participants' quotas and keep limits on `view` (the module's text)."""
+    nodes = tuple(sorted(view.nodes))
+    held = _holdings(view)
+    occupied = sum(len(addresses) for holder, addresses in held.items() if holder not in view.nodes)
+    counts = {node: len(held.get(node, ())) for node in nodes}
+    available = len(view.pool) - occupied
+    quotas = _quotas(nodes, available, counts, _weights(view, nodes), view.joining)
+    limits = dict(quotas)
+    staying = [node for node in nodes if node not in view.joining]
+    if staying and len(staying) < len(nodes):
+        limits.update((node, max(quotas[node], counts[node])) for node in staying)
+    return Shares(quotas, limits)
+
+
 def _settle(view: ClusterView) -> Tuple[Allotment, Allotment]:
     """Return (kept, taken) per participant for this round; one pass serves every node."""
     nodes = tuple(sorted(view.nodes))
     if not nodes:
         return {}, {}
     held = _holdings(view)
-    occupied = sum(len(addresses) for holder, addresses in held.items() if holder not in view.nodes)
-    counts = {node: len(held.get(node, ())) for node in nodes}
-    quotas = _quotas(nodes, len(view.pool) - occupied, counts)
+    quotas, limits = shares(view)
     kept = {
-        node: frozenset(_by_preference(node, held.get(node, ()))[: quotas[node]]) for node in nodes
+        node: frozenset(_by_preference(node, held.get(node, ()))[: limits[node]]) for node in nodes
     }
-    deficit = {node: quotas[node] - len(kept[node]) for node in nodes}
+    deficit = {node: max(0, quotas[node] - len(kept[node])) for node in nodes}
     taken: Dict[str, List[IPAddress]] = {node: [] for node in nodes}
     free = view.pool.difference(view.holders)
     for address, winner in _hand_out(free, deficit, functools.partial(_favourite, nodes=nodes)):
@@ -236,13 +303,26 @@ def _hand_out(
             wanting.discard(winner)
 
 
-def plan(view: ClusterView, me: str) -> Plan:
-    """What node `me` does this round; a node that does not take part gives everything up."""
+def plan(view: ClusterView, me: str, rebalance: bool = True) -> Plan:
+    """What node `me` does this round; a node that does not take part gives everything up.
+    Without `rebalance` (`rebalance: manual`) it keeps all it holds while it takes part:
+    it still takes what the others' plans leave it, so no address is taken twice."""
     mine = frozenset(_holdings(view).get(me, ()))
     if me not in view.nodes:
         return Plan(take=frozenset(), keep=frozenset(), release=mine)
     kept, taken = _settle(view)
-    return Plan(take=taken[me], keep=kept[me], release=mine - kept[me])
+    keep = kept[me] if rebalance else mine
+    return Plan(take=taken[me], keep=keep, release=mine - keep)
+
+
+def excess(view: ClusterView) -> Dict[str, int]:
+    """Participant -> how many of its addresses a rebalance would move away now: what
+    `rebalance: manual` leaves unsettled (yaimctl status and rebalance)."""
+    if not view.nodes:
+        return {}
+    kept, _ = _settle(view)
+    held = _holdings(view)
+    return {node: len(held.get(node, ())) - len(kept[node]) for node in sorted(view.nodes)}
 
 
 def heirs(view: ClusterView, me: str) -> Dict[str, FrozenSet[IPAddress]]:
@@ -264,6 +344,8 @@ def heirs(view: ClusterView, me: str) -> Dict[str, FrozenSet[IPAddress]]:
     free, seconds (the lookout asks on settled views only, once per change)."""
     if me not in view.nodes:
         return {}
+    if view.joining & view.nodes or len(set(_weights(view, view.nodes).values())) > 1:
+        return _heirs_by_planning(view, me)
     held = _holdings(view)
     counts = {node: len(held.get(node, ())) for node in view.nodes}
     ranked = _ranked(view.nodes, counts)
@@ -279,7 +361,7 @@ def heirs(view: ClusterView, me: str) -> Dict[str, FrozenSet[IPAddress]]:
         quota = _share(rank[me] - (taking and rank[holder] < rank[me]), base, extra)
         if quota <= counts[me]:
             continue
-        quotas = _shares([node for node in ranked if node != holder], available)
+        quotas = _even_split([node for node in ranked if node != holder], available)
         deficit = {node: share - min(counts[node], share) for node, share in quotas.items()}
         mine, left = set(), len(theirs)
         for address, winner in _hand_out(free | theirs, deficit, _scored_favourite):
@@ -294,7 +376,64 @@ def heirs(view: ClusterView, me: str) -> Dict[str, FrozenSet[IPAddress]]:
     return found
 
 
+def _heirs_by_planning(view: ClusterView, me: str) -> Dict[str, FrozenSet[IPAddress]]:
+    """`heirs` by planning the view without each holder: where weights differ or nodes
+    are joining, the quotas without a holder are not the shortcut's (N plans, so a few
+    hundred ms at 10 x 1,000 on a settled view, once per change)."""
+    found: Dict[str, FrozenSet[IPAddress]] = {}
+    for holder, theirs in sorted(_holdings(view).items()):
+        if holder == me:
+            continue
+        rest = {a: h for a, h in view.holders.items() if h != holder}
+        without = view._replace(nodes=view.nodes - {holder}, holders=rest)
+        mine = plan(without, me).take & theirs
+        if mine:
+            found[holder] = frozenset(mine)
+    return found
+
+
 def _scored_favourite(address: IPAddress, wanting: Set[str]) -> str:
     """`_favourite` of a few nodes, from their scores (among equal ones, never seen with
     sha256, the first by name, as there)."""
     return min(wanting, key=lambda node: (-score(node, address), node))
+
+
+class Standing(NamedTuple):
+    """One participant as the plan sees it for one address (yaimctl why)."""
+
+    node: str
+    rank: int  # 1: of the participants, the one that wants the address most
+    weight: int
+    quota: int
+    holds: int
+    joining: bool
+
+
+class Why(NamedTuple):
+    """Why an address is where it is: its holder, the node the plan keeps it on or gives
+    it to this round (None: nobody, e.g. no one has room), and every participant."""
+
+    address: IPAddress
+    holder: Optional[str]
+    planned: Optional[str]
+    standings: Tuple[Standing, ...]
+
+
+def why(view: ClusterView, address: IPAddress) -> Why:
+    """The plan's reasons for `address` on `view`, for the operator (yaimctl why)."""
+    nodes = tuple(sorted(view.nodes))
+    planned = None
+    if nodes and address in view.pool:
+        kept, taken = _settle(view)
+        planned = next((n for n in nodes if address in kept[n] | taken[n]), None)
+    quotas = shares(view).quotas if nodes else {}
+    weights = _weights(view, nodes)
+    held = _holdings(view)
+    ranking = _ranking(address, nodes) if nodes else ()
+    standings = tuple(
+        Standing(
+            node, rank, weights[node], quotas[node], len(held.get(node, ())), node in view.joining
+        )
+        for rank, node in enumerate(ranking, 1)
+    )
+    return Why(address, view.holders.get(address), planned, standings)

@@ -50,7 +50,7 @@ from yaim.config_yaml import read_yaml
 from yaim.errors import ConfigError
 from yaim.names import BadName, check_name, shown
 from yaim.redact import mask_dsn, mask_url
-from yaim.view import Endpoint
+from yaim.view import WEIGHT_LIMIT, Endpoint
 
 __all__ = ["Config", "listen_address", "load"]
 
@@ -130,6 +130,9 @@ class Config:
     announce_refresh: int = _key(integer(0, DAY_MS), 0)
     announce_mode: str = _key(choice("request", "reply"), "request")
     link_rise: int = _key(integer(0, DAY_MS), 1000)
+    weight: int = _key(integer(0, WEIGHT_LIMIT), 1)
+    rebalance: str = _key(choice("auto", "manual"), "auto")
+    rebalance_delay: int = _key(integer(0, DAY_MS), 0)
     resync: int = _key(integer(1000, DAY_MS), 60000)
     probe_timeout: int = _key(
         integer(0, DAY_MS), lambda values: min(250, values.get("interval", 0) // 2)
@@ -172,6 +175,7 @@ class Config:
     announce_interval_s = _seconds("announce_interval")
     announce_refresh_s = _seconds("announce_refresh")
     link_rise_s = _seconds("link_rise")
+    rebalance_delay_s = _seconds("rebalance_delay")
     resync_s = _seconds("resync")
     probe_timeout_s = _seconds("probe_timeout")
     conflict_backoff_s = _seconds("conflict_backoff")

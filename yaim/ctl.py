@@ -3,7 +3,8 @@
 It reads the same yaim.yml as the daemon (-c, default ./yaim.yml) and talks to
 the same cluster directory; it never touches an interface. Every command
 prints an aligned table, or JSON after `--json`. Exit status: 0 done, 2 input
-refused (nothing changed), 1 the DCS could not be reached.
+refused (nothing changed), 1 the DCS could not be reached (or a rebalance did not
+settle in time).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import http.client
 import ipaddress
 import json
+import math
 import sys
 import time
 from typing import (
@@ -27,7 +29,7 @@ from typing import (
     Tuple,
 )
 
-from yaim import __version__, config, dcs
+from yaim import __version__, balancer, config, dcs
 from yaim.cli import load_or_report
 from yaim.errors import DCSError, YaimError
 from yaim.names import BadName, check_name, is_name, shown
@@ -49,6 +51,13 @@ OUT_SHOWN = 100  # characters of an out key's reason in a table
 
 class Refused(YaimError):
     """The operator's input cannot be used; nothing was changed."""
+
+
+class Unfinished(YaimError):
+    """A change was asked for but did not complete in time (exit 1, as the DCS's)."""
+
+
+REBALANCE_POLL = 0.2  # seconds between the reads of `yaimctl rebalance`
 
 
 # --- the cluster as yaimctl shows it (pure) ---
@@ -77,6 +86,8 @@ class Node(NamedTuple):
     addresses: Tuple[IPAddress, ...]
     peer: Optional[str] = None
     out: Optional[str] = None
+    weight: int = 1
+    joining: bool = False
 
     def as_json(self) -> Dict[str, Any]:
         return {
@@ -86,14 +97,19 @@ class Node(NamedTuple):
             "addresses": [str(a) for a in self.addresses],
             "peer": self.peer,
             "out": self.out,
+            "weight": self.weight,
+            "joining": self.joining,
         }
 
 
 class Cluster(NamedTuple):
+    """unsettled: how many addresses a rebalance would move now (yaim.balancer.excess)."""
+
     entries: Tuple[Entry, ...]
     nodes: Tuple[Node, ...]
     refused: Tuple[Rejected, ...]
     conflicts: Mapping[IPAddress, Conflict] = {}
+    unsettled: int = 0
 
 
 def summarize(snapshot: Snapshot, allowed: Sequence[Any] = ()) -> Cluster:
@@ -120,10 +136,13 @@ def summary(snapshot: Snapshot, view: ClusterView, refused: Sequence[Rejected]) 
             tuple(e.address for e in entries if e.holder == name),
             view.peers[name].text() if name in view.peers else None,
             view.out.get(name),
+            view.weights.get(name, 1),
+            name in view.joining,
         )
         for name in sorted(named.union(view.holders.values()))
     )
-    return Cluster(tuple(entries), nodes, tuple(refused), view.conflicts)
+    unsettled = sum(balancer.excess(view).values())
+    return Cluster(tuple(entries), nodes, tuple(refused), view.conflicts, unsettled)
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -198,16 +217,23 @@ def failsafe_text(cluster: Cluster) -> str:
     return f"on for {', '.join(on)} only"
 
 
+def spread_text(cluster: Cluster) -> str:
+    """How far the spread is from settled: what a rebalance would move (with `rebalance:
+    manual` only `yaimctl rebalance` moves it; else the nodes do, at once)."""
+    if not cluster.unsettled:
+        return "none over its holder's share"
+    many = "es" if cluster.unsettled > 1 else ""
+    return f"{cluster.unsettled} address{many} over their holders' shares (a rebalance moves them)"
+
+
 def status_text(cluster: Cluster, where: str) -> str:
     held = sum(1 for e in cluster.entries if e.holder is not None)
     healthy = [n.name for n in cluster.nodes if n.healthy and not n.drained]
     drained = [n.name for n in cluster.nodes if n.drained]
     out = [n for n in cluster.nodes if n.out is not None]
-    counts = [len(n.addresses) for n in cluster.nodes if n.healthy and not n.drained]
-    spread = "even" if not counts or max(counts) - min(counts) <= 1 else "uneven"
     head = [
         ("cluster", where),
-        ("pool", f"{len(cluster.entries)} addresses, {held} held, {spread} spread"),
+        ("pool", f"{len(cluster.entries)} addresses, {held} held, {spread_text(cluster)}"),
         ("nodes", f"{len(healthy)} taking part: {', '.join(healthy) or '-'}"),
         ("drained", ", ".join(drained) or "-"),
         ("out", "; ".join(f"{n.name}: {shown(n.out, OUT_SHOWN)}" for n in out) or "-"),
@@ -315,6 +341,7 @@ def status_value(cluster: Cluster, root: str, endpoint: str) -> Dict[str, Any]:
             for a in in_order(cluster.conflicts)
         ],
         "problems": problems(cluster),
+        "unsettled": cluster.unsettled,
     }
 
 
@@ -324,12 +351,135 @@ def cmd_status(store: dcs.DCS, cfg: config.Config, args: argparse.Namespace) -> 
     return status_text(cluster, f"{store.root} via {store.endpoint}"), value
 
 
+def why_text(reasons: balancer.Why, cluster: Cluster, view: ClusterView) -> str:
+    """`yaimctl why`: who holds the address, whom the plan gives it to, and for every
+    other node why not it."""
+    address, holder = reasons.address, reasons.holder
+    entry = next((e for e in cluster.entries if e.address == address), None)
+    if entry is None:
+        return f"{address}: not in the pool"
+    lines = [
+        f"{address}: held by {holder or 'nobody'}"
+        + (f", {_ttl(entry.ttl)} left of its mark" if entry.ttl else "")
+    ]
+    if address in view.marks:
+        lines.append(f"  its mark was made at etcd index/revision {view.marks[address]}")
+    if address in cluster.conflicts:
+        note = cluster.conflicts[address]
+        lines.append(
+            f"  in conflict: {note.mac} answers for it (seen by {note.node}); nobody takes it"
+        )
+    if reasons.planned is not None and reasons.planned != holder:
+        lines.append(f"  the plan gives it to {reasons.planned} this round")
+    rows = []
+    for s in reasons.standings:
+        rows.append(
+            (
+                s.node,
+                str(s.rank),
+                str(s.weight),
+                f"{s.holds}/{s.quota}",
+                _standing(s, reasons),
+            )
+        )
+    for node in cluster.nodes:
+        if node.name not in view.nodes:
+            rows.append((node.name, "-", "-", f"{len(node.addresses)}/0", _outside(node)))
+    lines.append("")
+    lines.append(table(("NODE", "RANK", "WEIGHT", "HOLDS/SHARE", "WHY"), rows))
+    return "\n".join(lines)
+
+
+def _standing(s: balancer.Standing, reasons: balancer.Why) -> str:
+    """Why a participant holds the address or not."""
+    if s.node == reasons.holder:
+        kept = reasons.planned == s.node
+        return "holds it" + ("" if kept else ": over its share, releases it")
+    if s.node == reasons.planned:
+        return "takes it: it has room and wants it most of those with room"
+    if s.joining:
+        return "joining: waits out rebalance-delay before it takes from others"
+    if s.weight == 0:
+        return "weight 0: takes addresses only when no other node can"
+    if s.holds >= s.quota:
+        return "at its share"
+    return "has room, but wants it less than its holder or ranks below"
+
+
+def _outside(node: Node) -> str:
+    """Why a node that does not take part holds nothing."""
+    if node.drained:
+        return "drained"
+    if node.out is not None:
+        return "out: " + shown(node.out, OUT_SHOWN)
+    return "no node key: stopped, crashed or cut off"
+
+
+def cmd_why(store: dcs.DCS, cfg: config.Config, args: argparse.Namespace) -> Output:
+    (address,) = parse_addresses([args.address], cfg.allowed_networks)
+    snapshot = store.read_with_ttls()
+    view, refused = parse_snapshot(snapshot, cfg.allowed_networks, time.time())
+    cluster = summary(snapshot, view, refused)
+    reasons = balancer.why(view, address)
+    value = {
+        "address": str(address),
+        "in_pool": any(e.address == address for e in cluster.entries),
+        "holder": reasons.holder,
+        "mark": view.marks.get(address),
+        "planned": reasons.planned,
+        "nodes": [dict(s._asdict(), why=_standing(s, reasons)) for s in reasons.standings],
+        "outside": [
+            {"node": n.name, "why": _outside(n)} for n in cluster.nodes if n.name not in view.nodes
+        ],
+    }
+    return why_text(reasons, cluster, view), value
+
+
+def cmd_rebalance(store: dcs.DCS, cfg: config.Config, args: argparse.Namespace) -> Output:
+    """Ask every node to plan as `rebalance: auto` until the spread is settled (the
+    `rebalance` key, for at most --timeout), then take the key away: the plan moves the
+    fewest addresses that settle it."""
+    before = parse_snapshot(store.read(), cfg.allowed_networks, time.time())[0]
+    if not sum(balancer.excess(before).values()):
+        return "nothing to move: the spread is settled", {"moved": [], "settled": True}
+    note = json.dumps({"by": "yaimctl", "at": int(time.time())})
+    started = time.monotonic()
+    store.ask_rebalance(note, math.ceil(args.timeout))
+    try:
+        after = before
+        while time.monotonic() - started < args.timeout:
+            after = parse_snapshot(store.read(), cfg.allowed_networks, time.time())[0]
+            if not sum(balancer.excess(after).values()) and after.pool <= after.holders.keys():
+                break
+            time.sleep(REBALANCE_POLL)  # polling the DCS with a deadline
+    finally:
+        store.end_rebalance(note)
+    moved = [
+        {"address": str(a), "from": before.holders[a], "to": after.holders.get(a)}
+        for a in in_order(before.holders)
+        if after.holders.get(a) != before.holders[a] and a in after.pool
+    ]
+    settled = not sum(balancer.excess(after).values()) and after.pool <= after.holders.keys()
+    lines = [f"{m['address']}: {m['from']} -> {m['to'] or 'nobody yet'}" for m in moved]
+    took = time.monotonic() - started
+    lines.append(
+        f"moved {len(moved)} address{'es' if len(moved) != 1 else ''} in {took:.1f} s"
+        if settled
+        else f"not settled within {args.timeout:g} s: moved {len(moved)} so far"
+    )
+    if not settled:
+        raise Unfinished("\n".join(lines))
+    return "\n".join(lines), {"moved": moved, "settled": settled}
+
+
 COMMANDS: Dict[str, Callable[[dcs.DCS, config.Config, argparse.Namespace], Output]] = {
     "ips": cmd_ips,
     "nodes": cmd_nodes,
     "drain": cmd_drain,
     "undrain": cmd_drain,
     "status": cmd_status,
+    "why": cmd_why,
+    "rebalance": cmd_rebalance,
 }
 
 
@@ -343,7 +493,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         prog="yaimctl",
         parents=[json_flag],
         description="Show and change the yaim pool and nodes, in the DCS the daemon uses.",
-        epilog="Exit status: 0 done, 2 input refused (nothing changed), 1 DCS unreachable.",
+        epilog=(
+            "Exit status: 0 done, 2 input refused (nothing changed), 1 DCS unreachable"
+            " or a rebalance not settled in time."
+        ),
     )
     parser.add_argument(
         "-c", "--config", default="yaim.yml", help="configuration file (default: ./yaim.yml)"
@@ -368,6 +521,18 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         sub = commands.add_parser(name, parents=[json_flag], help=words)
         sub.add_argument("node", metavar="NODE")
     commands.add_parser("status", parents=[json_flag], help="one screen summary")
+    why = commands.add_parser(
+        "why", parents=[json_flag], help="why ADDRESS is where it is, and not elsewhere"
+    )
+    why.add_argument("address", metavar="ADDRESS")
+    rebalance = commands.add_parser(
+        "rebalance",
+        parents=[json_flag],
+        help="move the fewest addresses that settle the spread (for rebalance: manual)",
+    )
+    rebalance.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for the spread to settle"
+    )
     return parser.parse_args(argv)
 
 
@@ -410,6 +575,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Refused as exc:
         print(secrets.scrub(f"yaimctl: {exc}"), file=sys.stderr)
         return EXIT_REFUSED
+    except Unfinished as exc:
+        print(secrets.scrub(f"yaimctl: {exc}"), file=sys.stderr)
+        return EXIT_DCS
     except DCSError as exc:
         print(secrets.scrub(f"yaimctl: DCS unreachable: {exc}"), file=sys.stderr)
         if args.command == "status" and cfg.status_listen:

@@ -43,7 +43,7 @@ from yaim.metrics import CONTENT_TYPE, Metrics
 from yaim.peers import DEFAULT_PORT, Seal, read_secret
 from yaim.reload import reload
 from yaim.report import Report
-from yaim.state import NodeState
+from yaim.state import NodeState, Placement
 from yaim.status import Sources, StatusServer
 from yaim.threads.actuator import ActuatorThread
 from yaim.threads.balancer import BalancerThread
@@ -69,7 +69,7 @@ class Daemon:
         self.signals: List[int] = []  # queued by the handlers, handled by the main loop
         self.crashed: List[str] = []
         self.metrics = Metrics()
-        self.state = NodeState()
+        self.state = NodeState(Placement.of(config))
         self.notifier = Notifier(
             config, lambda: self.state.taking_part, on_crash=self._on_crash, metrics=self.metrics
         )
@@ -248,6 +248,8 @@ class Daemon:
                 self.config = reload(
                     self.config, self.health, self.notifier, lambda new: prepare_failsafe(new)[0]
                 )
+                self.state.placement = Placement.of(self.config)
+                self.balancer.poke()  # a manual node's plan, a weight: plan with them now
             else:
                 name = signal.Signals(signum).name
                 log.info("received %s: releasing everything and stopping", name)

@@ -3,10 +3,12 @@ may change live.
 
 The log level, the check settings (to the health thread, with a checker built from
 them: it checks with both from its next round on and keeps the health state, so a
-reload by itself never drops an address) and the notify commands (to the notifier)
-take effect at once. A change to any other key is reported as needing a restart
-and the running value kept. A file with errors, or check settings no checker can
-be made of, is refused whole before anything changes.
+reload by itself never drops an address), the notify commands (to the notifier) and
+the placement keys (`weight`, `rebalance`, `rebalance-delay`: the daemon hands them to
+the heartbeat and the balancer through yaim.state) take effect at once. A change to
+any other key is reported as needing a restart and the running value kept. A file with
+errors, or check settings no checker can be made of, is refused whole before anything
+changes.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from yaim.threads.notify import Notifier
 log = logging.getLogger(__name__)
 
 # Keys a SIGHUP applies at once (by name, or by prefix); any other change needs a restart.
-LIVE_KEYS = ("log-level",)
+LIVE_KEYS = ("log-level", "weight", "rebalance", "rebalance-delay")
 CHECK_PREFIXES = ("check-", "checker-", "http-", "postgres-", "shell-")
 LIVE_PREFIXES = (*CHECK_PREFIXES, "notify-")
 

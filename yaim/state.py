@@ -3,7 +3,8 @@ its latest read.
 
 None is a claim (the claims live in yaim.claims, behind their own lock): each is
 one value, written by one thread (health by the health thread, the link by the
-actuator thread, the read by the balancer) and read by the others, and each is
+actuator thread, the read by the balancer, the placement keys by the main loop's
+reload) and read by the others, and each is
 replaced whole by one assignment,
 so a reader sees the old value or the new one, never half of either, without a
 lock.
@@ -24,6 +25,19 @@ class Health(NamedTuple):
     reason: str
 
 
+class Placement(NamedTuple):
+    """The placement keys (yaim.balancer), which a SIGHUP may change: the weight the node
+    key publishes, `rebalance` (auto or manual) and `rebalance-delay` in seconds."""
+
+    weight: int = 1
+    rebalance: str = "auto"
+    delay: float = 0.0
+
+    @classmethod
+    def of(cls, config) -> Placement:
+        return cls(config.weight, config.rebalance, config.rebalance_delay_s)
+
+
 class Reading(NamedTuple):
     """The balancer's latest read: as the DCS gave it, as planned from, what it refused, and
     when it was sent (monotonic)."""
@@ -41,7 +55,8 @@ class NodeState:
     the cause of its last change), not the kernel's every word.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, placement: Optional[Placement] = None) -> None:
+        self.placement = Placement() if placement is None else placement
         self.health = Health(False, "not checked yet")
         self.link = Link(True, "not looked at yet")
         self.latest: Optional[Reading] = None

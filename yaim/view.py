@@ -37,6 +37,7 @@ NOTE_LIMIT = 1024
 # The longest text form of an address (IPv6 with an IPv4 tail).
 ADDRESS_LIMIT = 45
 MARK_LIMIT = 2**63  # marks are etcd indexes and revisions: int64
+WEIGHT_LIMIT = 1000  # the largest weight: shares stay small numbers to work out
 OUT_LIMIT = 300  # characters of an `out` key's reason kept: one line of a table or a log
 
 
@@ -69,8 +70,9 @@ class Snapshot(NamedTuple):
     directory -> reason), e.g. a directory where a node key belongs.
     conflicts: the `conflicts` notes, address name -> the note's text.
     released: the `released` notes, address name -> the note's text.
-    node_values: the node keys' values, node name -> value (the peer endpoint).
+    node_values: the node keys' values, node name -> value (NodeInfo).
     out: the `out` keys, node name -> why that node, running, takes no part.
+    rebalance: the operator's `rebalance` key's value while it is there (yaimctl rebalance).
     """
 
     pool: FrozenSet[str]
@@ -83,6 +85,7 @@ class Snapshot(NamedTuple):
     odd: Mapping[str, str] = {}
     node_values: Mapping[str, str] = {}
     out: Mapping[str, str] = {}
+    rebalance: Optional[str] = None
 
 
 class Endpoint(NamedTuple):
@@ -115,14 +118,42 @@ class Endpoint(NamedTuple):
             return None
         return cls(address, int(port))
 
-    def node_value(self) -> str:
-        """The node key's value that publishes it."""
-        return json.dumps({"peer": self.text()})
+
+class NodeInfo(NamedTuple):
+    """What a node key's value publishes: the peer endpoint (`failsafe`), the node's
+    `weight`, and whether it is still `joining` (waiting out `rebalance-delay`, so it takes
+    nothing away from others: yaim.balancer). A node with none of these to say writes
+    "healthy", as every node did before they existed."""
+
+    peer: Optional[Endpoint] = None
+    weight: int = 1
+    joining: bool = False
+
+    def value(self) -> str:
+        fields: Dict[str, Any] = {}
+        if self.peer is not None:
+            fields["peer"] = self.peer.text()
+        if self.weight != 1:
+            fields["weight"] = self.weight
+        if self.joining:
+            fields["joining"] = True
+        return json.dumps(fields) if fields else "healthy"
 
     @classmethod
-    def of_node_value(cls, value: str) -> Optional[Endpoint]:
-        """The endpoint a node key's value publishes; None if it publishes none."""
-        return _read_note(value, lambda note: cls.parse(note["peer"]))
+    def parse(cls, text: str) -> Optional[NodeInfo]:
+        """A node key's value; None for one that is not one (the node counts with the
+        defaults). A peer that is no endpoint is none: the failsafe does without it."""
+        return cls() if text == "healthy" else _read_note(text, cls._of)
+
+    @classmethod
+    def _of(cls, note: Dict[str, Any]) -> NodeInfo:
+        peer = note.get("peer")
+        weight, joining = note.get("weight", 1), note.get("joining", False)
+        if type(weight) is not int or not 0 <= weight <= WEIGHT_LIMIT:  # bool is an int
+            raise ValueError("not a weight")
+        if type(joining) is not bool:
+            raise ValueError("not a yes or no")
+        return cls(None if peer is None else Endpoint.parse(peer), weight, joining)
 
 
 class Conflict(NamedTuple):
@@ -241,6 +272,10 @@ class ClusterView(NamedTuple):
     members: every node with a node key, drained ones included (the failsafe's view).
     peers: node -> the peer endpoint its node key publishes, where it publishes one.
     out: node -> why it takes no part, as its `out` key says (nodes without a node key).
+    weights: node -> the `weight` its node key publishes, where it publishes one (else 1).
+    joining: the nodes whose node key says they are still waiting out `rebalance-delay`.
+    rebalance: an operator asks for a rebalance (yaimctl rebalance): `rebalance: manual`
+    nodes plan as `auto` ones while the `rebalance` key is there.
     """
 
     nodes: FrozenSet[str]
@@ -252,6 +287,9 @@ class ClusterView(NamedTuple):
     members: FrozenSet[str] = frozenset()
     peers: Mapping[str, Endpoint] = {}
     out: Mapping[str, str] = {}
+    weights: Mapping[str, int] = {}
+    joining: FrozenSet[str] = frozenset()
+    rebalance: bool = False
 
 
 def is_allowed(address: IPAddress, allowed: Iterable[IPNetwork]) -> bool:
@@ -344,11 +382,18 @@ def parse_snapshot(
             released[address] = release
     members = _names(snapshot.nodes, "nodes", rejected)
     nodes = members - _names(snapshot.drained, "drain", rejected)
-    peers = {}
-    for name in members:
-        endpoint = Endpoint.of_node_value(snapshot.node_values.get(name, ""))
-        if endpoint is not None:
-            peers[name] = endpoint
+    peers, weights, joining = {}, {}, set()
+    for name in sorted(members):
+        info = NodeInfo.parse(snapshot.node_values.get(name, "healthy"))
+        if info is None:
+            rejected.append(Rejected(f"nodes/{name}", "not a node key's value", "key"))
+            continue
+        if info.peer is not None:
+            peers[name] = info.peer
+        if info.weight != 1:
+            weights[name] = info.weight
+        if info.joining:
+            joining.add(name)
     # The out key of a node that takes part again may outlive its node key's return by a
     # late write: the node key says more.
     out = {
@@ -366,6 +411,9 @@ def parse_snapshot(
         members=members,
         peers=peers,
         out=out,
+        weights=weights,
+        joining=frozenset(joining),
+        rebalance=snapshot.rebalance is not None,
     )
     return view, tuple(rejected)
 

@@ -13,6 +13,7 @@ import sys
 import time
 from collections import Counter
 from contextlib import ExitStack
+from fractions import Fraction
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Set
 
@@ -54,7 +55,12 @@ STATUS_URL = "http://127.0.0.1:9720/status"  # a node's status endpoint, in its 
 # with every node key there; a restarted node's heartbeat may need a few rounds more.
 VIEWS_TIMEOUT = 3 * TTL / 1000 + 5
 
-SETTLES = "settles, every address on one node, spread <= 1"
+# Placement (issue 19): n1 weighs twice the others, and a node back takes from the others
+# only after it has taken part for REBALANCE_DELAY; the settled state follows both.
+WEIGHTS = {1: 2}
+REBALANCE_DELAY = 1000  # ms
+
+SETTLES = "settles, every address on one node, each within one of its weighted share"
 MARKS_MATCH = "marks and node keys match the interfaces"
 NOTIFY_MATCH = "each node's notify events, in order, add up to the addresses on it"
 RUNNING = "daemons do not exit by themselves"
@@ -147,6 +153,8 @@ class World:
                 notify_fence=line,
                 failsafe="on",
                 peer_secret_file=str(secret),
+                weight=WEIGHTS.get(i, 1),
+                rebalance_delay=REBALANCE_DELAY,
             )
 
     def _write_secret(self) -> Path:
@@ -364,10 +372,12 @@ class World:
             if address not in self.pool:
                 return f"{address}, not in the pool, on {nodes}"
         counts = Counter(holders[a][0] for a in self.pool)
-        per_node = [counts.get(i, 0) for i in parts]
-        if per_node and max(per_node) - min(per_node) > 1:
-            spread = ", ".join(f"n{i}: {counts.get(i, 0)}" for i in parts)
-            return f"not balanced: {spread}"
+        total = sum(WEIGHTS.get(i, 1) for i in parts)
+        for i in parts:
+            share = Fraction(len(self.pool) * WEIGHTS.get(i, 1), total)
+            if abs(counts.get(i, 0) - share) >= 1:
+                spread = ", ".join(f"n{n}: {counts.get(n, 0)}" for n in parts)
+                return f"not balanced: {spread} (n{i}'s share is {float(share):.2f})"
         return None
 
     def wait_settled(self, timeout: float, what: str) -> Sample:
@@ -387,7 +397,7 @@ class World:
 
     def settle(self, fault: Fault) -> float:
         """Wait for the settled state; its time. A violation, then a longer wait, if late."""
-        timeout = self.bounds.crash + SETTLE_EXTRA
+        timeout = self.bounds.crash + SETTLE_EXTRA + REBALANCE_DELAY / 1000
         begun = self.now()
         try:
             sample = self.wait_settled(timeout, "the cluster to settle")

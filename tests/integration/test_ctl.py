@@ -167,6 +167,8 @@ def test_drain_moves_addresses_cleanly_and_survives_a_restart(checked):
         "addresses": [],
         "peer": None,
         "out": None,
+        "weight": 1,
+        "joining": False,
     }
     log = nodes[0].log()
     assert "drained node n1: releasing" in log

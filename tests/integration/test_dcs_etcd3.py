@@ -18,7 +18,7 @@ from tests.integration.conftest import b64, key_of, v3
 from yaim.dcs import gateway as etcd3_gateway
 from yaim.dcs.etcd3 import MARKS_PER_TXN
 from yaim.errors import DCSError
-from yaim.view import Release
+from yaim.view import Release, parse_snapshot
 
 A = ipaddress.ip_address("198.51.100.100")
 B = ipaddress.ip_address("198.51.100.101")
@@ -185,6 +185,32 @@ def test_node_key_and_marks_vanish_together_when_the_lease_expires(make, etcd):
     assert not n1.refresh_mark(A)
     n1.touch_node()  # a new lease and node key
     assert n1.read().nodes == {"n1"}
+
+
+@both
+def test_the_node_key_publishes_weight_and_joining_and_only_a_change_is_an_event(make):
+    n1, n2 = make("n1"), make("n2")
+    n1.touch_node(weight=2, joining=True)
+    view, _ = parse_snapshot(n2.read())
+    assert (view.nodes, view.weights, view.joining) == ({"n1"}, {"n1": 2}, {"n1"})
+    n1.touch_node(weight=2, joining=True)  # every round while it waits: no event
+    assert n2.watch_events(n2.seen, 0.5)[0] == []
+    n1.touch_node(weight=2, joining=False)  # it has waited: the others hear it at once
+    events, _, _ = n2.watch_events(n2.seen, 2.0)
+    assert [event.key for event in events] == [make.root + "/nodes/n1"]
+    view, _ = parse_snapshot(n2.read())
+    assert (view.weights, view.joining) == ({"n1": 2}, frozenset())
+
+
+@both
+def test_a_rebalance_request_lives_for_its_ttl_and_ends_only_as_it_was_written(make):
+    ctl = make("ctl")
+    ctl.ask_rebalance("asked by ctl", 2)
+    assert parse_snapshot(ctl.read())[0].rebalance
+    assert not ctl.end_rebalance("asked by someone else")
+    assert ctl.end_rebalance("asked by ctl") and not parse_snapshot(ctl.read())[0].rebalance
+    ctl.ask_rebalance("asked by ctl", 1)
+    wait_until(lambda: not parse_snapshot(ctl.read())[0].rebalance, 5, what="its expiry")
 
 
 @both

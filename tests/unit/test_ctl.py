@@ -13,9 +13,9 @@ from typing import Dict, Optional, Set
 import pytest
 import yaml
 
-from yaim import ctl, dcs
+from yaim import balancer, ctl, dcs
 from yaim.errors import DCSError
-from yaim.view import Mark, Snapshot
+from yaim.view import Mark, Snapshot, parse_snapshot
 
 A, B, C = (ipaddress.ip_address(f"198.51.100.{i}") for i in (1, 2, 3))
 V6 = ipaddress.ip_address("2001:db8::1")
@@ -155,6 +155,8 @@ def test_a_node_out_is_listed_with_its_reason_until_its_node_key_is_back(store, 
         "addresses": [],
         "peer": None,
         "out": "link down: lan0 has no carrier",
+        "weight": 1,
+        "joining": False,
     }
     assert nodes["n1"]["healthy"] and nodes["n1"]["out"] is None
     table = run("nodes")[0].splitlines()
@@ -267,12 +269,14 @@ def test_nodes_and_status(store, run):
         "addresses": ["198.51.100.2"],
         "peer": None,
         "out": None,
+        "weight": 1,
+        "joining": False,
     }
     out, _ = run("status")
     lines = out.splitlines()
     assert lines[:6] == [
         "cluster  /service/yaim via http://192.0.2.1:2379",
-        "pool     4 addresses, 3 held, uneven spread",
+        "pool     4 addresses, 3 held, none over its holder's share",
         "nodes    2 taking part: n1, n3",
         "drained  n2",
         "out      -",
@@ -354,3 +358,91 @@ def test_no_word_when_nobody_answers():
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]
     assert ctl.own_word(f"127.0.0.1:{port}").startswith("no word from this host's node")
+
+
+# --- yaimctl why and rebalance, against a Memory whose nodes follow the plan ---
+
+
+class Cluster(Memory):
+    """A Memory whose participants carry out their plans at every read, `rebalance: manual`
+    ones as auto only while the rebalance key is there; `stuck` keeps them from moving."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rebalance: Optional[str] = None
+        self.asked = []
+        self.stuck = False
+
+    def read(self):
+        snapshot = super().read()._replace(rebalance=self.rebalance)
+        view, _ = parse_snapshot(snapshot)
+        if not self.stuck:
+            for node in sorted(view.nodes):
+                p = balancer.plan(view, node, rebalance=view.rebalance)
+                for address in p.release:
+                    del self.marks[str(address)]
+                for address in p.take:
+                    self.marks[str(address)] = Mark(node, 9)
+        return snapshot
+
+    read_with_ttls = read
+
+    def ask_rebalance(self, note: str, ttl: int) -> None:
+        self.rebalance = note
+        self.asked.append(ttl)
+
+    def end_rebalance(self, note: str) -> bool:
+        ended, self.rebalance = self.rebalance == note, None
+        return ended
+
+
+@pytest.fixture
+def manual(monkeypatch) -> Cluster:
+    """n1 holds A, B and C; n3 joined and holds nothing; all manual."""
+    memory = Cluster()
+    memory.pool |= {str(A), str(B), str(C)}
+    memory.marks.update({str(a): Mark("n1", 2) for a in (A, B, C)})
+    memory.nodes |= {"n1", "n3"}
+    monkeypatch.setattr(dcs, "connect", lambda config, **kw: memory)
+    return memory
+
+
+def test_why_names_the_holder_the_plan_and_each_other_node(store, run):
+    cluster(store).marks[str(A)] = Mark("n1", 2, 17)  # made at index 17, 2 s left
+    out, _ = run("why", str(A))
+    lines = out.splitlines()
+    assert lines[0].startswith(f"{A}: held by n1")
+    assert "made at etcd index/revision 17" in out
+    rows = {line.split()[0]: line for line in lines[1:] if line.split()[:1] in (["n1"], ["n2"])}
+    assert "holds it" in rows["n1"] and "drained" in rows["n2"]
+    value = json.loads(run("why", str(A), "--json")[0])
+    assert value["holder"] == "n1" and value["planned"] == "n1" and value["mark"] == 17
+    assert sorted(n["node"] for n in value["nodes"]) == ["n1", "n3"]
+    assert value["outside"] == [{"node": "n2", "why": "drained"}]
+    assert {n["rank"] for n in value["nodes"]} == {1, 2}
+    free = json.loads(run("why", str(V6), "--json")[0])
+    assert free["holder"] is None and free["planned"] == "n3"
+
+
+def test_why_of_an_address_outside_the_pool_says_so_and_a_bad_one_is_refused(store, run):
+    cluster(store)
+    assert run("why", "198.51.100.77")[0].startswith("198.51.100.77: not in the pool")
+    assert "not an IP address" in run("why", "bogus", expect=2)[1]
+
+
+def test_rebalance_moves_the_fewest_addresses_then_takes_its_key_away(manual, run):
+    before = run("status")[0]
+    assert "1 address over their holders' shares" in before.splitlines()[1]
+    out, _ = run("rebalance", "--json")
+    value = json.loads(out)
+    assert value["settled"] and len(value["moved"]) == 1
+    assert value["moved"][0]["from"] == "n1" and value["moved"][0]["to"] == "n3"
+    assert manual.rebalance is None and manual.asked == [30]
+    assert run("rebalance")[0] == "nothing to move: the spread is settled\n"
+
+
+def test_a_rebalance_that_does_not_settle_in_time_exits_1_and_ends_its_request(manual, run):
+    manual.stuck = True
+    _, err = run("rebalance", "--timeout", "0.5", expect=1)
+    assert "not settled within 0.5 s: moved 0 so far" in err
+    assert manual.rebalance is None

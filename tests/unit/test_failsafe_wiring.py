@@ -26,7 +26,7 @@ from yaim.threads.balancer import BalancerThread
 from yaim.threads.failsafe import FailsafeThread, Policy
 from yaim.threads.heartbeat import HeartbeatThread
 from yaim.threads.watch import Behind
-from yaim.view import ClusterView, Endpoint, Snapshot, parse_snapshot
+from yaim.view import ClusterView, Endpoint, NodeInfo, Snapshot, parse_snapshot
 
 A, B = (ipaddress.ip_address(f"198.51.100.{i}") for i in (7, 8))
 TTL = 3.0
@@ -43,7 +43,7 @@ SECRET = b"0123456789abcdef0123"
 def test_an_endpoint_goes_into_the_node_key_and_comes_back(text, shown):
     endpoint = Endpoint.parse(text)
     assert endpoint is not None and endpoint.text() == shown
-    assert Endpoint.of_node_value(endpoint.node_value()) == endpoint
+    assert NodeInfo.parse(NodeInfo(endpoint).value()) == NodeInfo(endpoint)
 
 
 @pytest.mark.parametrize(
@@ -63,7 +63,7 @@ def test_an_endpoint_goes_into_the_node_key_and_comes_back(text, shown):
     ],
 )
 def test_a_node_value_that_publishes_no_usable_endpoint_publishes_none(value):
-    assert Endpoint.of_node_value(value) is None
+    assert (NodeInfo.parse(value) or NodeInfo()).peer is None
 
 
 def test_the_view_has_every_node_key_drained_ones_too_and_their_endpoints():
@@ -220,7 +220,7 @@ class Outage(FakeDCS):
     def keep_alive(self) -> None:
         pass
 
-    def touch_node(self) -> None:
+    def touch_node(self, weight: int = 1, joining: bool = False) -> None:
         pass
 
 
@@ -255,7 +255,7 @@ def test_a_node_that_may_not_take_yet_does_not_advertise_itself():
     policy = Policy(Failsafe("n1", TTL, started=10.0), clock=lambda: now[0])
     store = Outage([A])
     calls = []
-    store.touch_node = lambda: calls.append("touch")
+    store.touch_node = lambda weight, joining: calls.append("touch")
     heartbeat = heartbeat_with(policy, store, Ledger("n1", TTL))
     heartbeat.step([])
     assert calls == [] and policy.settling()

@@ -14,7 +14,7 @@ from yaim.claims import Ledger
 from yaim.dcs import DCS, Incomplete, Refreshed
 from yaim.errors import DCSError
 from yaim.link import Link
-from yaim.state import NodeState
+from yaim.state import NodeState, Placement
 from yaim.threads.failsafe import Policy
 from yaim.threads.heartbeat import HeartbeatThread
 
@@ -34,8 +34,9 @@ class ScriptedDCS:
     def keep_alive(self) -> None:
         self.calls.append("keep_alive")
 
-    def touch_node(self) -> None:
+    def touch_node(self, weight: int = 1, joining: bool = False) -> None:
         self.calls.append("touch_node")
+        self.published = (weight, joining)
 
     def delete_node(self) -> None:
         self.calls.append("delete_node")
@@ -201,3 +202,19 @@ def test_the_answers_before_a_failed_refresh_count_and_the_round_fails():
     assert ledger.claim(C).fence == ledger.fence_time(now), "C unanswered: unchanged"
     thread.step([])
     assert thread.failing
+
+
+def test_the_node_key_says_joining_until_the_node_took_part_for_rebalance_delay(monkeypatch):
+    """rebalance-delay counts from the node key's return, without a break: a flap starts
+    it again; the weight goes with every write."""
+    clock = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    thread, _ = heartbeat(set(), [])
+    thread.state.placement = Placement(weight=2, delay=3.0)
+    published = []
+    for at, healthy in ((100, True), (102, True), (103.5, True), (104, False), (105, True)):
+        clock[0] = at
+        thread.state.set_health(healthy, "test")
+        thread.step([])
+        published.append(thread.dcs.published if healthy else None)
+    assert published == [(2, True), (2, True), (2, False), None, (2, True)]

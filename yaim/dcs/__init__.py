@@ -42,7 +42,7 @@ from typing import (
 
 from yaim.errors import DCSError
 from yaim.redact import Secrets
-from yaim.view import OUT_LIMIT, Endpoint, IPAddress, Mark, Release, Snapshot
+from yaim.view import OUT_LIMIT, Endpoint, IPAddress, Mark, NodeInfo, Release, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -175,13 +175,13 @@ class DCS(abc.ABC):
         self.seen: Optional[int] = None
         self._mark_keys: Dict[IPAddress, str] = {}
         self._out_said: Optional[str] = None  # the reason of the out key written last
+        self._node_said: Optional[str] = None  # the value of the node key written last
 
-    @property
-    def node_value(self) -> str:
-        """The node key's value: the peer endpoint the others ask with the failsafe on
-        (yaim.failsafe), "healthy" without."""
-        endpoint = Endpoint.parse(self.config.peer_listen or "")
-        return endpoint.node_value() if self.config.failsafe_on and endpoint else "healthy"
+    def node_value(self, weight: int = 1, joining: bool = False) -> str:
+        """The node key's value (yaim.view.NodeInfo): the peer endpoint the others ask with
+        the failsafe on (yaim.failsafe), the weight, and whether the node is joining."""
+        peer = Endpoint.parse(self.config.peer_listen or "") if self.config.failsafe_on else None
+        return NodeInfo(peer, weight, joining).value()
 
     @property
     def endpoint(self) -> str:
@@ -273,6 +273,10 @@ class DCS(abc.ABC):
 
     def _note_key(self, kind: str, address: IPAddress) -> str:
         return f"{self.root}/{kind}/{address}"
+
+    @property
+    def _rebalance_key(self) -> str:
+        return f"{self.root}/rebalance"
 
     @property
     def _sync_key(self) -> str:
@@ -381,9 +385,14 @@ class DCS(abc.ABC):
         requests (v3 leases): for the operator's view, the daemon does without."""
         return self.read()
 
-    @abc.abstractmethod
-    def touch_node(self) -> None:
-        """Create or refresh this node's key, with the TTL."""
+    def touch_node(self, weight: int = 1, joining: bool = False) -> None:
+        """Create or refresh this node's key, with the TTL. A value unlike the one this
+        handle wrote last (the node joined, a reload changed its weight) is written: an
+        event at every watch, which is how the others learn it; an unchanged one only
+        lives on (v2: a TTL refresh, v3: the lease), which wakes nobody."""
+        value = self.node_value(weight, joining)
+        self._write_own(self._node_key, value, same=value == self._node_said)
+        self._node_said = value
 
     @abc.abstractmethod
     def delete_node(self) -> None:
@@ -395,13 +404,14 @@ class DCS(abc.ABC):
         then, shows it and why. `reason` as the log has it: no password of the config
         (a check's words may quote its URL or DSN), at most OUT_LIMIT characters."""
         text = Secrets.of(self.config).scrub(reason)[:OUT_LIMIT]
-        self._write_out(text, same=text == self._out_said)
+        self._write_own(self._out_key, text, same=text == self._out_said)
         self._out_said = text
 
     @abc.abstractmethod
-    def _write_out(self, text: str, same: bool) -> None:
-        """touch_out's write of the key; `same`: this handle wrote `text` there last, so
-        the key need only live on (v2: a TTL refresh, v3: the lease's keep-alive)."""
+    def _write_own(self, key: str, value: str, same: bool) -> None:
+        """Write one of this node's keys that live with its TTL (the node key, the out
+        key); `same`: this handle wrote `value` there last, so the key need only live on
+        (v2: a TTL refresh, v3: the lease's keep-alive) if it is still there."""
 
     @abc.abstractmethod
     def delete_out(self) -> None:
@@ -556,15 +566,33 @@ class DCS(abc.ABC):
         """`ttl` in whole seconds, as etcd keeps TTLs."""
         return math.ceil(self.ttl)
 
-    @abc.abstractmethod
     def write_note(self, kind: str, address: IPAddress, note: str, ttl: int) -> None:
         """Write the note `<kind>/<address>` with a TTL of `ttl` seconds."""
+        self._put_for(self._note_key(kind, address), note, ttl)
 
-    @abc.abstractmethod
     def clear_note(self, kind: str, address: IPAddress, note: str) -> bool:
         """Delete the note `<kind>/<address>` if it is still `note`; True if deleted."""
+        return self._delete_if(self._note_key(kind, address), note)
 
-    # The operator's operations (yaimctl): they change the pool and the drain flags.
+    @abc.abstractmethod
+    def _put_for(self, key: str, value: str, ttl: int) -> None:
+        """Write `key` with a TTL of `ttl` seconds of its own (v3: a lease of its own)."""
+
+    @abc.abstractmethod
+    def _delete_if(self, key: str, value: str) -> bool:
+        """Delete `key` if it still holds `value`; True if deleted."""
+
+    # The operator's operations (yaimctl): they change the pool, the drain flags and ask
+    # for a rebalance.
+
+    def ask_rebalance(self, note: str, ttl: int) -> None:
+        """Write the `rebalance` key for `ttl` seconds: while it is there, nodes with
+        `rebalance: manual` plan as `auto` ones (yaimctl rebalance)."""
+        self._put_for(self._rebalance_key, note, ttl)
+
+    def end_rebalance(self, note: str) -> bool:
+        """Delete the `rebalance` key if it is still the one `note` wrote."""
+        return self._delete_if(self._rebalance_key, note)
 
     @abc.abstractmethod
     def add_address(self, address: IPAddress) -> bool:
@@ -627,6 +655,7 @@ def snapshot_of(root: str, entries: Iterable[Entry], pool_dirs: bool) -> Snapsho
     """
     pool, malformed, marks, nodes, drained, odd = set(), {}, {}, set(), set(), {}
     node_values: Dict[str, str] = {}
+    rebalance: Optional[str] = None
     notes: Dict[str, Dict[str, str]] = {"conflicts": {}, "released": {}, "out": {}}
     named = {"nodes": nodes, "drain": drained}
     for entry in entries:
@@ -650,6 +679,11 @@ def snapshot_of(root: str, entries: Iterable[Entry], pool_dirs: bool) -> Snapsho
                 node_values[name] = entry.value
         elif len(parts) == 2 and kind in notes:
             notes[kind][name] = entry.value
+        elif path == "rebalance":
+            if entry.is_dir:
+                odd[path] = "a directory where the layout has a key"
+            else:
+                rebalance = entry.value
     return Snapshot(
         pool=frozenset(pool),
         marks=marks,
@@ -661,4 +695,5 @@ def snapshot_of(root: str, entries: Iterable[Entry], pool_dirs: bool) -> Snapsho
         out=notes["out"],
         odd=odd,
         node_values=node_values,
+        rebalance=rebalance,
     )

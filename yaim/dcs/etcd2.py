@@ -231,21 +231,6 @@ class Backend(DCS):
         self.versions.forget(key)
         return False
 
-    def touch_node(self) -> None:
-        key = self._node_key
-
-        def operation(client: etcd.Client) -> None:
-            if self._renew(client, key, None):
-                return
-            try:
-                made = client.write(key, self.node_value, ttl=self.etcd_ttl, prevExist=False)
-            except etcd.EtcdAlreadyExist:  # a late copy of an earlier write made it meanwhile
-                self._renew(client, key, None)
-                return
-            self.versions.wrote(key, made)
-
-        self._call("write " + key, operation)
-
     def sync(self) -> int:
         key = self._sync_key
         return self._call(
@@ -253,14 +238,13 @@ class Backend(DCS):
             lambda client: client.write(key, self.node, ttl=self.etcd_ttl).modifiedIndex,
         )
 
-    def _write_out(self, text: str, same: bool) -> None:
-        """A TTL refresh while the reason is the same, as for the node key: a refresh wakes
-        no watch, and a write every round would be an event at every node's watch."""
-        key = self._out_key
+    def _write_own(self, key: str, value: str, same: bool) -> None:
+        """A TTL refresh while the value is the same: a refresh wakes no watch, and a write
+        every round would be an event at every node's watch."""
 
         def operation(client: etcd.Client) -> None:
-            if not (same and self._renew(client, key, text)):
-                self.versions.wrote(key, client.write(key, text, ttl=self.etcd_ttl))
+            if not (same and self._renew(client, key, value)):
+                self.versions.wrote(key, client.write(key, value, ttl=self.etcd_ttl))
 
         self._call("write " + key, operation)
 
@@ -335,16 +319,13 @@ class Backend(DCS):
 
         return self._call("delete " + key, operation)
 
-    def write_note(self, kind: str, address: IPAddress, note: str, ttl: int) -> None:
-        key = self._note_key(kind, address)
-        self._call("write " + key, lambda client: client.write(key, note, ttl=ttl))
+    def _put_for(self, key: str, value: str, ttl: int) -> None:
+        self._call("write " + key, lambda client: client.write(key, value, ttl=ttl))
 
-    def clear_note(self, kind: str, address: IPAddress, note: str) -> bool:
-        key = self._note_key(kind, address)
-
+    def _delete_if(self, key: str, value: str) -> bool:
         def operation(client: etcd.Client) -> bool:
             try:
-                client.delete(key, prevValue=note)
+                client.delete(key, prevValue=value)
             except NOT_OURS:
                 return False
             return True

@@ -278,12 +278,6 @@ class Backend(DCS):
         renewed = self.session.renewed_at
         return sent_at if renewed is None else min(sent_at, renewed)
 
-    def touch_node(self) -> None:
-        key = self._node_key
-        if self.session.holds(key):
-            return  # on the lease: the keep-alive renews it
-        self._call("write " + key, lambda gateway: self._put(gateway, key, self.node_value, []))
-
     def sync(self) -> int:
         key = self._sync_key
 
@@ -295,11 +289,10 @@ class Backend(DCS):
 
         return self._call("write " + key, operation)
 
-    def _write_out(self, text: str, same: bool) -> None:
-        key = self._out_key
+    def _write_own(self, key: str, value: str, same: bool) -> None:
         if same and self.session.holds(key):
             return  # on the lease: the keep-alive renews it
-        self._call("write " + key, lambda gateway: self._put(gateway, key, text, []))
+        self._call("write " + key, lambda gateway: self._put(gateway, key, value, []))
 
     def delete_node(self) -> None:
         self._delete_own(self._node_key)
@@ -458,19 +451,16 @@ class Backend(DCS):
         self.session.forget(key)
         return deleted
 
-    def write_note(self, kind: str, address: IPAddress, note: str, ttl: int) -> None:
-        key = self._note_key(kind, address)
-
+    def _put_for(self, key: str, value: str, ttl: int) -> None:
         def operation(gateway: Gateway) -> None:
             lease = gateway.call("/v3/lease/grant", {"TTL": str(ttl)})["ID"]
-            body = {"key": b64(key), "value": b64(note), "lease": str(lease)}
+            body = {"key": b64(key), "value": b64(value), "lease": str(lease)}
             gateway.call("/v3/kv/put", body)
 
         self._call("write " + key, operation)
 
-    def clear_note(self, kind: str, address: IPAddress, note: str) -> bool:
-        key = self._note_key(kind, address)
-        compare = [comparison(key, "VALUE", "value", b64(note))]
+    def _delete_if(self, key: str, value: str) -> bool:
+        compare = [comparison(key, "VALUE", "value", b64(value))]
         success = [{"request_delete_range": {"key": b64(key)}}]
         return self._call("delete " + key, self._txn(compare, success))
 

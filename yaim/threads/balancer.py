@@ -88,7 +88,7 @@ class BalancerThread(DCSWorker):
         # The last parse and plan: a quiet round looks at the same snapshot again, and
         # parsing and planning 1,000 addresses costs about 10 ms a round.
         self._parsed: Optional[Tuple[Snapshot, ClusterView, List[Rejected]]] = None
-        self._planned: Optional[Tuple[ClusterView, balancer.Plan]] = None
+        self._planned: Optional[Tuple[Tuple[ClusterView, bool], balancer.Plan]] = None
         self._mine: Optional[Tuple[ClusterView, Dict[IPAddress, int]]] = None
 
     def dcs_round(self, messages: List[Any]) -> None:
@@ -208,10 +208,13 @@ class BalancerThread(DCSWorker):
         return view, rejected
 
     def _plan(self, view: ClusterView) -> balancer.Plan:
-        """balancer.plan (pure), computed again only for a view that differs."""
+        """balancer.plan (pure), computed again only for a view that differs. With
+        `rebalance: manual` the node keeps what it holds, unless an operator's `rebalance`
+        key asks for the automatic plan (yaimctl rebalance)."""
+        rebalance = self.state.placement.rebalance == "auto" or view.rebalance
         last = self._planned
-        if last is None or last[0] != view:
-            last = self._planned = (view, balancer.plan(view, self.me))
+        if last is None or last[0] != (view, rebalance):
+            last = self._planned = ((view, rebalance), balancer.plan(view, self.me, rebalance))
         return last[1]
 
     def _work(self, view: ClusterView) -> Work:

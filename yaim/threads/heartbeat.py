@@ -17,6 +17,7 @@ actuator thread fences when the time comes (yaim.claims).
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable, List, Optional
 
 from yaim.claims import Ledger
@@ -57,6 +58,8 @@ class HeartbeatThread(DCSWorker):
         self.on_change = on_change
         self.advertised = False
         self.out = False  # this node's out key may be there (written since it last took part)
+        self.since = 0.0  # when the node key was written after the node last took no part
+        self.joining = False  # what the node key said last
 
     def dcs_round(self, messages: List[Any]) -> None:
         self.dcs.keep_alive()
@@ -65,9 +68,23 @@ class HeartbeatThread(DCSWorker):
 
     def _advertise(self) -> None:
         """The node key while the node takes part, else the `out` key with the reason, each
-        written before the other is deleted: yaimctl always finds the node, and why."""
+        written before the other is deleted: yaimctl always finds the node, and why. The
+        node key says `joining` until the node has taken part for `rebalance-delay`
+        without a break (its key stayed), and the weight: the others plan with both."""
         if self.state.taking_part and not self.policy.settling():
-            self.dcs.touch_node()
+            now = time.monotonic()
+            if not self.advertised:
+                self.since = now
+            placement = self.state.placement
+            joining = now - self.since < placement.delay
+            self.dcs.touch_node(placement.weight, joining)
+            if self.joining and not joining:
+                log.info(
+                    "node %s has taken part for rebalance-delay (%.1f s): it takes its share",
+                    self.dcs.node,
+                    placement.delay,
+                )
+            self.joining = joining
             if not self.advertised:
                 self.advertised = True
                 self.on_change(None)
