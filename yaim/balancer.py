@@ -378,8 +378,9 @@ def heirs(view: ClusterView, me: str) -> Dict[str, FrozenSet[IPAddress]]:
 
 def _heirs_by_planning(view: ClusterView, me: str) -> Dict[str, FrozenSet[IPAddress]]:
     """`heirs` by planning the view without each holder: where weights differ or nodes
-    are joining, the quotas without a holder are not the shortcut's (N plans, so a few
-    hundred ms at 10 x 1,000 on a settled view, once per change)."""
+    are joining, the quotas without a holder are not the shortcut's. N plans on settled
+    views (the lookout asks once per change): 16 ms at 10 x 1,000 and 160 ms at
+    100 x 1,000 with one node of weight 2, against the shortcut's 26 and 20 ms."""
     found: Dict[str, FrozenSet[IPAddress]] = {}
     for holder, theirs in sorted(_holdings(view).items()):
         if holder == me:
