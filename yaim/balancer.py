@@ -256,8 +256,13 @@ class Shares(NamedTuple):
 
 def shares(view: ClusterView) -> Shares:
     """The participants' quotas and keep limits on `view` (the module's text)."""
-    nodes = tuple(sorted(view.nodes))
-    held = _holdings(view)
+    return _shares_of(view, tuple(sorted(view.nodes)), _holdings(view))
+
+
+def _shares_of(
+    view: ClusterView, nodes: Tuple[str, ...], held: Dict[str, Set[IPAddress]]
+) -> Shares:
+    """`shares`, for `_settle`, which has the nodes and the holdings already."""
     occupied = sum(len(addresses) for holder, addresses in held.items() if holder not in view.nodes)
     counts = {node: len(held.get(node, ())) for node in nodes}
     available = len(view.pool) - occupied
@@ -275,7 +280,7 @@ def _settle(view: ClusterView) -> Tuple[Allotment, Allotment]:
     if not nodes:
         return {}, {}
     held = _holdings(view)
-    quotas, limits = shares(view)
+    quotas, limits = _shares_of(view, nodes, held)
     kept = {
         node: frozenset(_by_preference(node, held.get(node, ()))[: limits[node]]) for node in nodes
     }

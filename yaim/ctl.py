@@ -440,18 +440,20 @@ def cmd_rebalance(store: dcs.DCS, cfg: config.Config, args: argparse.Namespace) 
     `rebalance` key, for at most --timeout), then take the key away: the plan moves the
     fewest addresses that settle it."""
     before = parse_snapshot(store.read(), cfg.allowed_networks, time.time())[0]
-    if not sum(balancer.excess(before).values()):
+    if not any(balancer.excess(before).values()):
         return "nothing to move: the spread is settled", {"moved": [], "settled": True}
     note = json.dumps({"by": "yaimctl", "at": int(time.time())})
     started = time.monotonic()
     store.ask_rebalance(note, math.ceil(args.timeout))
     try:
-        after = before
-        while time.monotonic() - started < args.timeout:
+        after, settled = before, False
+        while not settled and time.monotonic() - started < args.timeout:
             after = parse_snapshot(store.read(), cfg.allowed_networks, time.time())[0]
-            if not sum(balancer.excess(after).values()) and after.pool <= after.holders.keys():
-                break
-            time.sleep(REBALANCE_POLL)  # polling the DCS with a deadline
+            settled = (
+                not any(balancer.excess(after).values()) and after.pool <= after.holders.keys()
+            )
+            if not settled:
+                time.sleep(REBALANCE_POLL)  # polling the DCS with a deadline
     finally:
         store.end_rebalance(note)
     moved = [
@@ -459,7 +461,6 @@ def cmd_rebalance(store: dcs.DCS, cfg: config.Config, args: argparse.Namespace) 
         for a in in_order(before.holders)
         if after.holders.get(a) != before.holders[a] and a in after.pool
     ]
-    settled = not sum(balancer.excess(after).values()) and after.pool <= after.holders.keys()
     lines = [f"{m['address']}: {m['from']} -> {m['to'] or 'nobody yet'}" for m in moved]
     took = time.monotonic() - started
     lines.append(
