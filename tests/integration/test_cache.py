@@ -18,7 +18,7 @@ import time
 import etcd as python_etcd
 import pytest
 
-from lab.etcd import EtcdCluster
+from lab.etcd import EtcdCluster, gateway_path
 from lab.util import wait_until
 from tests.integration.conftest import b64, v3
 from yaim.dcs import Resync, snapshot_of
@@ -230,7 +230,7 @@ def relay(etcd):
     relay.close()
 
 
-WATCHING = {"etcd3": b"/v3/watch", "etcd": b"wait=true"}
+WATCHING = {"etcd3": gateway_path("/v3/watch").encode(), "etcd": b"wait=true"}
 
 
 def watch_in_thread(follower, timeout):
