@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: test demo lint unit integration chaos bench deps bench-deps pkg-deps deb rpm venv clean
+.PHONY: test demo lint unit integration chaos bench etcd-releases deps bench-deps pkg-deps deb rpm venv clean
 
 test: deps venv lint
 	$(PY) -m pytest -q tests
@@ -118,6 +118,12 @@ deb: pkg-deps
 
 rpm: pkg-deps
 	bash packaging/build.sh rpm
+
+# etcd 3.3 (bullseye) and 3.5 (trixie, with etcdctl and etcdutl) beside bookworm's 3.4:
+# downloaded with apt under a private configuration and unpacked into .cache/etcd/SUITE/
+# (lab/etcd_releases.py); YAIM_TEST_ETCD=.cache/etcd/SUITE/usr/bin/etcd runs the tests on one.
+etcd-releases:
+	$(PYTHON) -m lab.etcd_releases
 
 venv: $(VENV)/.installed
 

@@ -5,12 +5,20 @@ network namespace (`ip netns exec NS curl ...`), where the test process itself
 cannot open a connection. Members can serve client TLS (`tls`, with client
 certificates required); `ClusterKeys` is the operator's side of a yaim cluster
 through either API.
+
+The etcd binary is YAIM_TEST_ETCD (default `etcd` on PATH, bookworm's 3.4), so the
+same tests run on the releases lab.etcd_releases fetches; `etcd_version` tells which
+release runs, and the v3 paths the lab and the tests write as etcd 3.4 serves them
+("/v3/kv/range") go to that release's gateway prefix (`gateway_path`).
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import json
+import os
+import re
 import secrets
 import shutil
 import signal
@@ -20,11 +28,12 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Set, Union
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 from urllib.parse import quote
 
 from lab.certs import TLSFiles
 from lab.util import command_line, netns_argv, spawn, stop_processes, tail, wait_until
+from yaim.dcs.gateway import path_for, prefix_for, release_of
 
 POOL_DIR = "/service/yaim/ips"
 NODES_DIR = "/service/yaim/nodes"
@@ -43,6 +52,48 @@ class EtcdUnreachable(EtcdError):
     """No (JSON) answer from an endpoint."""
 
 
+ETCD = "etcd"  # bookworm's etcd-server, on PATH
+
+
+def etcd_binary() -> str:
+    """The etcd the lab starts: YAIM_TEST_ETCD (a path, or a name on PATH), else ETCD."""
+    binary = os.environ.get("YAIM_TEST_ETCD") or ETCD
+    return str(Path(binary).resolve()) if "/" in binary else binary
+
+
+@functools.lru_cache(maxsize=None)
+def _version_of(binary: str) -> str:
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
+    except OSError as exc:
+        raise EtcdError(f"YAIM_TEST_ETCD={binary}: {exc}") from exc
+    found = re.search(r"etcd Version: (\S+)", out.stdout)
+    if found is None:
+        raise EtcdError(f"{binary} --version printed no version: {out.stdout!r} {out.stderr!r}")
+    return found.group(1)
+
+
+def etcd_version() -> str:
+    """The release of `etcd_binary()` ("3.3.25"), from its --version."""
+    return _version_of(etcd_binary())
+
+
+def etcd_release() -> Tuple[int, int]:
+    """(major, minor) of `etcd_version()`."""
+    release = release_of(etcd_version())
+    if release is None:
+        raise EtcdError(f"{etcd_binary()}: not a release: {etcd_version()!r}")
+    return release
+
+
+def gateway_path(path: str) -> str:
+    """A v3 path as etcd 3.4 serves it ("/v3/kv/range") on the release under test;
+    any other path as it is."""
+    if not path.startswith("/v3/"):
+        return path
+    return path_for(prefix_for(etcd_version()), path[len("/v3") :])
+
+
 def etcd_request(
     endpoint: str,
     method: str,
@@ -58,7 +109,8 @@ def etcd_request(
     Runs curl (with `curl_args`, e.g. TLS files) inside `netns` when given. An answer
     carrying an etcd error is returned as is; no answer raises EtcdUnreachable.
     """
-    argv = ["curl", "-sS", *curl_args, "--max-time", str(timeout), "-X", method, endpoint + path]
+    url = endpoint + gateway_path(path)
+    argv = ["curl", "-sS", *curl_args, "--max-time", str(timeout), "-X", method, url]
     for key, value in (data or {}).items():
         argv += ["--data-urlencode", f"{key}={value}"]
     if body is not None:
@@ -159,7 +211,8 @@ class _Member:
 
 
 class EtcdCluster:
-    """`size` etcd members with the v2 API enabled, one data directory each.
+    """`size` etcd members with the v2 API enabled (off with `v2` False), one data
+    directory each.
 
     With `netns` None the members listen on `host` (loopback) on free ports.
     Inside a namespace they listen on `host`, or member i on `host[i]` when a
@@ -176,12 +229,15 @@ class EtcdCluster:
         host: Union[str, Sequence[str]] = "127.0.0.1",
         base_dir: Optional[Path] = None,
         tls: Optional[TLSFiles] = None,
+        v2: bool = True,
     ) -> None:
         hosts = [host] * size if isinstance(host, str) else list(host)
         if len(hosts) != size:
             raise ValueError(f"need {size} hosts, got {hosts}")
         self.netns = netns
         self.tls = tls
+        self.v2 = v2
+        self.binary = etcd_binary()
         self._own_dir = base_dir is None
         self.base_dir = Path(tempfile.mkdtemp(prefix="yt-etcd-")) if base_dir is None else base_dir
         self.token = "yt-" + secrets.token_hex(4)
@@ -230,13 +286,18 @@ class EtcdCluster:
 
     def _argv(self, member: _Member, state: str) -> List[str]:
         initial = ",".join(f"{m.name}={m.peer_url}" for m in self.members)
+        # etcd 3.3 has only its older logger, with --log-output; 3.4 has both.
+        logging = (
+            ["--log-output=stderr"]
+            if etcd_release() < (3, 4)
+            else ["--logger=zap", "--log-outputs=stderr"]
+        )
         return [
-            "etcd",
+            self.binary,
             "--name=" + member.name,
             "--data-dir=" + str(member.data_dir),
-            "--enable-v2=true",
-            "--logger=zap",
-            "--log-outputs=stderr",
+            "--enable-v2=" + ("true" if self.v2 else "false"),
+            *logging,
             "--listen-client-urls=" + member.client_url,
             "--advertise-client-urls=" + member.client_url,
             "--listen-peer-urls=" + member.peer_url,
@@ -487,7 +548,8 @@ class ClusterKeys:
                 raw = key if isinstance(key, bytes) else key.encode()
                 payload = {"key": _b64(self.root.encode() + raw), "value": _b64(value or b"")}
                 body.write(json.dumps(payload).encode())
-                method, path, data = "POST", "/v3/kv/put", ["--data-binary", f"@{body.name}"]
+                path, data = gateway_path("/v3/kv/put"), ["--data-binary", f"@{body.name}"]
+                method = "POST"
             else:
                 path = "/v2/keys" + quote(self.root + str(key))
                 data = ["-d", "dir=true"] if value is None else ["--data-binary", f"@{body.name}"]

@@ -25,7 +25,7 @@ from typing import Dict, List
 import pytest
 import yaml
 
-from lab.etcd import EtcdCluster
+from lab.etcd import EtcdCluster, gateway_path
 from lab.netns import HUB_DCS
 from lab.observer import format_holders
 from lab.util import wait_until
@@ -50,9 +50,10 @@ DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 def v3(etcd, path, body):
     """One request to the gateway, as an operator's script would make it (the standard
-    library's client: yaim's own is under test, and the venv has no other)."""
+    library's client: yaim's own is under test, and the venv has no other); `path` as
+    etcd 3.4 serves it, sent to the prefix of the release under test."""
     request = urllib.request.Request(
-        etcd.endpoints[0] + path,
+        etcd.endpoints[0] + gateway_path(path),
         data=json.dumps(body).encode(),
         headers={"Content-Type": "application/json"},
     )

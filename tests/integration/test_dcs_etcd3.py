@@ -118,7 +118,7 @@ def test_a_round_s_transaction_whose_answer_is_lost_makes_no_mark_known(make, mo
 
     def answer_lost(gateway, path, body):
         answer = call(gateway, path, body)
-        if path == "/v3/kv/txn" and not lost and "request_txn" in body["success"][0]:
+        if path == "/kv/txn" and not lost and "request_txn" in body["success"][0]:
             lost.append(answer)
             raise etcd3_gateway.GatewayError(14, "the answer was lost")
         return answer
@@ -418,10 +418,10 @@ def test_a_late_copy_of_a_delete_cannot_delete_the_mark_made_since(make, etcd, m
     assert n1.create_mark(A)
     assert n1.delete_mark(A)
     [(path, delete)] = [
-        (p, b) for p, b in sent if p == "/v3/kv/txn" and "request_delete_range" in str(b)
+        (p, b) for p, b in sent if p == "/kv/txn" and "request_delete_range" in str(b)
     ]
     assert n1.create_mark(A)
-    assert v3(etcd, path, delete).get("succeeded") is not True
+    assert v3(etcd, "/v3" + path, delete).get("succeeded") is not True
     assert key_of(etcd, f"{make.root}/ips/{A}/marked")[0] == "n1"
 
 

@@ -20,12 +20,13 @@ ROOT = Path(__file__).resolve().parents[2]
 TREES = ("yaim", "lab", "tests")
 RUNNERS = {"run", "Popen", "check_output", "check_call", "call", "spawn", "which", "netns_argv"}
 ARGV_NAMES = {"argv", "cmd", "command", "full"}
+DEFAULT_NAMES = {"ETCD"}  # a command's default name, which an environment variable may change
 WORD = re.compile(r"^[a-z][a-z0-9.+_-]*$")
 PROGRAM = re.compile(r"^/(usr/)?s?bin/[A-Za-z0-9.+_-]+$")
 
 # Not installed by `make deps`, and why.
 ESSENTIAL = {"sh", "cat", "id", "touch", "find", "umount", "apt-get", "dpkg", "dpkg-query"}
-ESSENTIAL |= {"dpkg-statoverride"}  # Debian's Essential and required packages
+ESSENTIAL |= {"dpkg-statoverride", "dpkg-deb"}  # Debian's Essential and required packages
 PACKAGE_TOOLS = {"rpm", "rpmbuild", "rpmlint"}  # `make pkg-deps`
 IN_THE_TREE = {"systemctl", "journalctl"}  # run inside the booted systemd tree (lab/nspawn.py)
 UNDER_TEST = {"yaim", "yaimctl"}  # what the package under test installs
@@ -58,9 +59,12 @@ def _command_lines(tree: ast.AST) -> Iterator[Optional[str]]:
             if getattr(node.func, "attr", getattr(node.func, "id", None)) in RUNNERS:
                 yield from map(_first_word, node.args[:2])
         elif isinstance(node, ast.Assign):
-            if {getattr(target, "id", None) for target in node.targets} & ARGV_NAMES:
+            names = {getattr(target, "id", None) for target in node.targets}
+            if names & ARGV_NAMES:
                 yield _first_word(node.value)
             value = node.value
+            if names & DEFAULT_NAMES and isinstance(value, ast.Constant):
+                yield value.value
             if isinstance(value, ast.Constant) and isinstance(value.value, str):
                 yield value.value if PROGRAM.match(value.value) else None
 

@@ -13,7 +13,8 @@ from typing import List
 import pytest
 
 from yaim.checks import http as http_check
-from yaim.dcs.gateway import Gateway
+from yaim.dcs import Transient
+from yaim.dcs.gateway import Gateway, path_for, prefix_for, release_of
 from yaim.httpclient import Client, HTTPFailure, Response, Timeout
 
 
@@ -243,11 +244,12 @@ def test_the_gateway_sends_an_accept_header_with_and_without_a_token(server):
     settings = {"etcd_user": None, "etcd_password": None, "etcd_ca_file": None}
     config = SimpleNamespace(etcd_cert_file=None, etcd_key_file=None, **settings)
     gateway = Gateway(f"http://127.0.0.1:{server.port}", config, 2.0)
-    gateway.call("/v3/kv/range", {})
+    gateway.call("/kv/range", {})
     gateway.token = "t0ken"
-    gateway.call("/v3/kv/range", {})
+    gateway.call("/kv/range", {})
     gateway.client.close()
-    assert server.accept == ["application/json"] * 2 and server.auth == ["", "t0ken"]
+    assert server.paths == ["/version", "/v3/kv/range", "/v3/kv/range"]
+    assert server.accept == ["application/json"] * 3 and server.auth == ["", "", "t0ken"]
 
 
 def checker_of(url: str) -> http_check.Checker:
@@ -280,3 +282,36 @@ def test_the_http_check_times_out_unhealthy(server):
         assert checker.check() == (False, f"GET http://127.0.0.1:{server.port}/ failed: Timeout")
     finally:
         checker.close()
+
+
+def test_the_gateway_asks_its_member_s_release_once_and_again_after_a_request_got_no_answer(
+    server,
+):
+    settings = {"etcd_user": None, "etcd_password": None, "etcd_ca_file": None}
+    config = SimpleNamespace(etcd_cert_file=None, etcd_key_file=None, **settings)
+    gateway = Gateway(f"http://127.0.0.1:{server.port}", config, 2.0)
+    gateway.call("/kv/range", {})
+    gateway.call("/kv/range", {})
+    server.drop = 1
+    with pytest.raises(Transient):
+        gateway.call("/kv/range", {})
+    gateway.call("/kv/range", {})
+    gateway.client.close()
+    assert server.paths == ["/version"] + ["/v3/kv/range"] * 3 + ["/version", "/v3/kv/range"]
+
+
+@pytest.mark.parametrize(
+    "version, prefix",
+    [("3.2.32", "/v3alpha"), ("3.3.25", "/v3beta"), ("3.4.23", "/v3"), ("3.5.16", "/v3"),
+     ("3.6.0", "/v3"), ("", "/v3"), ("not.a.release", "/v3")],
+)  # fmt: skip
+def test_the_gateway_prefix_follows_the_release(version, prefix):
+    assert prefix_for(version) == prefix
+
+
+def test_before_3_4_three_lease_calls_live_under_kv():
+    assert path_for("/v3beta", "/lease/timetolive") == "/v3beta/kv/lease/timetolive"
+    assert path_for("/v3beta", "/lease/revoke") == "/v3beta/kv/lease/revoke"
+    assert path_for("/v3beta", "/lease/keepalive") == "/v3beta/lease/keepalive"
+    assert path_for("/v3", "/lease/timetolive") == "/v3/lease/timetolive"
+    assert release_of("3.3.25") == (3, 3) and release_of("3") is None

@@ -1,4 +1,4 @@
-"""etcd v3 API through etcd's JSON gateway (POST /v3/...), over yaim.httpclient.
+"""etcd v3 API through etcd's JSON gateway (POST /v3/... on etcd 3.4+), over yaim.httpclient.
 
 /<ns>/<cl>/ips/<address>          a pool address (value ignored), the operator's
 /<ns>/<cl>/ips/<address>/marked   holder's node name, on the holder's lease
@@ -166,7 +166,7 @@ class Backend(DCS):
             if self.session.lease is not None:
                 return self.session.lease
             sent_at = time.monotonic()
-            answer = gateway.call("/v3/lease/grant", {"TTL": str(self.etcd_ttl)})
+            answer = gateway.call("/lease/grant", {"TTL": str(self.etcd_ttl)})
             lease, granted = int(answer["ID"]), int(answer.get("TTL", 0))
             self.session.start(lease, sent_at)
         log.info("node %s: new lease %x with a TTL of %d s", self.node, lease, granted)
@@ -203,7 +203,7 @@ class Backend(DCS):
         lease = self._lease(gateway)
         request = {"request_put": {"key": b64(key), "value": b64(value), "lease": str(lease)}}
         with self._on_lease(lease):
-            answer = gateway.call("/v3/kv/txn", {"compare": compare, "success": [request]})
+            answer = gateway.call("/kv/txn", {"compare": compare, "success": [request]})
         if not answer.get("succeeded"):
             return False
         self.session.attach(key, lease, revision_of(answer))
@@ -215,7 +215,7 @@ class Backend(DCS):
         """A transaction operation: True if the comparisons held and `success` ran."""
 
         def operation(gateway: Gateway) -> bool:
-            answer = gateway.call("/v3/kv/txn", {"compare": compare, "success": success})
+            answer = gateway.call("/kv/txn", {"compare": compare, "success": success})
             return bool(answer.get("succeeded"))
 
         return operation
@@ -243,7 +243,7 @@ class Backend(DCS):
         """Every key below the cluster directory and the revision (one range request)."""
         prefix = self.root + "/"
         body = {"key": b64(prefix), "range_end": b64(range_end(prefix))}
-        answer = self._call("read " + self.root, lambda gateway: gateway.call("/v3/kv/range", body))
+        answer = self._call("read " + self.root, lambda gateway: gateway.call("/kv/range", body))
         revision = revision_of(answer)
         kvs = [KV.parse(kv) for kv in answer.get("kvs", [])]
         self.session.check(revision, {kv.key: kv.lease for kv in kvs if self._mine(kv)})
@@ -255,7 +255,7 @@ class Backend(DCS):
         body = {"ID": str(lease)}
         answer = self._call(
             f"time to live of lease {lease:x}",
-            lambda gateway: gateway.call("/v3/lease/timetolive", body),
+            lambda gateway: gateway.call("/lease/timetolive", body),
         )
         ttl = int(answer.get("TTL", -1))
         return float(ttl) if ttl >= 0 else None
@@ -267,7 +267,7 @@ class Backend(DCS):
 
         def operation(gateway: Gateway) -> float:
             sent_at = time.monotonic()
-            answer = gateway.call("/v3/lease/keepalive", {"ID": str(lease)})
+            answer = gateway.call("/lease/keepalive", {"ID": str(lease)})
             if int(answer.get("result", {}).get("TTL", 0)) <= 0:
                 self._lost(lease, "it expired")
             return sent_at
@@ -285,7 +285,7 @@ class Backend(DCS):
             lease = self._lease(gateway)
             body = {"key": b64(key), "value": b64(self.node), "lease": str(lease)}
             with self._on_lease(lease):
-                return revision_of(gateway.call("/v3/kv/put", body))
+                return revision_of(gateway.call("/kv/put", body))
 
         return self._call("write " + key, operation)
 
@@ -303,7 +303,7 @@ class Backend(DCS):
     def _delete_own(self, key: str) -> None:
         """Delete a key of this node's lease, and stop counting it as on the lease."""
         body = {"key": b64(key)}
-        self._call("delete " + key, lambda gateway: gateway.call("/v3/kv/deleterange", body))
+        self._call("delete " + key, lambda gateway: gateway.call("/kv/deleterange", body))
         self.session.forget(key)
 
     def create_mark(self, address: IPAddress) -> bool:
@@ -349,7 +349,7 @@ class Backend(DCS):
                 txn = {"compare": self._free(address, key), "success": [{"request_put": put}]}
                 inner.append({"request_txn": txn})
             with self._on_lease(lease):
-                answer = gateway.call("/v3/kv/txn", {"success": inner})
+                answer = gateway.call("/kv/txn", {"success": inner})
             revision, made = revision_of(answer), []
             for address, key, response in zip(addresses, keys, answer.get("responses", [])):
                 if response.get("response_txn", {}).get("succeeded"):
@@ -384,7 +384,7 @@ class Backend(DCS):
             return True  # on the lease, which the keep-alive renewed
 
         def operation(gateway: Gateway) -> bool:
-            kvs = gateway.call("/v3/kv/range", {"key": b64(key)}).get("kvs", [])
+            kvs = gateway.call("/kv/range", {"key": b64(key)}).get("kvs", [])
             kv = KV.parse(kvs[0]) if kvs else None
             if kv is None or kv.value != self.node:
                 return False
@@ -416,7 +416,7 @@ class Backend(DCS):
         key, note = self._note_key("released", address), Release(self.node, mark).text()
 
         def put_note(gateway: Gateway) -> Dict[str, Any]:
-            lease = gateway.call("/v3/lease/grant", {"TTL": str(self.etcd_ttl)})["ID"]
+            lease = gateway.call("/lease/grant", {"TTL": str(self.etcd_ttl)})["ID"]
             return {"request_put": {"key": b64(key), "value": b64(note), "lease": str(lease)}}
 
         return self._unmark(address, put_note)
@@ -439,7 +439,7 @@ class Backend(DCS):
                 compare = [comparison(key, "MOD", "mod_revision", str(known))]
             if self._txn(compare, success)(gateway):
                 return True
-            kvs = gateway.call("/v3/kv/range", {"key": b64(key)}).get("kvs", [])
+            kvs = gateway.call("/kv/range", {"key": b64(key)}).get("kvs", [])
             kv = KV.parse(kvs[0]) if kvs else None
             if kv is None or kv.value != self.node:
                 return False
@@ -453,9 +453,9 @@ class Backend(DCS):
 
     def _put_for(self, key: str, value: str, ttl: int) -> None:
         def operation(gateway: Gateway) -> None:
-            lease = gateway.call("/v3/lease/grant", {"TTL": str(ttl)})["ID"]
+            lease = gateway.call("/lease/grant", {"TTL": str(ttl)})["ID"]
             body = {"key": b64(key), "value": b64(value), "lease": str(lease)}
-            gateway.call("/v3/kv/put", body)
+            gateway.call("/kv/put", body)
 
         self._call("write " + key, operation)
 
@@ -482,12 +482,12 @@ class Backend(DCS):
     def drain(self, node: str) -> None:
         key = self._drain_key(node)
         body = {"key": b64(key), "value": b64("drained")}
-        self._call("write " + key, lambda gateway: gateway.call("/v3/kv/put", body))
+        self._call("write " + key, lambda gateway: gateway.call("/kv/put", body))
 
     def undrain(self, node: str) -> bool:
         key = self._drain_key(node)
         body = {"key": b64(key)}
-        answer = self._call("delete " + key, lambda g: g.call("/v3/kv/deleterange", body))
+        answer = self._call("delete " + key, lambda g: g.call("/kv/deleterange", body))
         return int(answer.get("deleted", 0)) > 0
 
     # --- the watch ---
@@ -525,7 +525,7 @@ class Backend(DCS):
             "start_revision": str(after + 1),
             "progress_notify": True,
         }
-        stream = gateway.stream("/v3/watch", {"create_request": create}, timeout)
+        stream = gateway.stream("/watch", {"create_request": create}, timeout)
         self._watch = _Watch(gateway, stream, messages_of(stream), after)
 
     def _close_watch(self) -> None:

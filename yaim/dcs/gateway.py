@@ -1,5 +1,12 @@
 """etcd v3's JSON gateway (POST /v3/...): one member's client, the wire format, the errors.
 
+The gateway's prefix depends on the release: etcd 3.2 serves /v3alpha, 3.3 /v3beta,
+3.4 and later /v3 (3.3 answers /v3 with a plain 404). Each client asks its member's
+`GET /version` once, at its first request and again after a request that got no
+answer (the member may have been upgraded meanwhile), and puts the prefix before
+the path tails its callers give ("/kv/range"), as Patroni does. Before 3.4 three
+lease calls lived under /kv (`TAILS_BEFORE_3_4`, checked against etcd 3.3.25).
+
 The client is a thin one of our own, on yaim.httpclient (the standard library's
 http.client): the gateway is plain JSON (keys and values base64, int64 as strings),
 and etcd3gw has no authentication and needs a newer Python than yaim supports. An
@@ -14,7 +21,7 @@ import base64
 import json
 import logging
 import ssl
-from typing import Any, Dict, Iterator, NamedTuple, Optional
+from typing import Any, Dict, Iterator, NamedTuple, Optional, Tuple
 
 from yaim.dcs import Refused, Transient, describe, system_ca_file
 from yaim.httpclient import Client, HTTPFailure, Response, Stream, Timeout
@@ -55,6 +62,40 @@ REQUIRE_LEADER = {"Grpc-Metadata-Hasleader": "true"}
 # of the user named in the common name of the certificate the gateway calls with,
 # and refused ("permission denied") instead of asking for credentials.
 ACCEPT = {"Accept": "application/json"}
+
+
+# Path tails that etcd 3.2 and 3.3 served elsewhere; 3.4 moved them and kept these too.
+TAILS_BEFORE_3_4 = {
+    "/lease/timetolive": "/kv/lease/timetolive",
+    "/lease/revoke": "/kv/lease/revoke",
+    "/lease/leases": "/kv/lease/leases",
+}
+
+
+def release_of(version: str) -> Optional[Tuple[int, int]]:
+    """(major, minor) of a release string such as "3.3.25"; None if it is none."""
+    parts = version.split(".")
+    if len(parts) < 2 or not (parts[0].isdigit() and parts[1].isdigit()):
+        return None
+    return int(parts[0]), int(parts[1])
+
+
+def prefix_for(version: str) -> str:
+    """The gateway prefix of the release `version` (the `etcdserver` of /version); /v3
+    for anything newer than 3.3 or not a release at all."""
+    release = release_of(version)
+    if release == (3, 2):
+        return "/v3alpha"
+    if release == (3, 3):
+        return "/v3beta"
+    return "/v3"
+
+
+def path_for(prefix: str, tail: str) -> str:
+    """The full path of the call `tail` ("/kv/range") under `prefix`."""
+    if prefix != "/v3":
+        tail = TAILS_BEFORE_3_4.get(tail, tail)
+    return prefix + tail
 
 
 class GatewayError(Exception):
@@ -137,7 +178,8 @@ class KV(NamedTuple):
 
 
 class Gateway:
-    """One member's JSON gateway: an HTTP client with the TLS settings, and a token."""
+    """One member's JSON gateway: an HTTP client with the TLS settings, a token, and the
+    member's release and prefix (None until asked)."""
 
     def __init__(self, url: str, config, timeout: float) -> None:
         self.url = url.rstrip("/")
@@ -145,6 +187,8 @@ class Gateway:
         self.user: Optional[str] = config.etcd_user
         self.password: str = config.etcd_password or ""
         self.token: Optional[str] = None
+        self.version: Optional[str] = None
+        self.prefix: Optional[str] = None
         context = None
         if self.url.startswith("https:"):  # no CA bundle from the environment
             context = ssl.create_default_context(cafile=config.etcd_ca_file or system_ca_file())
@@ -152,29 +196,47 @@ class Gateway:
                 context.load_cert_chain(config.etcd_cert_file, config.etcd_key_file)
         self.client = Client(self.url, timeout, context)
 
-    def call(self, path: str, body: Dict[str, Any]) -> Dict[str, Any]:
-        """One request; a token etcd no longer accepts is renewed once, and so is the
-        empty one of an etcd that had authentication off at the last login."""
+    def path(self, tail: str) -> str:
+        """The full path of `tail` on this member, asking its release first if not known."""
+        if self.prefix is None:
+            answer = self._whole(self._version_request)
+            try:
+                self.version = str(answer.json().get("etcdserver", ""))
+            except (ValueError, AttributeError):
+                self.version = ""
+            self.prefix = prefix_for(self.version)
+            log.debug("%s: etcd %s, gateway %s", self.url, self.version or "?", self.prefix)
+        return path_for(self.prefix, tail)
+
+    def _version_request(self) -> Response:
+        return self.client.request("GET", "/version", None, ACCEPT, retry_reused=True)
+
+    def call(self, tail: str, body: Dict[str, Any]) -> Dict[str, Any]:
+        """One request to `tail` ("/kv/range"); a token etcd no longer accepts is renewed
+        once, and so is the empty one of an etcd that had authentication off at the last
+        login."""
         self._login()
         try:
-            return self._answer(self._post(path, body))
+            return self._answer(self._post(tail, body))
         except GatewayError as exc:
             if self.user is None or not (exc.code == UNAUTHENTICATED or exc.means(USER_EMPTY)):
                 raise
         self.token = None
         self._login()
-        return self._answer(self._post(path, body))
+        return self._answer(self._post(tail, body))
 
-    def stream(self, path: str, body: Dict[str, Any], read_timeout: float) -> Stream:
+    def stream(self, tail: str, body: Dict[str, Any], read_timeout: float) -> Stream:
         """A streaming request (watch), on a connection of its own; its messages are read
         with `messages_of`. It asks to be ended when its member loses its leader: a watch
         on a member cut off from the others would stay open and silent, as if nothing
         happened."""
         self._login()
         headers = dict(self._headers(), **REQUIRE_LEADER)
+        path = self.path(tail)
         try:
             stream = self.client.stream("POST", path, _json(body), headers, read_timeout)
         except HTTPFailure as exc:
+            self.prefix = None
             raise Transient(describe(exc)) from exc
         if stream.status != 200:
             self._answer(self._whole(stream.read_all))
@@ -186,7 +248,7 @@ class Gateway:
             return
         body = {"name": self.user, "password": self.password}
         try:
-            answer = self._answer(self._post("/v3/auth/authenticate", body))
+            answer = self._answer(self._post("/auth/authenticate", body))
         except GatewayError as exc:
             if exc.means(AUTH_NOT_ENABLED):
                 log.warning("%s: etcd-user is set but etcd has authentication off", self.url)
@@ -201,16 +263,17 @@ class Gateway:
     def _headers(self) -> Dict[str, str]:
         return dict(ACCEPT, Authorization=self.token) if self.token else dict(ACCEPT)
 
-    def _post(self, path: str, body: Dict[str, Any]) -> Response:
-        headers = self._headers()
+    def _post(self, tail: str, body: Dict[str, Any]) -> Response:
+        headers, path = self._headers(), self.path(tail)
         return self._whole(lambda: self.client.request("POST", path, _json(body), headers))
 
-    @staticmethod
-    def _whole(answer) -> Response:
-        """The answer `answer()` gets; a request that got none is Transient."""
+    def _whole(self, answer) -> Response:
+        """The answer `answer()` gets; a request that got none is Transient, and the
+        release is asked again before the next one."""
         try:
             return answer()
         except HTTPFailure as exc:
+            self.prefix = None
             raise Transient(describe(exc)) from exc
 
     def _answer(self, response: Response) -> Dict[str, Any]:
