@@ -117,6 +117,7 @@ class Daemon:
         self.ledger.wake = self.actuator.poke
         # One DCS handle per thread, sharing the node's session (the v3 lease).
         store = dcs.connect(config, stop=self.stop, observe=self.metrics.dcs_request)
+        store.check_release()
         args = (self.ledger, self.state)
         guarded = dict(common, period=period, policy=self.policy)  # what the failsafe allows
         watching = store.clone()

@@ -62,6 +62,10 @@ class Report:
         """A DCS session is fresh while its last success is younger than the TTL."""
         return age is not None and age < self.config().ttl_s
 
+    def dcs_problem(self) -> Optional[str]:
+        """Why the DCS cannot serve this node whatever the retries do (DCS.problem)."""
+        return next((store.problem for store in self.stores if store.problem), None)
+
     def health(self) -> Tuple[bool, str]:
         """GET /health: the service link up, healthy, and the DCS answered within the last
         ttl."""
@@ -71,6 +75,9 @@ class Report:
             return False, "link down: " + self.state.link.cause
         if not self.state.healthy:
             return False, "unhealthy: " + reason
+        problem = self.dcs_problem()
+        if problem is not None:
+            return False, "DCS unusable: " + problem
         if not self._fresh(age):
             since = "never" if age is None else f"{age:.1f} s ago"
             return False, f"DCS session stale: last successful request {since}"
@@ -97,6 +104,7 @@ class Report:
                 "endpoint": mask_url(endpoint),
                 "last_success_age": None if age is None else round(age, 3),
                 "fresh": self._fresh(age),
+                "problem": self.dcs_problem(),
             },
             addresses=[str(a) for a in in_order(self.ledger.held())],
         )

@@ -59,6 +59,10 @@ class FakeDCS:
 
     node = "n1"
     endpoint = "fake"
+    problem = None
+
+    def check_release(self) -> None:
+        """Every fake server serves what the daemon speaks."""
 
     def __init__(self, pool) -> None:
         self.pool = {str(a) for a in pool}

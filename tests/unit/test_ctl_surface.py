@@ -202,6 +202,10 @@ class Store:
     """Stands in for a DCS backend: the daemon only keeps it and reads its freshness."""
 
     CACHEABLE = False
+    problem = None
+
+    def check_release(self) -> None:
+        """The stand-in's server serves what the daemon speaks."""
 
     def __init__(self, config, **kwargs) -> None:
         self.node = config.node_name

@@ -27,6 +27,9 @@ class ScriptedDCS:
     node = "n1"
     endpoint = "scripted"
 
+    def check_release(self) -> None:
+        """The scripted server serves what the daemon speaks."""
+
     def __init__(self, lost: Set) -> None:
         self.lost = lost
         self.calls: List[str] = []

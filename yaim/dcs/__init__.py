@@ -118,6 +118,27 @@ def describe(exc: BaseException) -> str:
     return text.splitlines()[0][:300]
 
 
+class ReleaseNote:
+    """What the check of the server's release found last (a log level and its words),
+    shared by a handle's clones so that the daemon logs it once, not once per thread."""
+
+    def __init__(self) -> None:
+        self.said: Optional[Tuple[int, str]] = None
+        self._lock = threading.Lock()
+
+    def update(self, notice: Optional[Tuple[int, str]]) -> bool:
+        """Keep `notice`; True if it differs from the one kept before."""
+        with self._lock:
+            changed, self.said = notice != self.said, notice
+        return changed
+
+    @property
+    def problem(self) -> Optional[str]:
+        """The words of an error: why the store cannot serve this node at all."""
+        said = self.said
+        return said[1] if said is not None and said[0] >= logging.ERROR else None
+
+
 def wakes_balancer(relative_key: str, deleted: bool) -> bool:
     """Whether a change below the cluster directory needs the balancer now.
 
@@ -176,6 +197,7 @@ class DCS(abc.ABC):
         self._mark_keys: Dict[IPAddress, str] = {}
         self._out_said: Optional[str] = None  # the reason of the out key written last
         self._node_said: Optional[str] = None  # the value of the node key written last
+        self.release = ReleaseNote()
 
     def node_value(self, weight: int = 1, joining: bool = False) -> str:
         """The node key's value (yaim.view.NodeInfo): the peer endpoint the others ask with
@@ -284,13 +306,36 @@ class DCS(abc.ABC):
 
     def clone(self) -> DCS:
         """Another handle for another thread: its own connections, the same node session."""
-        return type(self)(
+        twin = type(self)(
             self.config,
             tries=self.tries,
             timeout=self.timeout,
             stop=self.stop,
             observe=self.observe,
         )
+        twin.release = self.release
+        return twin
+
+    @property
+    def problem(self) -> Optional[str]:
+        """Why the store cannot serve this node whatever the retries do (/health, /status)."""
+        return self.release.problem
+
+    def check_release(self) -> None:
+        """Ask the current endpoint's server whether it serves what this backend speaks
+        (`_release_notice`), and log what it says once, and again only when it changes:
+        a server that lacks the API would otherwise show only as generic failed tries."""
+        try:
+            notice = self._release_notice(self.endpoint)
+        except self.FAILURES as exc:
+            log.debug("release check via %s: %s", self.endpoint, describe(exc))
+            return  # no answer: the retry policy reports that
+        if self.release.update(notice) and notice is not None:
+            log.log(notice[0], "%s", notice[1])
+
+    def _release_notice(self, endpoint: str) -> Optional[Tuple[int, str]]:
+        """A backend's word on the server's release: (log level, words), or None."""
+        return None
 
     def interrupt(self) -> None:
         """From another thread: make a blocking watch of this handle end now; at shutdown,

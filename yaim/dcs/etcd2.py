@@ -25,6 +25,7 @@ and so do the marks a round takes.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -45,7 +46,9 @@ from yaim.dcs import (
     describe,
     system_ca_file,
 )
+from yaim.dcs.gateway import release_of
 from yaim.names import BadName, shown
+from yaim.redact import mask_url
 from yaim.view import IPAddress
 
 log = logging.getLogger(__name__)
@@ -124,6 +127,24 @@ class _Versions:
             self._index.pop(key, None)
 
 
+def release_notice(endpoint: str, version: str, keys_status: int) -> Optional[Tuple[int, str]]:
+    """What to say of a server by the `etcdserver` of its GET /version and the status of
+    its GET /v2/keys: an error when it serves no v2 API (etcd 3.4 and 3.5 answer 404
+    without --enable-v2), a warning when v2 is on in 3.5, the last release that has it."""
+    advice = "use dcs-type: etcd3, and move the keys with yaimctl migrate"
+    if keys_status == 404:
+        return logging.ERROR, (
+            f"etcd {version} at {endpoint} serves no v2 API (started without --enable-v2;"
+            f" etcd 3.6 has none at all): {advice}"
+        )
+    if release_of(version) == (3, 5):
+        return logging.WARNING, (
+            f"etcd {version} at {endpoint} serves the v2 API, deprecated in 3.5 and gone"
+            f" in 3.6: {advice}"
+        )
+    return None
+
+
 class Backend(DCS):
     """The v2 backend: one client per endpoint, failover by the shared retry policy."""
 
@@ -142,6 +163,24 @@ class Backend(DCS):
 
     def _connect(self, endpoint: str) -> etcd.Client:
         return _client(endpoint, self.config, self.timeout)
+
+    def _release_notice(self, endpoint: str) -> Optional[Tuple[int, str]]:
+        client = self._clients.get(endpoint)
+        if client is None:
+            client = self._clients[endpoint] = self._connect(endpoint)
+        timeout = urllib3.Timeout(connect=self.timeout, read=self.timeout)
+        headers = client._get_headers()
+        answer = client.http.request(
+            "GET", client.base_uri + "/version", headers=headers, timeout=timeout
+        )
+        try:
+            version = str(json.loads(answer.data.decode()).get("etcdserver", "?"))
+        except (ValueError, AttributeError):
+            version = "?"
+        keys = client.http.request(
+            "GET", client.base_uri + "/v2/keys", headers=headers, timeout=timeout
+        )
+        return release_notice(mask_url(endpoint), version, keys.status)
 
     def _failure(self, exc: BaseException) -> Exception:
         if not isinstance(exc, etcd.EtcdInsufficientPermissions):

@@ -162,11 +162,13 @@ class DCSWorker(Worker):
             if self.stop.is_set():
                 return  # shutting down: a request cut short is expected
             if not self.failing:
+                self.dcs.check_release()  # a server without the API says so once
                 log.warning("%s, node %s: %s", self.what_fails, self.dcs.node, exc)
             self.failing = True
             return
         if self.failing:
             log.info("%s: works again via %s", self.name, self.dcs.endpoint)
+            self.dcs.check_release()
         self.failing = False
 
     def dcs_round(self, messages: List[Any]) -> None:
