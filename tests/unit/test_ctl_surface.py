@@ -393,3 +393,11 @@ def test_log_file_is_used_and_one_that_cannot_be_opened_is_a_config_error(tmp_pa
     path.write_text(yaml.safe_dump(values))
     assert cli.main(["-c", str(path)]) == 2
     assert f"{path}: log-file: cannot open it: " in capsys.readouterr().err
+
+
+def test_a_dcs_problem_is_503_with_its_words_in_health_and_status(node):
+    node.state.set_health(True, "always")
+    node.balancer.dcs.last_success = time.monotonic()
+    node.heartbeat.dcs.problem = "etcd 3.5.16 at http://127.0.0.1:2379 serves no v2 API"
+    assert node.report.health() == (False, "DCS unusable: " + node.heartbeat.dcs.problem)
+    assert node.report.status()["dcs"]["problem"] == node.heartbeat.dcs.problem
