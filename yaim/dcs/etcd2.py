@@ -46,7 +46,6 @@ from yaim.dcs import (
     describe,
     system_ca_file,
 )
-from yaim.dcs.gateway import release_of
 from yaim.names import BadName, shown
 from yaim.redact import mask_url
 from yaim.view import IPAddress
@@ -137,7 +136,7 @@ def release_notice(endpoint: str, version: str, keys_status: int) -> Optional[Tu
             f"etcd {version} at {endpoint} serves no v2 API (started without --enable-v2;"
             f" etcd 3.6 has none at all): {advice}"
         )
-    if release_of(version) == (3, 5):
+    if version.split(".")[:2] == ["3", "5"]:  # not gateway.release_of: v3 stays unloaded
         return logging.WARNING, (
             f"etcd {version} at {endpoint} serves the v2 API, deprecated in 3.5 and gone"
             f" in 3.6: {advice}"
