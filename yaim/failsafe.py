@@ -122,6 +122,8 @@ class Membership:
         self.since: Optional[float] = None  # since when etcd has answered without a break
         self.view: Optional[FrozenSet[str]] = None
         self.published: Mapping[str, Hashable] = {}
+        self.view_at: Optional[float] = None  # when the read of `view` was sent
+        self.read_at: Optional[float] = None  # when the latest read seen was sent
 
     def follow(self, reaches: bool, now: float) -> None:
         """Whether etcd answers this node, as of `now`."""
@@ -136,8 +138,10 @@ class Membership:
 
     def saw(self, members: FrozenSet[str], published: Mapping[str, Hashable], at: float) -> None:
         """A read sent at `at` found these node keys, publishing these endpoints."""
+        self.read_at = at
         if self.since is not None and at - self.since >= self.ttl:
             self.view, self.published = frozenset(members), dict(published)
+            self.view_at = at
 
 
 class Failsafe:

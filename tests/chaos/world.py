@@ -341,7 +341,7 @@ class World:
             if report is None or not report.get("on"):
                 return f"n{i}: failsafe {report}"
             if report.get("view") != names:
-                return f"n{i}: view {report.get('view')}"
+                return f"n{i}: view {report.get('view')} ({report})"
         return None
 
     def wait_views(self) -> None:

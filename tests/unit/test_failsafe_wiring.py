@@ -145,6 +145,9 @@ def test_off_the_policy_allows_everything_and_covers_nothing():
         "holding": False,
         "hold_left": None,
         "promised": [],
+        "answered_for": None,
+        "view_age": None,
+        "read_age": None,
     }
 
 

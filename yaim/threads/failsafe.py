@@ -92,21 +92,34 @@ class Policy:
 
     def report(self) -> Dict[str, Any]:
         """What /status shows: on, the good view (the nodes asked), holding, the seconds the
-        hold has left, what this node promised to keep off."""
+        hold has left, what this node promised to keep off; and, to tell why a view is
+        missing or old, the seconds etcd has answered without a break, and the ages of the
+        read the view came from and of the latest read."""
         if self.failsafe is None:
-            return {"on": False, "view": None, "holding": False, "hold_left": None, "promised": []}
+            return dict(on=False, view=None, holding=False, hold_left=None, promised=[], **_AGES)
         now = self.clock()
         with self.lock:
             ends = [until for until in self.failsafe.covered.values() if until > now]
             promised = self.failsafe.promised(now)
-        view = self.membership.view
+        membership = self.membership
+        view = membership.view
         return {
             "on": True,
             "view": None if view is None else sorted(view),
             "holding": bool(ends),
             "hold_left": round(max(ends) - now, 3) if ends else None,
             "promised": [str(a) for a in in_order(promised)],
+            "answered_for": _age(membership.since, now),
+            "view_age": _age(membership.view_at, now),
+            "read_age": _age(membership.read_at, now),
         }
+
+
+_AGES = {"answered_for": None, "view_age": None, "read_age": None}
+
+
+def _age(since: Optional[float], now: float) -> Optional[float]:
+    return None if since is None else round(now - since, 3)
 
 
 class FailsafeThread(Worker):
