@@ -7,8 +7,17 @@ PY     := $(VENV)/bin/python
 
 .PHONY: test demo lint unit integration chaos bench etcd-releases deps bench-deps pkg-deps deb rpm venv clean
 
-test: deps venv lint
-	$(PY) -m pytest -q tests
+# The test command: every test on bookworm's etcd 3.4, then the DCS backends' tests and
+# one lab test (a crash's failover) on trixie's 3.5 (both APIs) and bullseye's 3.3 (v3).
+RELEASE_TESTS := tests/integration/test_dcs_etcd3.py tests/integration/test_dcs_etcd2.py \
+	tests/integration/test_dcs_v2_off.py tests/integration/test_cache.py \
+	tests/integration/test_tls_auth.py \
+	tests/integration/test_daemon.py::test_crash_is_repaired_within_ttl_plus_two_intervals
+ETCD_CACHE := .cache/etcd
+test: deps venv lint etcd-releases
+	$(PY) -m pytest -q --durations=15 tests
+	YAIM_TEST_ETCD=$(ETCD_CACHE)/trixie/usr/bin/etcd $(PY) -m pytest -q $(RELEASE_TESTS)
+	YAIM_TEST_ETCD=$(ETCD_CACHE)/bullseye/usr/bin/etcd $(PY) -m pytest -q -k etcd3 $(RELEASE_TESTS)
 
 unit: venv
 	$(PY) -m pytest -q tests/unit

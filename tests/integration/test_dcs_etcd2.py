@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import socket
 import threading
 import time
@@ -12,6 +13,7 @@ from urllib.parse import quote, urlsplit
 import etcd as etcd_client
 import pytest
 
+from lab.etcd import etcd_release
 from lab.util import wait_until
 from yaim.dcs import DCS
 
@@ -20,6 +22,19 @@ B = ipaddress.ip_address("198.51.100.101")
 
 
 DCS_TYPE = "etcd"
+
+
+def test_the_release_check_warns_of_the_deprecated_v2_on_3_5_only(make, caplog):
+    """etcd 3.5 deprecates v2 and 3.6 removes it: one warning at start, on 3.5 only."""
+    store = make("n1")
+    with caplog.at_level(logging.WARNING, logger="yaim.dcs"):
+        store.check_release()
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    if etcd_release() != (3, 5):
+        assert said == []
+        return
+    assert len(said) == 1, said
+    assert "deprecated in 3.5" in said[0] and "yaimctl migrate" in said[0]
 
 
 def test_read_sorts_the_layout(make, etcd):
