@@ -672,8 +672,18 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         help="copy the pool and drain keys from the v2 layout to the v3 one",
         description=(
             "Copy the cluster's pool addresses and drain keys from its etcd v2 layout to"
-            " its v3 layout where they are missing (marks and node keys are the nodes' own)."
-            " Both APIs at the config's endpoints, whatever its dcs-type."
+            " its v3 layout where they are missing, one line per key; entries the daemon"
+            " skips are named and not copied, marks and node keys are the nodes' own. With"
+            " --remove-v2, delete the cluster's v2 keys and the directories they leave"
+            " empty, never a key that is not yaim's. Both APIs at the config's endpoints,"
+            " with its TLS and credentials, whatever its dcs-type (etcd 3.4 or 3.5 with"
+            " --enable-v2)."
+        ),
+        epilog=(
+            "Exit status: 0 done (also when nothing was to do), 2 refused, nothing changed"
+            " (--remove-v2 while a node key, mark or out key is in the v2 layout, or while"
+            " the v3 layout lacks a v2 pool address or drain key; a server without v2),"
+            " 1 DCS unreachable or a directory written to meanwhile."
         ),
     )
     migrate.add_argument(

@@ -138,7 +138,12 @@ def plan_removal(
         missing.append("pool addresses " + _listed([str(a) for a in copy.pool]))
     if copy.drained:
         missing.append("drain keys " + _listed(list(copy.drained)))
+    never = {f"{root}/ips/{r.name}": r.reason for r in copy.skipped if r.what == "pool entry"}
     deletions, kept = _deletions(root, keys)
+    deletions = [
+        d._replace(what=f"{d.what}, never copied: {never[d.key]}") if d.key in never else d
+        for d in deletions
+    ]
     return Removal(tuple(deletions), tuple(kept), tuple(live), tuple(missing))
 
 

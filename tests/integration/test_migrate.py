@@ -162,7 +162,7 @@ def test_remove_v2_refuses_while_v2_is_live_then_deletes_only_yaims_keys(etcd, t
     status, out, err = run(capsys, argv, "--remove-v2")
     assert (status, err) == (0, ""), err
     lines = out.splitlines()
-    assert f"deleted {root}/ips/bogus/ (pool directory)" in lines
+    assert f"deleted {root}/ips/bogus/ (pool directory, never copied: not an IP address)" in lines
     assert f"deleted {root}/drain/ (directory)" in lines
     assert lines[-3:] == [
         f"kept {root}/notes: not a key of yaim's layout",

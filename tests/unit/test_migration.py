@@ -75,9 +75,10 @@ def test_removal_deletes_the_layout_then_its_directories_up_to_the_namespace():
         ("/service/", "namespace directory", False),
     ]
     # the entries migrate skipped are yaim's pool entries all the same: they go too
-    junk = migration.plan_removal(ROOT, keys_of("ips/", "ips/bogus/"), EMPTY, EMPTY)
-    bogus = migration.Deletion(f"{ROOT}/ips/bogus", "pool directory", True, True)
-    assert junk.deletions[0] == bogus
+    junk = migration.plan_removal(ROOT, keys_of("ips/", "ips/bogus/"), snapshot({"bogus"}), EMPTY)
+    assert junk.deletions[0] == migration.Deletion(
+        f"{ROOT}/ips/bogus", "pool directory, never copied: not an IP address", True, True
+    )
 
 
 def test_removal_keeps_what_is_not_yaims_and_the_directories_that_hold_it():
