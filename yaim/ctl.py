@@ -578,7 +578,13 @@ def _remove_v2(
         else:
             done = old.delete_raw(deletion.key, deletion.recursive)
         if done is None:
-            kept.append((deletion.text, "not empty: a key not listed before is in it"))
+            kept.append(
+                (
+                    deletion.text,
+                    "not empty: a key the listing did not show is in it (written since,"
+                    " or hidden: _name)",
+                )
+            )
         elif done:
             deleted.append(deletion.text)
             lines.append(f"{verb} {deletion.text} ({deletion.what})")

@@ -76,7 +76,7 @@ def _addresses(
 class V2Keys(NamedTuple):
     """The v2 keys `--remove-v2` looks at: every key below the cluster directory (its
     path below it -> whether it is a directory), and the names in the namespace
-    directory (None: there is none)."""
+    directory (None: there is none, or it may not be read: it is left alone)."""
 
     below: Mapping[str, bool]
     namespace: Optional[FrozenSet[str]]
@@ -152,9 +152,10 @@ def _deletions(root: str, keys: V2Keys) -> Tuple[List[Deletion], List[Tuple[str,
     them, and the keys kept."""
     deletions: List[Deletion] = []
     kept: List[Tuple[str, str]] = []
-    if keys.namespace is None:
-        return deletions, kept
     namespace, cluster = root.rsplit("/", 1)
+    names = keys.namespace
+    if names is None:  # the cluster directory is there if it has keys; nothing beside it
+        names = frozenset({cluster} if keys.below else ())
     for top in sorted(path for path in keys.below if "/" not in path):
         is_dir = keys.below[top]
         if top not in LAYOUT:
@@ -166,12 +167,12 @@ def _deletions(root: str, keys: V2Keys) -> Tuple[List[Deletion], List[Tuple[str,
                 deletions.append(Deletion(f"{root}/{path}", _what(top, inner), inner, inner))
         what = "directory" if is_dir else f"{top} key"
         deletions.append(Deletion(f"{root}/{top}", what, is_dir))
-    gone = cluster not in keys.namespace or not kept
-    if cluster in keys.namespace and not kept:
+    gone = cluster not in names or not kept
+    if cluster in names and not kept:
         deletions.append(Deletion(root, "cluster directory", True))
-    others = sorted(keys.namespace - {cluster})
+    others = sorted(names - {cluster})
     kept += [(_text(f"{namespace}/{name}", False), "not this cluster's") for name in others]
-    if gone and not others:
+    if gone and not others and keys.namespace is not None:
         deletions.append(Deletion(namespace, "namespace directory", True))
     return deletions, kept
 

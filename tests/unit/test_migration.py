@@ -97,6 +97,9 @@ def test_removal_keeps_what_is_not_yaims_and_the_directories_that_hold_it():
     assert [d.text for d in left.deletions] == ["/service/"]
     none = migration.plan_removal(ROOT, keys_of(namespace=None), EMPTY, EMPTY)
     assert none.deletions == () and none.kept == () and not none.refused
+    # a namespace etcd-user may not read: the cluster's keys go, the namespace stays
+    unread = migration.plan_removal(ROOT, keys_of("drain/", namespace=None), EMPTY, EMPTY)
+    assert [d.text for d in unread.deletions] == ["/service/yaim/drain/", "/service/yaim/"]
 
 
 def test_removal_refuses_while_a_node_runs_on_v2_or_v3_lacks_a_key():

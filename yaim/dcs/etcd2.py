@@ -401,13 +401,15 @@ class Backend(DCS):
 
     def namespace_names(self) -> Optional[List[str]]:
         """The names in the namespace directory (this cluster's among them, when it has
-        a directory); None if there is no such directory."""
+        a directory); None if there is no such directory, or etcd-user may not read it
+        (its rights may end at the cluster directory): either way it is not ours to
+        delete."""
         key = self.namespace
 
         def operation(client: etcd.Client) -> Optional[List[str]]:
             try:
                 result = client.read(key, quorum=True)
-            except etcd.EtcdKeyNotFound:
+            except (etcd.EtcdKeyNotFound, etcd.EtcdInsufficientPermissions):
                 return None
             if not result.dir:
                 return None
