@@ -189,6 +189,20 @@ def test_remove_v2_refuses_while_v2_is_live_then_deletes_only_yaims_keys(etcd, t
     )
 
 
+def test_a_key_the_listing_does_not_show_keeps_its_directory_and_exits_1(etcd, tmp_path, capsys):
+    """etcd's v2 listings hide names that start with `_`: the cluster directory's delete,
+    of an empty directory only, finds it and keeps it."""
+    argv, v2, _ = layout(etcd, tmp_path)
+    v2.add(A)
+    etcd.put(f"{v2.root}/_hidden", "somebody's")
+    assert run(capsys, argv)[0] == 0
+    status, out, err = run(capsys, argv, "--remove-v2")
+    assert (status, out) == (1, ""), out
+    assert f"deleted {v2.root}/ips/{A}/ (pool directory)" in err
+    assert f"kept {v2.root}/: not empty: a key the listing did not show is in it" in err
+    assert etcd.get(f"{v2.root}/_hidden")["value"] == "somebody's"
+
+
 @pytest.fixture
 def no_v2():
     with EtcdCluster(size=1, v2=False) as cluster:
