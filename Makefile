@@ -128,7 +128,8 @@ deb: pkg-deps
 rpm: pkg-deps
 	bash packaging/build.sh rpm
 
-# etcd 3.3 (bullseye) and 3.5 (trixie, with etcdctl and etcdutl) beside bookworm's 3.4:
+# etcd 3.3 (bullseye) and 3.5 (trixie, with etcdctl and etcdutl; sid, whose etcdutl has
+# `check v2store`) beside bookworm's 3.4:
 # downloaded with apt under a private configuration and unpacked into .cache/etcd/SUITE/
 # (lab/etcd_releases.py); YAIM_TEST_ETCD=.cache/etcd/SUITE/usr/bin/etcd runs the tests on one.
 etcd-releases:

@@ -219,7 +219,10 @@ class EtcdCluster:
     list is given, with client port 2379 and peer port 2380, shifted by 10 for
     each earlier member on the same host. Logs go to files in `base_dir`
     (a temporary directory removed at stop when not given). With `tls` the client
-    URLs are https and every client must show a certificate of `tls.ca`.
+    URLs are https and every client must show a certificate of `tls.ca`. With
+    `snapshot_count` a member snapshots its store after that many changes (etcd's
+    --snapshot-count), so that what an offline tool reads of the data directory (the
+    v2 store is in the snapshot files) is recent.
     """
 
     def __init__(
@@ -230,6 +233,7 @@ class EtcdCluster:
         base_dir: Optional[Path] = None,
         tls: Optional[TLSFiles] = None,
         v2: bool = True,
+        snapshot_count: Optional[int] = None,
     ) -> None:
         hosts = [host] * size if isinstance(host, str) else list(host)
         if len(hosts) != size:
@@ -237,6 +241,7 @@ class EtcdCluster:
         self.netns = netns
         self.tls = tls
         self.v2 = v2
+        self.snapshot_count = snapshot_count
         self.binary = etcd_binary()
         self._own_dir = base_dir is None
         self.base_dir = Path(tempfile.mkdtemp(prefix="yt-etcd-")) if base_dir is None else base_dir
@@ -306,6 +311,7 @@ class EtcdCluster:
             "--initial-cluster-state=" + state,
             "--initial-cluster-token=" + self.token,
             *self._tls_args(),
+            *([] if self.snapshot_count is None else [f"--snapshot-count={self.snapshot_count}"]),
         ]
 
     def _tls_args(self) -> List[str]:

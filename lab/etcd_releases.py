@@ -1,13 +1,15 @@
 """Older and newer etcd releases for the test matrix, from Debian's own archive.
 
-bookworm's etcd-server (3.4) is what `make deps` installs. bullseye's (3.3) and
-trixie's (3.5) are fetched as .deb files with apt under a private configuration
+bookworm's etcd-server (3.4) is what `make deps` installs. bullseye's (3.3),
+trixie's and sid's (3.5) are fetched as .deb files with apt under a private configuration
 (its own sources list, state, cache and an empty dpkg status under
 `.cache/etcd/apt/<suite>`, so that the host's installed 3.4 is no candidate), so
 the host's apt setup is never changed, and unpacked with `dpkg-deb -x` into
 `.cache/etcd/<suite>/`; the binaries run on bookworm. One suite per apt
 directory, because apt would otherwise pick the newest of both. trixie's
-etcd-client ships `etcdutl` (for `etcdutl check v2store`) beside `etcdctl`.
+etcd-client ships `etcdutl` beside `etcdctl`, but its 3.5.16 has no `etcdutl check
+v2store`, which later 3.5 releases added: sid's etcd-server (3.5.30) ships an `etcdutl`
+that has it, beside its etcd.
 
 `python -m lab.etcd_releases` fetches what is missing and prints one
 `SUITE RELEASE PATH` line per etcd binary; set YAIM_TEST_ETCD to a PATH to run
@@ -24,10 +26,11 @@ from typing import Dict, List, Tuple
 ROOT = Path(__file__).resolve().parent.parent / ".cache" / "etcd"
 MIRROR = "http://deb.debian.org/debian"
 
-# suite -> (release series, packages to unpack)
-SUITES: Dict[str, Tuple[str, Tuple[str, ...]]] = {
-    "bullseye": ("3.3", ("etcd-server",)),
-    "trixie": ("3.5", ("etcd-server", "etcd-client")),
+# suite -> (release series, packages to unpack, the tools they ship beside etcd)
+SUITES: Dict[str, Tuple[str, Tuple[str, ...], Tuple[str, ...]]] = {
+    "bullseye": ("3.3", ("etcd-server",), ()),
+    "trixie": ("3.5", ("etcd-server", "etcd-client"), ("etcdctl", "etcdutl")),
+    "sid": ("3.5", ("etcd-server",), ("etcdutl",)),
 }
 
 
@@ -64,10 +67,8 @@ def _apt(suite: str, *args: str) -> None:
 
 def fetch(suite: str) -> Path:
     """Download and unpack `suite`'s etcd packages unless already there; the etcd binary."""
-    _release, packages = SUITES[suite]
-    wanted: List[Path] = [binary(suite)]
-    if "etcd-client" in packages:
-        wanted += [binary(suite, "etcdctl"), binary(suite, "etcdutl")]
+    _release, packages, tools = SUITES[suite]
+    wanted: List[Path] = [binary(suite), *(binary(suite, tool) for tool in tools)]
     if all(path.exists() for path in wanted):
         return wanted[0]
     _apt(suite, "update")
@@ -83,7 +84,7 @@ def fetch(suite: str) -> Path:
 
 
 def main() -> int:
-    for suite, (release, _packages) in SUITES.items():
+    for suite, (release, *_packages) in SUITES.items():
         print(suite, release, fetch(suite))
     return 0
 

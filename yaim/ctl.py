@@ -17,6 +17,7 @@ import math
 import sys
 import time
 from typing import (
+    TYPE_CHECKING,
     Any,
     Callable,
     Dict,
@@ -29,7 +30,7 @@ from typing import (
     Tuple,
 )
 
-from yaim import __version__, balancer, config, dcs
+from yaim import __version__, balancer, config, dcs, migration
 from yaim.cli import load_or_report
 from yaim.errors import DCSError, YaimError
 from yaim.names import BadName, check_name, is_name, shown
@@ -44,6 +45,9 @@ from yaim.view import (
     parse_address,
     parse_snapshot,
 )
+
+if TYPE_CHECKING:
+    from yaim.dcs import etcd2  # loaded only when a command asks for the v2 backend
 
 EXIT_OK, EXIT_DCS, EXIT_REFUSED = 0, 1, 2
 OUT_SHOWN = 100  # characters of an out key's reason in a table
@@ -473,6 +477,139 @@ def cmd_rebalance(store: dcs.DCS, cfg: config.Config, args: argparse.Namespace) 
     return "\n".join(lines), {"moved": moved, "settled": settled}
 
 
+# --- yaimctl migrate: the cluster's v2 layout into its v3 one (the plans: yaim.migration) ---
+
+
+def cmd_migrate(store: dcs.DCS, cfg: config.Config, args: argparse.Namespace) -> Output:
+    """Copy the pool and the drain flags of the v2 layout into the v3 one where missing,
+    or (--remove-v2) delete the v2 keys once no node uses v2 and v3 has them all. Both
+    APIs at the config's endpoints, with its TLS and credentials, whatever its dcs-type:
+    the same etcd serves both (3.4 and 3.5 with --enable-v2)."""
+    old, new = dcs.connect(cfg, api="etcd"), dcs.connect(cfg, api="etcd3")
+    entries = _v2_listing(old)
+    v2 = dcs.snapshot_of(old.root, entries, old.POOL_DIRS)
+    v3 = new.read()
+    if args.remove_v2:
+        return _remove_v2(old, entries, v2, v3, cfg, args.dry_run)
+    return _copy(new, migration.plan_copy(v2, v3, cfg.allowed_networks), args.dry_run)
+
+
+def _v2_listing(old: dcs.DCS) -> List[dcs.Entry]:
+    """Every v2 key of the cluster directory; a server that serves no v2 API is no DCS
+    failure but nothing to migrate from (exit 2, saying so)."""
+    try:
+        return old.list_entries()[0]
+    except DCSError:
+        problem = old.release_problem()
+        if problem is None:
+            raise
+        raise Refused(f"refused, nothing changed: no v2 layout to read: {problem}") from None
+
+
+def _copy(new: dcs.DCS, copy: migration.Copy, dry_run: bool) -> Output:
+    """Write the keys of `copy` (none with `dry_run`): a line per key, and a summary."""
+    lines = [f"skipped {r.label}: {r.reason} (not copied)" for r in copy.skipped]
+    verb = "would copy" if dry_run else "copied"
+    copied, present = [], copy.present
+    for address in copy.pool:
+        key = f"{new.root}/ips/{address}"
+        if dry_run or new.add_address(address):  # False: written since the read
+            copied.append(key)
+            lines.append(f"{verb} {key} (pool address)")
+        else:
+            present += 1
+    for node in copy.drained:
+        key = f"{new.root}/drain/{node}"
+        if not dry_run:
+            new.drain(node)
+        copied.append(key)
+        lines.append(f"{verb} {key} (drain key)")
+    if copied:
+        lines.append(
+            f"{verb} {len(copied)} key{_s(copied)} of {new.root} from the v2 layout to the v3"
+            f" one ({present} there already); marks and node keys are not copied: every node"
+            " makes its own" + ("; a dry run, nothing written" if dry_run else "")
+        )
+    else:
+        lines.append(
+            f"nothing to copy: the v3 layout of {new.root} has every pool address and drain"
+            f" key of the v2 one ({present} key{'s' if present != 1 else ''})"
+        )
+    value = {
+        "dry_run": dry_run,
+        "copied": copied,
+        "present": present,
+        "skipped": [{"entry": r.name, "reason": r.reason} for r in copy.skipped],
+    }
+    return "\n".join(lines), value
+
+
+def _remove_v2(
+    old: etcd2.Backend,
+    entries: Sequence[dcs.Entry],
+    v2: Snapshot,
+    v3: Snapshot,
+    cfg: config.Config,
+    dry_run: bool,
+) -> Output:
+    """Delete yaim's v2 keys of the cluster (none with `dry_run`) as
+    yaim.migration.plan_removal plans it, or refuse as it says."""
+    keys = migration.v2_keys(old.root, entries, old.namespace_names())
+    removal = migration.plan_removal(old.root, keys, v2, v3, cfg.allowed_networks)
+    if removal.refused:
+        why = []
+        if removal.live:
+            why.append(
+                f"v2 is still in use at {old.root}: {'; '.join(removal.live)} (stop the nodes"
+                " on dcs-type etcd, or move them to etcd3: their keys go within ttl)"
+            )
+        if removal.missing:
+            why.append(
+                f"the v3 layout lacks {' and '.join(removal.missing)}: run yaimctl migrate first"
+            )
+        raise Refused("refused, nothing deleted: " + "; ".join(why))
+    verb = "would delete" if dry_run else "deleted"
+    lines, deleted, kept = [], [], list(removal.kept)
+    for deletion in removal.deletions:
+        if dry_run:
+            done: Optional[bool] = True
+        elif deletion.directory and not deletion.recursive:
+            done = old.delete_empty(deletion.key)
+        else:
+            done = old.delete_raw(deletion.key, deletion.recursive)
+        if done is None:
+            kept.append(
+                (
+                    deletion.text,
+                    "not empty: a key the listing did not show is in it (written since,"
+                    " or hidden: _name)",
+                )
+            )
+        elif done:
+            deleted.append(deletion.text)
+            lines.append(f"{verb} {deletion.text} ({deletion.what})")
+    lines += [f"kept {key}: {reason}" for key, reason in kept]
+    if not deleted:
+        lines.append(f"nothing to delete: no v2 key of {old.root} is left")
+    else:
+        lines.append(
+            f"{verb} {len(deleted)} v2 key{_s(deleted)} of {old.root}"
+            + ("; a dry run, nothing deleted" if dry_run else "")
+        )
+    value = {
+        "dry_run": dry_run,
+        "deleted": deleted,
+        "kept": [{"key": key, "reason": reason} for key, reason in kept],
+    }
+    if len(kept) > len(removal.kept):
+        raise Unfinished("\n".join([*lines, "written to meanwhile: look, and run it again"]))
+    return "\n".join(lines), value
+
+
+def _s(items: Sequence[Any]) -> str:
+    return "" if len(items) == 1 else "s"
+
+
 COMMANDS: Dict[str, Callable[[dcs.DCS, config.Config, argparse.Namespace], Output]] = {
     "ips": cmd_ips,
     "nodes": cmd_nodes,
@@ -481,6 +618,7 @@ COMMANDS: Dict[str, Callable[[dcs.DCS, config.Config, argparse.Namespace], Outpu
     "status": cmd_status,
     "why": cmd_why,
     "rebalance": cmd_rebalance,
+    "migrate": cmd_migrate,
 }
 
 
@@ -533,6 +671,39 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     )
     rebalance.add_argument(
         "--timeout", type=float, default=30.0, help="seconds to wait for the spread to settle"
+    )
+    migrate = commands.add_parser(
+        "migrate",
+        parents=[json_flag],
+        help="copy the pool and drain keys from the v2 layout to the v3 one",
+        description=(
+            "Copy the cluster's pool addresses and drain keys from its etcd v2 layout to"
+            " its v3 layout where they are missing, one line per key; entries the daemon"
+            " skips are named and not copied, marks and node keys are the nodes' own. With"
+            " --remove-v2, delete the cluster's v2 keys and the directories they leave"
+            " empty, never a key that is not yaim's. Both APIs at the config's endpoints,"
+            " with its TLS and credentials, whatever its dcs-type (etcd 3.4 or 3.5 with"
+            " --enable-v2)."
+        ),
+        epilog=(
+            "Exit status: 0 done (also when nothing was to do), 2 refused, nothing changed"
+            " (--remove-v2 while a node key, mark or out key is in the v2 layout, or while"
+            " the v3 layout lacks a v2 pool address or drain key; a server without v2),"
+            " 1 DCS unreachable or a directory written to meanwhile."
+        ),
+    )
+    migrate.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="say what would be written or deleted, change nothing",
+    )
+    migrate.add_argument(
+        "--remove-v2",
+        action="store_true",
+        help=(
+            "instead, delete the cluster's v2 keys and the directories left empty; refused"
+            " (exit 2) while a node runs on v2 or the v3 layout lacks a v2 key"
+        ),
     )
     return parser.parse_args(argv)
 

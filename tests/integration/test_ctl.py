@@ -136,7 +136,15 @@ def test_an_unreachable_dcs_exits_1_with_one_line(tmp_path, capsys):
         "status-listen": f"127.0.0.1:{_free_port()}",  # no node on this host
     }
     path.write_text(yaml.safe_dump(settings))
-    for args in (["ips"], ["ips", "add", "198.51.100.1"], ["nodes"], ["drain", "n1"], ["status"]):
+    for args in (
+        ["ips"],
+        ["ips", "add", "198.51.100.1"],
+        ["nodes"],
+        ["drain", "n1"],
+        ["status"],
+        ["migrate"],
+        ["migrate", "--remove-v2"],
+    ):
         assert ctl.main(["-c", str(path), *args]) == 1
         err = capsys.readouterr().err
         lines = err.splitlines()

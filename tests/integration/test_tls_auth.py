@@ -22,7 +22,7 @@ import yaml
 from lab.certs import TLSFiles, make_tls
 from lab.etcd import ClusterKeys, EtcdCluster
 from lab.util import netns_argv, wait_until
-from yaim import config, dcs
+from yaim import config, ctl, dcs
 from yaim.errors import DCSError
 
 CLUSTER = "tls"
@@ -160,6 +160,36 @@ def test_a_v3_token_etcd_no_longer_takes_is_renewed(tls, secured, tmp_path, toke
     gateway.token = token
     assert str(A) in n1.read().pool  # one try: the renewal happens inside it
     assert gateway.token not in (token, None)
+
+
+def test_yaimctl_migrate_reads_v2_and_writes_v3_with_the_configs_tls_and_credentials(
+    tls, secured, tmp_path, capsys
+):
+    """Both APIs as the one user, over TLS; its rights end at the cluster directory, so
+    --remove-v2 leaves the namespace directory, which it may not read, alone."""
+    path = tmp_path / "yaim.yml"
+    settings = {"dcs-type": "etcd3", "dcs-clustername": CLUSTER, "interface": "lo"}
+    settings.update({"checker-type": "none", "retry-num": 2, "retry-after": 10})
+    path.write_text(yaml.safe_dump({**settings, **secured_settings(tls, secured.endpoints)}))
+    cfg = config.load(str(path), environ={})
+    old, new = dcs.connect(cfg, api="etcd"), dcs.connect(cfg)
+    old.drain("ymg-n9")
+    try:
+        assert ctl.main(["-c", str(path), "migrate", "--json"]) == 0
+        done = json.loads(capsys.readouterr().out)
+        assert done["copied"] == [f"{ROOT}/drain/ymg-n9"] and done["present"] == 1
+        assert new.read().drained == {"ymg-n9"}
+        dry_run = ["-c", str(path), "migrate", "--remove-v2", "--dry-run"]
+        wait_until(lambda: ctl.main(dry_run) == 0, 10, what="the other tests' marks to expire")
+        said = capsys.readouterr().out.splitlines()
+        assert f"would delete {ROOT}/drain/ymg-n9 (drain key)" in said
+        assert said[-2:] == [
+            f"would delete {ROOT}/ (cluster directory)",
+            f"would delete {len(said) - 1} v2 keys of {ROOT}; a dry run, nothing deleted",
+        ]
+    finally:
+        old.undrain("ymg-n9")
+        new.undrain("ymg-n9")
 
 
 RETRIED, AT_ONCE = "after 2 tries", "(not retried)"

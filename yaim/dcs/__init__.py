@@ -53,6 +53,9 @@ T = TypeVar("T")
 Observer = Callable[[str, float, bool], None]
 
 BACKENDS = {"etcd": "yaim.dcs.etcd2", "etcd3": "yaim.dcs.etcd3"}
+# The names directly below a cluster directory that the layout has (drawn in each
+# backend's docstring): everything else there is somebody else's (yaimctl migrate).
+LAYOUT = frozenset({"ips", "nodes", "out", "drain", "conflicts", "released", "sync", "rebalance"})
 MARK_KEYS = 100_000  # mark keys a handle keeps made (`DCS._mark_key`), far above a pool's size
 
 
@@ -325,13 +328,26 @@ class DCS(abc.ABC):
         """Ask the current endpoint's server whether it serves what this backend speaks
         (`_release_notice`), and log what it says once, and again only when it changes:
         a server that lacks the API would otherwise show only as generic failed tries."""
-        try:
-            notice = self._release_notice(self.endpoint)
-        except self.FAILURES as exc:
-            log.debug("release check via %s: %s", self.endpoint, describe(exc))
+        answered, notice = self._ask_release()
+        if not answered:
             return  # no answer: the retry policy reports that
         if self.release.update(notice) and notice is not None:
             log.log(notice[0], "%s", notice[1])
+
+    def release_problem(self) -> Optional[str]:
+        """The words of an error of `_release_notice`, asked now and logged nowhere: for
+        yaimctl, which explains a request that failed by it. None: nothing wrong, or no
+        answer."""
+        notice = self._ask_release()[1]
+        return notice[1] if notice is not None and notice[0] >= logging.ERROR else None
+
+    def _ask_release(self) -> Tuple[bool, Optional[Tuple[int, str]]]:
+        """(whether the server answered, `_release_notice`) of the current endpoint."""
+        try:
+            return True, self._release_notice(self.endpoint)
+        except self.FAILURES as exc:
+            log.debug("release check via %s: %s", self.endpoint, describe(exc))
+            return False, None
 
     def _release_notice(self, endpoint: str) -> Optional[Tuple[int, str]]:
         """A backend's word on the server's release: (log level, words), or None."""
@@ -666,9 +682,11 @@ def unavailable(config) -> Optional[str]:
     return None
 
 
-def connect(config, **kwargs) -> DCS:
-    """The backend `dcs-type` names, imported only when chosen."""
-    module = importlib.import_module(BACKENDS[config.dcs_type])
+def connect(config, api: Optional[str] = None, **kwargs) -> DCS:
+    """The backend `dcs-type` names, imported only when chosen; `api` (a `dcs-type`
+    value) picks another one on the same endpoints, TLS and credentials: yaimctl migrate
+    reads the v2 layout and writes the v3 one of the cluster the config names."""
+    module = importlib.import_module(BACKENDS[api or config.dcs_type])
     return module.Backend(config, **kwargs)
 
 

@@ -392,6 +392,61 @@ class Backend(DCS):
     def undrain(self, node: str) -> bool:
         return self._delete(self._drain_key(node))
 
+    # --- the v2 keys as they are, for yaimctl migrate --remove-v2 ---
+
+    @property
+    def namespace(self) -> str:
+        """The namespace directory, which holds the cluster directory."""
+        return self.root.rsplit("/", 1)[0]
+
+    def namespace_names(self) -> Optional[List[str]]:
+        """The names in the namespace directory (this cluster's among them, when it has
+        a directory); None if there is no such directory, or etcd-user may not read it
+        (its rights may end at the cluster directory): either way it is not ours to
+        delete."""
+        key = self.namespace
+
+        def operation(client: etcd.Client) -> Optional[List[str]]:
+            try:
+                result = client.read(key, quorum=True)
+            except (etcd.EtcdKeyNotFound, etcd.EtcdInsufficientPermissions):
+                return None
+            if not result.dir:
+                return None
+            return [node.key.rsplit("/", 1)[1] for node in result.get_subtree() if node.key != key]
+
+        return self._call("read " + key, operation)
+
+    def delete_raw(self, key: str, recursive: bool = False) -> bool:
+        """Delete `key` of this cluster's directory (a directory with what is in it when
+        `recursive`); False if it was not there."""
+        return self._delete(self._own(key), recursive=recursive)
+
+    def delete_empty(self, key: str) -> Optional[bool]:
+        """Delete the directory `key` (this cluster's directory, one in it, or the namespace
+        directory) only if it is empty, as etcd decides: a key written into it meanwhile,
+        or one hidden from listings (`_name`), stays. True: deleted, False: not there,
+        None: not empty (or not a directory)."""
+        key = self._own(key)
+
+        def operation(client: etcd.Client) -> Optional[bool]:
+            try:
+                client.delete(key, dir=True)
+            except etcd.EtcdKeyNotFound:
+                return False
+            except (etcd.EtcdDirNotEmpty, etcd.EtcdNotDir):
+                return None
+            return True
+
+        return self._call("delete " + key, operation)
+
+    def _own(self, key: str) -> str:
+        """`key` if it is the namespace directory or in this cluster's directory: the
+        raw deletes reach nothing else, whatever they are given."""
+        if key not in (self.namespace, self.root) and not key.startswith(self.root + "/"):
+            raise ValueError(f"not a key of {self.root}: {shown(key)!r}")
+        return key
+
     def _delete(self, key: str, recursive: bool = False) -> bool:
         """Delete one key (or a directory with what is in it); False if it was not there."""
 
