@@ -53,6 +53,8 @@ T = TypeVar("T")
 Observer = Callable[[str, float, bool], None]
 
 BACKENDS = {"etcd": "yaim.dcs.etcd2", "etcd3": "yaim.dcs.etcd3"}
+# A node with dcs-migrate-from: a member of the v3 layout and of the one it moves from.
+MIGRATING = "yaim.dcs.migrating"
 MARK_KEYS = 100_000  # mark keys a handle keeps made (`DCS._mark_key`), far above a pool's size
 
 
@@ -656,19 +658,25 @@ class DCS(abc.ABC):
         """Clear the drain flag of a node; False if it was not drained."""
 
 
+def backend_module(config) -> str:
+    """The module of the backend a config names: `dcs-type`'s, or with `dcs-migrate-from`
+    the one of both layouts (yaim.dcs.migrating)."""
+    return MIGRATING if config.dcs_migrate_from else BACKENDS[config.dcs_type]
+
+
 def unavailable(config) -> Optional[str]:
-    """Why the backend `dcs-type` names cannot be loaded here (its client library is
+    """Why the backend the config names cannot be loaded here (its client library is
     missing), None if it can: asked before the daemon starts and by --check-config."""
     try:
-        importlib.import_module(BACKENDS[config.dcs_type])
+        importlib.import_module(backend_module(config))
     except ImportError as exc:
         return f"{config.dcs_type} cannot be loaded: {exc}"
     return None
 
 
 def connect(config, **kwargs) -> DCS:
-    """The backend `dcs-type` names, imported only when chosen."""
-    module = importlib.import_module(BACKENDS[config.dcs_type])
+    """The backend the config names (`backend_module`), imported only when chosen."""
+    module = importlib.import_module(backend_module(config))
     return module.Backend(config, **kwargs)
 
 
