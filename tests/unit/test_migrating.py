@@ -252,6 +252,30 @@ def test_a_conflict_between_the_layouts_is_logged_once_while_it_lasts(caplog):
     assert caplog.text.count("marked by n2 in the v2 layout") == 2
 
 
+def test_v2_nodes_beside_v3_nodes_are_an_error_once_two_reads_show_them(caplog):
+    class Reads(Layout):
+        def __init__(self, name, nodes):
+            super().__init__(name, [], [0.0])
+            self.nodes = nodes
+
+        def read(self):
+            return Snapshot(pool=frozenset(), marks={}, nodes=frozenset(self.nodes))
+
+    new, old = Reads("v3", {"n1", "n3"}), Reads("v2", {"n1", "n2"})
+    store = Backend.of(new, old)
+    with caplog.at_level(logging.ERROR):
+        store.read()
+        assert "v2 layout only" not in caplog.text  # n3 may be a migrating node half written
+        store.read()
+        store.read()
+    assert caplog.text.count("node(s) n2 are on the v2 layout only and node(s) n3 on") == 1
+    old.nodes = {"n1", "n2", "n3"}
+    with caplog.at_level(logging.ERROR):
+        store.read()
+        store.read()
+    assert caplog.text.count("v2 layout only") == 1
+
+
 def test_the_key_picks_the_backend_of_both_layouts(tmp_path):
     path = tmp_path / "yaim.yml"
     path.write_text("interface: lo\nchecker-type: none\ndcs-type: etcd3\n")

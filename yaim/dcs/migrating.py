@@ -6,6 +6,8 @@ three kinds of node may run: v2 nodes (`dcs-type: etcd`), which see only the v2 
 migrating nodes (this module), which see both; and v3 nodes (`dcs-type: etcd3` alone),
 which see only the v3 keys. The procedure never runs a v2 node and a v3 node at the
 same time: every v2 node becomes a migrating one before any migrating one drops the key.
+A migrating node that sees both kinds at once (node keys in one layout only, in two
+reads in a row) says so in one ERROR line: it cannot stop them, as they share no layout.
 
 Why no address is ever on two nodes:
 
@@ -64,7 +66,7 @@ addresses and different ones different.
 from __future__ import annotations
 
 import logging
-from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Callable, Dict, FrozenSet, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from yaim.dcs import DCS, Incomplete, Refreshed, etcd2, etcd3
 from yaim.errors import DCSError
@@ -77,6 +79,10 @@ ONLY_V3 = (
     "in the v3 layout only: a migrating node cannot mark it in v2 (add it with a config that"
     " has dcs-migrate-from, which writes both layouts)"
 )
+
+
+# Nodes on the v2 layout only and nodes on the v3 layout only, seen at once (`_mixed`).
+Mixed = Optional[Tuple[FrozenSet[str], FrozenSet[str]]]
 
 
 class Merged(NamedTuple):
@@ -166,6 +172,8 @@ class Backend:
         self.config, self.node, self.root = primary.config, primary.node, primary.root
         self.stop = primary.stop
         self._conflicts: Dict[str, Tuple[str, str]] = {}  # logged, and still seen
+        self._last_mixed: Mixed = None  # v2-only and v3-only nodes of the last read
+        self._said_mixed: Mixed = None
 
     def clone(self) -> Backend:
         return Backend.of(self.primary.clone(), self.legacy.clone())
@@ -245,7 +253,25 @@ class Backend:
                     self.node,
                 )
         self._conflicts = merged.conflicts
+        self._mixed(frozenset(old.nodes - new.nodes), frozenset(new.nodes - old.nodes))
         return merged.snapshot
+
+    def _mixed(self, v2: FrozenSet[str], v3: FrozenSet[str]) -> None:
+        """Node keys in the v2 layout only (v2 nodes) beside node keys in the v3 layout
+        only (v3 nodes): they share no layout, so neither sees the other's marks. One
+        ERROR when two reads in a row show the same ones (a migrating node writes its
+        two keys one after the other, so one read may catch it half written)."""
+        shown = (v2, v3) if v2 and v3 else None
+        if shown is not None and shown == self._last_mixed and shown != self._said_mixed:
+            log.error(
+                "node(s) %s are on the v2 layout only and node(s) %s on the v3 layout only:"
+                " they do not see each other's marks and may take the same address; restart"
+                " the v2 ones with dcs-type etcd3 and dcs-migrate-from etcd now",
+                ", ".join(sorted(v2)),
+                ", ".join(sorted(v3)),
+            )
+            self._said_mixed = shown
+        self._last_mixed = shown
 
     # --- this node's keys ---
 
