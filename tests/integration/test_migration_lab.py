@@ -15,7 +15,7 @@ from lab.etcd import ClusterKeys
 from lab.observer import Sample
 from lab.util import wait_until
 from tests.conftest import LabEnv
-from tests.integration.conftest import CLEAN_BOUND, POOL, settled, start_cluster
+from tests.integration.conftest import CLEAN_BOUND, CRASH_BOUND, POOL, settled, start_cluster
 
 pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("no_two_holders")]
 
@@ -33,6 +33,9 @@ def longest_unheld(samples: List[Sample]) -> Dict[object, float]:
                 longest[address] = max(longest[address], sample.time - held_at[address])
                 held_at[address] = sample.time
     return longest
+
+
+MIGRATING = {"dcs-type": "etcd3", "dcs-migrate-from": "etcd"}
 
 
 def restart(lab: LabEnv, i: int, **settings: object) -> None:
@@ -57,7 +60,7 @@ def test_a_running_cluster_moves_from_v2_to_v3_one_node_at_a_time(lab: LabEnv) -
     for address in POOL:  # what yaimctl migrate copies
         v3.add(address)
     for i in (1, 2, 3):  # step 3: both layouts
-        restart(lab, i, **{"dcs-type": "etcd3", "dcs-migrate-from": "etcd"})
+        restart(lab, i, **MIGRATING)
     v2 = ClusterKeys(lab.etcd, "etcd")
     wait_until(  # every node a member of both layouts: each address marked in both alike
         lambda: v2.holders() == v3.holders() and len(v3.holders()) == len(POOL),
@@ -71,3 +74,19 @@ def test_a_running_cluster_moves_from_v2_to_v3_one_node_at_a_time(lab: LabEnv) -
     longest = longest_unheld(samples)
     print("longest unheld per address (s):", {str(a): round(t, 2) for a, t in longest.items()})
     assert max(longest.values()) <= CLEAN_BOUND, longest
+
+
+def test_the_v2_nodes_take_over_from_a_migrating_node_that_crashes(lab: LabEnv) -> None:
+    start_cluster(lab)
+    v3 = ClusterKeys(lab.etcd, "etcd3")
+    for address in POOL:
+        v3.add(address)
+    restart(lab, 1, **MIGRATING)
+    lab.nodes[0].crash()  # its v2 marks expire by their TTL, its v3 marks with its lease
+    crashed_at = lab.observer.samples[-1].time
+    taken = lab.observer.wait_for(settled([2, 3]), CRASH_BOUND + 2, "n2 and n3 to take over")
+    print(f"the v2 nodes held everything {taken.time - crashed_at:.2f} s after the crash")
+    assert taken.time - crashed_at <= CRASH_BOUND
+    lab.lab.reboot(1)
+    lab.nodes[0].start()
+    lab.observer.wait_for(settled([1, 2, 3]), 15, "n1's share back")
