@@ -228,15 +228,18 @@ def test_a_layout_failing_part_way_counts_only_what_both_answered(pair):
     assert set(caught.value.done) == {A}
 
 
+class Reads(Layout):
+    """A layout whose every read shows `shown`."""
+
+    def __init__(self, name: str, shown: Snapshot) -> None:
+        super().__init__(name, [], [0.0])
+        self.shown = shown
+
+    def read(self) -> Snapshot:
+        return self.shown
+
+
 def test_a_conflict_between_the_layouts_is_logged_once_while_it_lasts(caplog):
-    class Reads(Layout):
-        def __init__(self, name, shown):
-            super().__init__(name, [], [0.0])
-            self.shown = shown
-
-        def read(self):
-            return self.shown
-
     conflict = snap([A], {str(A): Mark("n3")})
     new, old = Reads("v3", conflict), Reads("v2", snap([A], {str(A): Mark("n2")}))
     store = Backend.of(new, old)
@@ -253,15 +256,10 @@ def test_a_conflict_between_the_layouts_is_logged_once_while_it_lasts(caplog):
 
 
 def test_v2_nodes_beside_v3_nodes_are_an_error_once_two_reads_show_them(caplog):
-    class Reads(Layout):
-        def __init__(self, name, nodes):
-            super().__init__(name, [], [0.0])
-            self.nodes = nodes
+    def nodes(*names):
+        return Snapshot(pool=frozenset(), marks={}, nodes=frozenset(names))
 
-        def read(self):
-            return Snapshot(pool=frozenset(), marks={}, nodes=frozenset(self.nodes))
-
-    new, old = Reads("v3", {"n1", "n3"}), Reads("v2", {"n1", "n2"})
+    new, old = Reads("v3", nodes("n1", "n3")), Reads("v2", nodes("n1", "n2"))
     store = Backend.of(new, old)
     with caplog.at_level(logging.ERROR):
         store.read()
@@ -269,7 +267,7 @@ def test_v2_nodes_beside_v3_nodes_are_an_error_once_two_reads_show_them(caplog):
         store.read()
         store.read()
     assert caplog.text.count("node(s) n2 are on the v2 layout only and node(s) n3 on") == 1
-    old.nodes = {"n1", "n2", "n3"}
+    old.shown = nodes("n1", "n2", "n3")
     with caplog.at_level(logging.ERROR):
         store.read()
         store.read()
