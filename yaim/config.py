@@ -105,6 +105,7 @@ class Config:
     """The validated configuration; attributes are the contract's keys in snake_case."""
 
     dcs_type: str = _key(choice("etcd", "etcd3"), "etcd")
+    dcs_migrate_from: Optional[str] = _key(choice("etcd"), None)
     dcs_endpoints: Tuple[str, ...] = _key(
         listing(text(url, no_credentials, bare_url), nonempty=True), ("http://127.0.0.1:2379",)
     )

@@ -97,6 +97,17 @@ def _published_peer(peer_listen: Optional[str], failsafe: str) -> Optional[str]:
     return None
 
 
+def _migrate_from_v2(migrate_from: Optional[str], dcs_type: str) -> Optional[str]:
+    """A node that also honours the v2 layout moves to the v3 one (yaim.dcs.migrating):
+    with dcs-type etcd it would be a v2 node twice over."""
+    if migrate_from is not None and dcs_type != "etcd3":
+        return (
+            f"{migrate_from} needs dcs-type: etcd3 (a node moving from the v2 layout to the"
+            f" v3 one), got dcs-type: {dcs_type}"
+        )
+    return None
+
+
 class Rule(NamedTuple):
     """A rule and the keys whose values it is called with."""
 
@@ -105,6 +116,7 @@ class Rule(NamedTuple):
 
 
 RULES = (
+    Rule(("dcs_migrate_from", "dcs_type"), _migrate_from_v2),
     Rule(("ttl", "interval"), _ttl_covers_interval),
     Rule(("probe_timeout", "interval"), _probe_within_interval),
     Rule(("probe_ahead", "probe_timeout"), _ahead_needs_the_probe),

@@ -225,6 +225,13 @@ class Daemon:
             config.dcs_namespace,
             config.dcs_clustername,
         )
+        if config.dcs_migrate_from:
+            log.info(
+                "node %s is a member of the v3 layout and of the v2 one it moves from"
+                " (dcs-migrate-from: %s): it marks in both and holds only with both",
+                config.node_name,
+                config.dcs_migrate_from,
+            )
         if config.failsafe_on:
             log.info(
                 "node %s has the failsafe hold on, its peer endpoint on %s; it takes no address"

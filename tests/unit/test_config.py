@@ -56,6 +56,7 @@ def one_problem(tmp_path: Path, overrides: Dict[str, Any], env: Mapping[str, str
 
 DEFAULTS = {
     "dcs_type": "etcd",
+    "dcs_migrate_from": None,
     "dcs_endpoints": ("http://127.0.0.1:2379",),
     "dcs_namespace": "service",
     "dcs_clustername": "yaim",
@@ -162,6 +163,11 @@ def test_etcd3_is_a_dcs_type(tmp_path):
     assert load(tmp_path, {"dcs-type": "ETCD3"}).dcs_type == "etcd3"
 
 
+def test_a_migrating_node_honours_the_v2_layout_on_etcd3(tmp_path):
+    cfg = load(tmp_path, {"dcs-type": "etcd3", "dcs-migrate-from": "ETCD"})
+    assert (cfg.dcs_type, cfg.dcs_migrate_from) == ("etcd3", "etcd")
+
+
 def test_checker_none_needs_no_http_url(tmp_path):
     cfg = config.load(write(tmp_path, {"interface": "eth0", "checker-type": "none"}), {})
     assert cfg.http_url is None
@@ -193,6 +199,9 @@ def test_config_is_immutable(tmp_path):
     "overrides, key, fragment",
     [
         ({"dcs-type": "consul"}, "dcs-type", "must be one of etcd"),
+        ({"dcs-migrate-from": "etcd"}, "dcs-migrate-from", "needs dcs-type: etcd3"),
+        ({"dcs-type": "etcd3", "dcs-migrate-from": "etcd3"}, "dcs-migrate-from", "one of etcd"),
+        ({"dcs-type": "etcd3", "dcs-migrate-from": "consul"}, "dcs-migrate-from", "one of etcd"),
         ({"dcs-endpoints": []}, "dcs-endpoints", "at least one"),
         ({"dcs-endpoints": ["ftp://192.0.2.1:2379"]}, "dcs-endpoints", "http:// or https://"),
         ({"dcs-endpoints": ["http://"]}, "dcs-endpoints", "with a host"),

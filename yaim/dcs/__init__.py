@@ -56,6 +56,8 @@ BACKENDS = {"etcd": "yaim.dcs.etcd2", "etcd3": "yaim.dcs.etcd3"}
 # The names directly below a cluster directory that the layout has (drawn in each
 # backend's docstring): everything else there is somebody else's (yaimctl migrate).
 LAYOUT = frozenset({"ips", "nodes", "out", "drain", "conflicts", "released", "sync", "rebalance"})
+# A node with dcs-migrate-from: a member of the v3 layout and of the one it moves from.
+MIGRATING = "yaim.dcs.migrating"
 MARK_KEYS = 100_000  # mark keys a handle keeps made (`DCS._mark_key`), far above a pool's size
 
 
@@ -672,21 +674,27 @@ class DCS(abc.ABC):
         """Clear the drain flag of a node; False if it was not drained."""
 
 
+def backend_module(config) -> str:
+    """The module of the backend a config names: `dcs-type`'s, or with `dcs-migrate-from`
+    the one of both layouts (yaim.dcs.migrating)."""
+    return MIGRATING if config.dcs_migrate_from else BACKENDS[config.dcs_type]
+
+
 def unavailable(config) -> Optional[str]:
-    """Why the backend `dcs-type` names cannot be loaded here (its client library is
+    """Why the backend the config names cannot be loaded here (its client library is
     missing), None if it can: asked before the daemon starts and by --check-config."""
     try:
-        importlib.import_module(BACKENDS[config.dcs_type])
+        importlib.import_module(backend_module(config))
     except ImportError as exc:
         return f"{config.dcs_type} cannot be loaded: {exc}"
     return None
 
 
 def connect(config, api: Optional[str] = None, **kwargs) -> DCS:
-    """The backend `dcs-type` names, imported only when chosen; `api` (a `dcs-type`
-    value) picks another one on the same endpoints, TLS and credentials: yaimctl migrate
-    reads the v2 layout and writes the v3 one of the cluster the config names."""
-    module = importlib.import_module(BACKENDS[api or config.dcs_type])
+    """The backend the config names (`backend_module`), imported only when chosen; `api`
+    (a `dcs-type` value) picks that one layout's on the same endpoints, TLS and
+    credentials: yaimctl migrate reads the v2 layout and writes the v3 one."""
+    module = importlib.import_module(BACKENDS[api] if api else backend_module(config))
     return module.Backend(config, **kwargs)
 
 
