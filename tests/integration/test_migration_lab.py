@@ -1,8 +1,9 @@
 """The documented v2 to v3 move of a running cluster, in the lab under the observer
-(issue 20): three nodes on dcs-type etcd, the pool copied into the v3 layout, each node
-restarted with dcs-type etcd3 and dcs-migrate-from etcd, then each restarted without the
-key. No address is ever on two nodes; each is unheld no longer than a clean stop's
-handover allows."""
+(issue 20): three nodes on dcs-type etcd, the pool copied into the v3 layout by yaimctl
+migrate, each node restarted with dcs-type etcd3 and dcs-migrate-from etcd, then each
+restarted without the key, and the v2 keys removed by yaimctl migrate --remove-v2. No
+address is ever on two nodes; each is unheld no longer than a clean stop's handover
+allows."""
 
 from __future__ import annotations
 
@@ -15,7 +16,15 @@ from lab.etcd import ClusterKeys
 from lab.observer import Sample
 from lab.util import wait_until
 from tests.conftest import LabEnv
-from tests.integration.conftest import CLEAN_BOUND, CRASH_BOUND, POOL, settled, start_cluster
+from tests.integration.conftest import (
+    CLEAN_BOUND,
+    CRASH_BOUND,
+    POOL,
+    ok,
+    settled,
+    start_cluster,
+    yaimctl,
+)
 
 pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("no_two_holders")]
 
@@ -57,8 +66,7 @@ def test_a_running_cluster_moves_from_v2_to_v3_one_node_at_a_time(lab: LabEnv) -
     start_cluster(lab)
     settled_at = lab.observer.samples[-1].time
     v3 = ClusterKeys(lab.etcd, "etcd3")
-    for address in POOL:  # what yaimctl migrate copies
-        v3.add(address)
+    assert f"copied {len(POOL)} keys" in ok(lab, "migrate")  # step 2, from a node on v2
     for i in (1, 2, 3):  # step 3: both layouts
         restart(lab, i, **MIGRATING)
     v2 = ClusterKeys(lab.etcd, "etcd")
@@ -70,6 +78,12 @@ def test_a_running_cluster_moves_from_v2_to_v3_one_node_at_a_time(lab: LabEnv) -
     for i in (1, 2, 3):  # step 4: the v3 layout alone
         restart(lab, i, **{"dcs-migrate-from": None})
     wait_until(lambda: v2.holders() == {}, 5, what="no v2 mark left")
+    wait_until(  # step 5, once the v2 node keys of the last migrating node are gone
+        lambda: yaimctl(lab, "migrate", "--remove-v2").returncode == 0,
+        10,
+        what="yaimctl migrate --remove-v2",
+    )
+    assert v2.pool() == set() and v3.pool() == {str(a) for a in POOL}
     samples = [s for s in lab.observer.samples if s.time >= settled_at]
     longest = longest_unheld(samples)
     print("longest unheld per address (s):", {str(a): round(t, 2) for a, t in longest.items()})
