@@ -140,8 +140,13 @@ class ReleaseNote:
     @property
     def problem(self) -> Optional[str]:
         """The words of an error: why the store cannot serve this node at all."""
-        said = self.said
-        return said[1] if said is not None and said[0] >= logging.ERROR else None
+        return error_words(self.said)
+
+
+def error_words(notice: Optional[Tuple[int, str]]) -> Optional[str]:
+    """The words of a release notice that is an error (the server cannot serve this
+    backend), None for a warning or no notice."""
+    return notice[1] if notice is not None and notice[0] >= logging.ERROR else None
 
 
 def wakes_balancer(relative_key: str, deleted: bool) -> bool:
@@ -254,15 +259,20 @@ class DCS(abc.ABC):
         answers are handled by `operation`, failed tries sorted by `_failure`."""
 
         def attempt(endpoint: str) -> T:
-            client = self._clients.get(endpoint)
-            if client is None:
-                client = self._clients[endpoint] = self._connect(endpoint)
+            client = self._client(endpoint)
             try:
                 return operation(client)
             except self.FAILURES as exc:
                 raise self._failure(exc) from exc
 
         return self._retry(what, attempt)
+
+    def _client(self, endpoint: str) -> Any:
+        """The backend's client for `endpoint`, made on first use and kept."""
+        client = self._clients.get(endpoint)
+        if client is None:
+            client = self._clients[endpoint] = self._connect(endpoint)
+        return client
 
     @abc.abstractmethod
     def _connect(self, endpoint: str) -> Any:
@@ -340,8 +350,7 @@ class DCS(abc.ABC):
         """The words of an error of `_release_notice`, asked now and logged nowhere: for
         yaimctl, which explains a request that failed by it. None: nothing wrong, or no
         answer."""
-        notice = self._ask_release()[1]
-        return notice[1] if notice is not None and notice[0] >= logging.ERROR else None
+        return error_words(self._ask_release()[1])
 
     def _ask_release(self) -> Tuple[bool, Optional[Tuple[int, str]]]:
         """(whether the server answered, `_release_notice`) of the current endpoint."""

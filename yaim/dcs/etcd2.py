@@ -164,9 +164,7 @@ class Backend(DCS):
         return _client(endpoint, self.config, self.timeout)
 
     def _release_notice(self, endpoint: str) -> Optional[Tuple[int, str]]:
-        client = self._clients.get(endpoint)
-        if client is None:
-            client = self._clients[endpoint] = self._connect(endpoint)
+        client = self._client(endpoint)
         timeout = urllib3.Timeout(connect=self.timeout, read=self.timeout)
         headers = client._get_headers()
         answer = client.http.request(
