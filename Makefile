@@ -9,7 +9,8 @@ PY     := $(VENV)/bin/python
 
 # The test command: every test on bookworm's etcd 3.4, then the DCS backends' tests and
 # one lab test (a crash's failover) on trixie's 3.5 (both APIs) and bullseye's 3.3 (v3),
-# and yaimctl migrate on sid's 3.5, whose etcdutl has `check v2store`.
+# and yaimctl migrate and the v2 to v3 move in the lab on sid's 3.5, whose etcdutl has
+# `check v2store`.
 RELEASE_TESTS := tests/integration/test_dcs_etcd3.py tests/integration/test_dcs_etcd2.py \
 	tests/integration/test_dcs_v2_off.py tests/integration/test_cache.py \
 	tests/integration/test_tls_auth.py \
@@ -19,7 +20,8 @@ test: deps venv lint etcd-releases
 	$(PY) -m pytest -q --durations=15 tests
 	YAIM_TEST_ETCD=$(ETCD_CACHE)/trixie/usr/bin/etcd $(PY) -m pytest -q $(RELEASE_TESTS)
 	YAIM_TEST_ETCD=$(ETCD_CACHE)/bullseye/usr/bin/etcd $(PY) -m pytest -q -k etcd3 $(RELEASE_TESTS)
-	YAIM_TEST_ETCD=$(ETCD_CACHE)/sid/usr/bin/etcd $(PY) -m pytest -q tests/integration/test_migrate.py
+	YAIM_TEST_ETCD=$(ETCD_CACHE)/sid/usr/bin/etcd $(PY) -m pytest -q tests/integration/test_migrate.py \
+		tests/integration/test_migration_lab.py
 
 unit: venv
 	$(PY) -m pytest -q tests/unit

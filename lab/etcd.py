@@ -86,6 +86,24 @@ def etcd_release() -> Tuple[int, int]:
     return release
 
 
+@functools.lru_cache(maxsize=None)
+def etcdutl() -> Optional[Path]:
+    """The etcdutl beside the etcd under test (the same package's), if it has `check
+    v2store`: trixie's 3.5.16 has none, sid's 3.5.30 has it."""
+    tool = Path(etcd_binary()).parent / "etcdutl"
+    if etcd_release() != (3, 5) or not tool.exists():
+        return None
+    probe = [str(tool), "check", "v2store", "--help"]
+    return tool if subprocess.run(probe, capture_output=True, timeout=60).returncode == 0 else None
+
+
+def check_v2store(data_dir: Path) -> subprocess.CompletedProcess:
+    """`etcdutl check v2store` of a stopped member's data dir: what etcd 3.6 checks before
+    it starts (it reads the v2 store of the member's last snapshot)."""
+    argv = [str(etcdutl()), "check", "v2store", "--data-dir", str(data_dir)]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+
 def gateway_path(path: str) -> str:
     """A v3 path as etcd 3.4 serves it ("/v3/kv/range") on the release under test;
     any other path as it is."""
@@ -434,6 +452,21 @@ class EtcdCluster:
     def delete(self, key: str, recursive: bool = False, member: int = 0) -> bool:
         """`etcd_delete` through member `member`."""
         return etcd_delete(self.endpoints[member], key, recursive, self.netns)
+
+    def snapshot_past(self, member: int = 0) -> None:
+        """Make changes enough (v3 keys outside any yaim cluster's directory) that every
+        member with `snapshot_count` set snapshots its stores after them."""
+        assert self.snapshot_count is not None, "no snapshot_count: snapshots come rarely"
+        for n in range(2 * self.snapshot_count + 2):
+            body = {"key": _b64(f"/yt-snapshot/{n}"), "value": _b64("x")}
+            etcd_request(
+                self.endpoints[member],
+                "POST",
+                "/v3/kv/put",
+                netns=self.netns,
+                body=body,
+                curl_args=self.curl_args,
+            )
 
     def __enter__(self) -> EtcdCluster:
         return self.start()

@@ -80,14 +80,17 @@ class LabEnv:
 @pytest.fixture
 def lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LabEnv]:
     """A 3-node Lab (other sizes: `@pytest.mark.parametrize("lab", [N], indirect=True)`),
-    one etcd member in the hub on 192.0.2.1:2379 and an Observer. At teardown, processes
+    one etcd member in the hub on 192.0.2.1:2379 (more EtcdCluster options:
+    `@pytest.mark.etcd(snapshot_count=5)`) and an Observer. At teardown, processes
     started in the lab stop first (while etcd still answers), then the observer,
     etcd and the namespaces."""
     require_netns()
+    marker = request.node.get_closest_marker("etcd")
+    options = marker.kwargs if marker is not None else {}
     with ExitStack() as stack:
         net = stack.enter_context(Lab(getattr(request, "param", 3), base_dir=tmp_path / "lab"))
         etcd = stack.enter_context(
-            EtcdCluster(netns=net.hub, host=HUB_DCS, base_dir=tmp_path / "etcd")
+            EtcdCluster(netns=net.hub, host=HUB_DCS, base_dir=tmp_path / "etcd", **options)
         )
         observer = stack.enter_context(Observer(net))
         stack.callback(net.stop_processes)

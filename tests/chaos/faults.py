@@ -21,6 +21,7 @@ from lab.util import wait_until
 from tests.chaos.analysis import first_move, full_share
 from tests.chaos.model import CLEAN, HARD, UNHEALTHY, Fault
 from tests.chaos.world import MEMBERS, SIGTERM_EXIT, World, format_addresses
+from yaim.claims import fence_margin
 
 EDIT_CHANCE = 0.35
 
@@ -124,14 +125,13 @@ def crash(world: World, rng: random.Random) -> Fault:
     return fault
 
 
-def sigterm(world: World, rng: random.Random) -> Fault:
-    """SIGTERM: everything released at once, exit 0 within about a second; restart later."""
-    (i,) = victims(world, rng)
-    fault = begin(world, "sigterm", CLEAN, f"n{i}")
+def _terminate(world: World, i: int) -> None:
+    """SIGTERM node i: everything released at once, exit 0 within about a second."""
+    sent = world.now()
     world.stopped.add(i)
     world.nodes[i].signal(signal.SIGTERM)
     code = world.nodes[i].wait_exit(10)
-    took = world.now() - fault.start
+    took = world.now() - sent
     world.timeline.stopped.begin(i, world.now())
     world.ledger.note("SIGTERM exit", took, f"n{i}")
     world.ledger.check(
@@ -140,6 +140,13 @@ def sigterm(world: World, rng: random.Random) -> Fault:
         f"n{i} exited with {code} after {took:.2f} s",
         world.now(),
     )
+
+
+def sigterm(world: World, rng: random.Random) -> Fault:
+    """SIGTERM (`_terminate`); restart later."""
+    (i,) = victims(world, rng)
+    fault = begin(world, "sigterm", CLEAN, f"n{i}")
+    _terminate(world, i)
     play(world, rng, fault, rng.uniform(0.5, 3.0))
     world.start(i)
     return fault
@@ -501,7 +508,7 @@ def etcd_leader(world: World, rng: random.Random) -> Fault:
 #   makes it again (BalancerThread._remark).
 HELD_THROUGH = "whole-etcd outage: every address stays on its holder (failsafe hold)"
 NOTHING_MOVED = "etcd back after a whole-etcd outage: nothing moves"
-OTHERS_KEPT = "whole-etcd outage, a holder crashed: the others keep theirs"
+OTHERS_KEPT = "whole-etcd outage, a holder crashed: the others keep theirs while they may"
 SHARE = "pool fully held during "  # + the fault kind: a figure, the share of the samples
 REHELD = "crashed in an outage: addresses held again"  # a figure: seconds from etcd back
 CALM = 2.0  # x ttl after etcd is back: marks made again and every promise ended
@@ -593,14 +600,17 @@ def etcd_all_one_back(world: World, rng: random.Random) -> Fault:
         settled = None
     world.ledger.check(
         f"etcd back for one node first: the pool settles within {bound:.1f} s of every node"
-        " reaching etcd (the crash bound, + ttl while the promises end"
-        + (", + etcd's lease renewal)" if world.bounds.renewal else ")"),
+        " reaching etcd (the crash bound, + ttl while the promises end, + etcd's"
+        " lease renewal)",
         settled is not None,
         f"not settled {bound:.1f} s after the DCS links came back: "
         f"{world.settled_problem(world.holders())}",
         world.now(),
     )
     return fault
+
+
+ASK_SLACK = 0.1  # s: how long an ask may take to be sent after its round begins
 
 
 def _cleaned_up(world: World, i: int) -> Tuple[bool, float]:
@@ -612,10 +622,11 @@ def _cleaned_up(world: World, i: int) -> Tuple[bool, float]:
 def etcd_all_crash(world: World, rng: random.Random) -> Fault:
     """etcd stops for longer than the TTL; once the nodes hold on each other's word a
     holder is SIGKILLed (its cleanup hook follows, as in `sigkill`) and etcd is started
-    again at once. The others keep theirs throughout the outage (their holds last a ttl
-    less the margin from their last ask, more than etcd takes to start: the fault is
-    built so); the dead one's addresses are held again within the crash bound of etcd
-    being back, plus up to one ttl while the promises given to it end."""
+    again at once. The others keep theirs until etcd is back or their holds end, a ttl
+    less the margin from their last ask the victim answered (etcd usually starts sooner;
+    on a loaded machine they may fence first, as they must); the dead one's addresses
+    are held again within the crash bound of etcd being back, plus up to one ttl while
+    the promises given to it end."""
     length = world.bounds.ttl + rng.uniform(0.5, 2.0)
     fault, before = _etcd_down(world, rng, "etcd-all-crash", f"for {length:.1f}s")
     victim = rng.choice(sorted({n for nodes in before.values() for n in nodes}))
@@ -623,6 +634,10 @@ def etcd_all_crash(world: World, rng: random.Random) -> Fault:
     mine = [a for a, nodes in before.items() if nodes == [victim]]
     world.sleep(fault.start + length - world.now())
     world.stopped.add(victim)
+    # The others' holds last a ttl less the margin from their last ask the victim
+    # answered, sent an interval before the kill at most (a little more: ASK_SLACK).
+    b = world.bounds
+    holds_end = world.now() - b.interval - ASK_SLACK + b.ttl - fence_margin(b.ttl)
     world.nodes[victim].signal(signal.SIGKILL)
     world.nodes[victim].wait_exit(5)
     with ThreadPoolExecutor(1) as pool:  # the hook runs while etcd starts, as on a host
@@ -632,7 +647,7 @@ def etcd_all_crash(world: World, rng: random.Random) -> Fault:
     world.ledger.check("yaim --cleanup exits 0", ok, f"n{victim}: cleanup failed", world.now())
     world.timeline.stopped.begin(victim, cleaned)
     others = {a: nodes for a, nodes in before.items() if nodes != [victim]}
-    _kept(world, others, fault.start, up, OTHERS_KEPT, "etcd stopped")
+    _kept(world, others, fault.start, min(up, holds_end), OTHERS_KEPT, "etcd stopped")
     bound = world.bounds.after_outage
 
     def held(holders: Holders) -> bool:
@@ -648,8 +663,8 @@ def etcd_all_crash(world: World, rng: random.Random) -> Fault:
         world.ledger.note(REHELD, taken - up, f"n{victim}")
     world.ledger.check(
         f"a holder crashed in a whole-etcd outage: its addresses held again within {bound:.1f}"
-        " s of etcd back (the crash bound, + ttl while the promises to it end"
-        + (", + etcd's lease renewal)" if world.bounds.renewal else ")"),
+        " s of etcd back (the crash bound, + ttl while the promises to it end, +"
+        " etcd's lease renewal)",
         taken is not None,
         f"n{victim}'s {format_addresses(set(mine))} not all held {bound:.1f} s after etcd was"
         f" back: holders {format_holders(world.holders())}",
@@ -741,10 +756,7 @@ def _storm_sick(world: World, i: int) -> Callable[[], None]:
 
 
 def _storm_term(world: World, i: int) -> Callable[[], None]:
-    world.stopped.add(i)
-    world.nodes[i].signal(signal.SIGTERM)
-    world.nodes[i].wait_exit(10)
-    world.timeline.stopped.begin(i, world.now())
+    _terminate(world, i)
     return lambda: world.start(i)
 
 
@@ -834,9 +846,34 @@ def hostile(world: World, rng: random.Random) -> Fault:
     return fault
 
 
+MIGRATING = {"dcs-type": "etcd3", "dcs-migrate-from": "etcd"}
+
+
+def migrate(world: World, rng: random.Random) -> Fault:
+    """In a v2 world, a node restarts (SIGTERM, as the README's procedure) as a migrating
+    one, on both layouts (dcs-migrate-from), or back as a v2 node: the faults after it
+    meet a cluster of both kinds, as a rolling move from v2 to v3 (or its rollback) has
+    for a while. The world keeps the v3 pool in step and checks the v3 marks."""
+    (i,) = victims(world, rng)
+    back = i in world.migrating
+    fault = begin(world, "migrate", CLEAN, f"n{i} {'back to v2' if back else 'on both layouts'}")
+    _terminate(world, i)
+    config = world.nodes[i].config
+    if back:
+        world.migrating.discard(i)
+        config.pop("dcs-migrate-from")
+        config["dcs-type"] = "etcd"
+    else:
+        world.migrating.add(i)
+        config.update(MIGRATING)
+    play(world, rng, fault, rng.uniform(0.2, 1.0))
+    world.start(i)
+    return fault
+
+
 class Kind(NamedTuple):
     inject: Callable[[World, random.Random], Fault]
-    needs: str = ""  # a capability of the lab, empty: none
+    needs: str = ""  # a capability of the world (World.has), empty: none
 
 
 KINDS: Dict[str, Kind] = {
@@ -863,4 +900,5 @@ KINDS: Dict[str, Kind] = {
     "carrier-lost": Kind(carrier_lost),
     "link-flap": Kind(link_flap),
     "interface-deleted": Kind(interface_deleted),
+    "migrate": Kind(migrate, needs="v2"),
 }

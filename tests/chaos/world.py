@@ -96,6 +96,7 @@ class World:
         self.paused: Set[int] = set()
         self.cut: Set[int] = set()  # links down or impaired: not expected to take part
         self.stopped: Set[int] = set()  # stopped on purpose
+        self.migrating: Set[int] = set()  # on both layouts (dcs-migrate-from): a v2 world's
         self.pool: Set[IPAddress] = set()
         self.spare: List[IPAddress] = list(SPARE)
         self.analyser = Analyser(timeline, ledger)
@@ -211,10 +212,24 @@ class World:
     def name(self, i: int) -> str:
         return self.nodes[i].name
 
-    def keys(self) -> ClusterKeys:
-        """The operator's view of the cluster through a running member."""
+    def keys(self, dcs_type: Optional[str] = None) -> ClusterKeys:
+        """The operator's view of the cluster through a running member (of the world's
+        layout, or of `dcs_type`'s)."""
         running = [i for i in range(MEMBERS) if self.etcd.running(i)] or [0]
-        return ClusterKeys(self.etcd, self.dcs_type, endpoint=self.etcd.endpoints[running[0]])
+        endpoint = self.etcd.endpoints[running[0]]
+        return ClusterKeys(self.etcd, dcs_type or self.dcs_type, endpoint=endpoint)
+
+    def layouts(self) -> List[ClusterKeys]:
+        """Every layout the pool is kept in: a v2 world keeps the v3 one in step too, as
+        `yaimctl migrate` and a config with dcs-migrate-from do, so that any node may
+        become a migrating one (the migrate fault)."""
+        return [self.keys()] + ([self.keys("etcd3")] if self.dcs_type == "etcd" else [])
+
+    def has(self, capability: str) -> bool:
+        """Whether the world can run a fault kind that needs `capability`."""
+        return {"impairment": self.impairment is not None, "v2": self.dcs_type == "etcd"}[
+            capability
+        ]
 
     def holders(self) -> Holders:
         return self.observer.holders()
@@ -230,12 +245,14 @@ class World:
 
     def add_address(self, address: IPAddress) -> None:
         self.timeline.pool.begin(address, self.now())
-        self.keys().add(address)
+        for keys in self.layouts():
+            keys.add(address)
         self.pool.add(address)
 
     def remove_address(self, address: IPAddress) -> None:
         self.timeline.pool.end(address, self.now())
-        self.keys().remove(address)
+        for keys in self.layouts():
+            keys.remove(address)
         self.pool.discard(address)
         self.spare.append(address)
 
@@ -442,11 +459,27 @@ class World:
             seen = ",".join(f"n{n}" for n in holders.get(address, []))
             if marks.get(str(address)) != seen:
                 return f"{address}: marked by {marks.get(str(address))}, on {seen or 'none'}"
+        if self.dcs_type == "etcd":
+            problem = self._v3_marks_problem(marks)
+            if problem:
+                return problem
         expected = {self.name(i) for i in self.participants()}
         unhealthy = {self.name(i) for i in self.lab.node_indexes if not self.healthy[i]}
         nodes = keys.nodes()
         if not expected <= nodes or nodes & unhealthy:
             return f"node keys {sorted(nodes)}, expected {sorted(expected)}"
+        return None
+
+    def _v3_marks_problem(self, v2_marks: Dict[str, str]) -> Optional[str]:
+        """In a v2 world: each v3 mark is a migrating node's, the same node as the v2
+        mark names (a migrating node holds an address only with both)."""
+        names = {self.name(i) for i in self.migrating}
+        v3_marks = self.keys("etcd3").holders()
+        for address in self.pool:
+            v2_holder = v2_marks.get(str(address))
+            expected = v2_holder if v2_holder in names else None
+            if v3_marks.get(str(address)) != expected:
+                return f"{address}: v3 mark {v3_marks.get(str(address))}, v2 mark {v2_holder}"
         return None
 
     def check_marks(self) -> None:

@@ -14,16 +14,12 @@ from __future__ import annotations
 import ipaddress
 import json
 import secrets
-import subprocess
-from pathlib import Path
-from typing import Optional
 
 import pytest
 import yaml
 
-from lab.etcd import ClusterKeys, EtcdCluster, etcd_binary, etcd_release
-from tests.integration.conftest import b64, key_of
-from tests.integration.conftest import v3 as gateway
+from lab.etcd import ClusterKeys, EtcdCluster, check_v2store, etcdutl
+from tests.integration.conftest import key_of
 from yaim import ctl
 
 A, B = ipaddress.ip_address("198.51.100.1"), ipaddress.ip_address("2001:db8::1")
@@ -220,26 +216,8 @@ def test_a_server_without_v2_is_refused_as_nothing_to_migrate_from(no_v2, tmp_pa
     assert v3.pool() == set()
 
 
-def etcdutl() -> Optional[Path]:
-    """The etcdutl beside the etcd under test (the same package's), if it has `check
-    v2store`: trixie's 3.5.16 has none, sid's 3.5.30 has it."""
-    tool = Path(etcd_binary()).parent / "etcdutl"
-    if etcd_release() != (3, 5) or not tool.exists():
-        return None
-    probe = [str(tool), "check", "v2store", "--help"]
-    return tool if subprocess.run(probe, capture_output=True, timeout=60).returncode == 0 else None
-
-
-ETCDUTL = etcdutl()
-
-
-def check_v2store(data_dir: Path) -> subprocess.CompletedProcess:
-    argv = [str(ETCDUTL), "check", "v2store", "--data-dir", str(data_dir)]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
-
-
 @pytest.mark.skipif(
-    ETCDUTL is None,
+    etcdutl() is None,
     reason="needs YAIM_TEST_ETCD on an etcd 3.5 whose etcdutl beside it has `check v2store`"
     " (python -m lab.etcd_releases; YAIM_TEST_ETCD=.cache/etcd/sid/usr/bin/etcd)",
 )
@@ -252,7 +230,7 @@ def test_etcdutl_check_v2store_passes_after_remove_v2(tmp_path, capsys):
         v2_layout(etcd, v2)
         etcd.delete(f"{v2.root}/nodes/n1")
         etcd.delete(f"{v2.root}/ips/{A}/marked")
-        snapshot_past(etcd)
+        etcd.snapshot_past()
         data_dir = etcd.members[0].data_dir
         etcd.stop_member(0)
         dirty = check_v2store(data_dir)
@@ -261,7 +239,7 @@ def test_etcdutl_check_v2store_passes_after_remove_v2(tmp_path, capsys):
         etcd.start_member(0)
         assert run(capsys, argv)[0] == 0
         assert run(capsys, argv, "--remove-v2")[0] == 0
-        snapshot_past(etcd)
+        etcd.snapshot_past()
         etcd.stop_member(0)
         clean = check_v2store(data_dir)
         assert clean.returncode == 0, (clean.stdout, clean.stderr)
@@ -271,9 +249,3 @@ def test_etcdutl_check_v2store_passes_after_remove_v2(tmp_path, capsys):
 
 
 SNAPSHOT_COUNT = 5
-
-
-def snapshot_past(etcd: EtcdCluster) -> None:
-    """Changes enough (v3 keys outside yaim's) that the member snapshots after them."""
-    for n in range(2 * SNAPSHOT_COUNT + 2):
-        gateway(etcd, "/v3/kv/put", {"key": b64(f"/ymg-snapshot/{n}"), "value": b64("x")})
