@@ -14,7 +14,7 @@ import sys
 from types import ModuleType
 from typing import TYPE_CHECKING, Callable, List, Optional, Tuple
 
-from yaim import __version__
+from yaim import __version__, sdnotify
 from yaim.errors import ConfigError, YaimError
 from yaim.redact import Secrets
 
@@ -63,6 +63,8 @@ SYSLOG_FORMAT = "yaim[%(process)d]: %(levelname)s %(threadName)s: %(message)s"
 def log_handlers(cfg) -> List[logging.Handler]:
     """stderr, or the `log-file` and/or `log-syslog` the config names.
 
+    On a stderr that journald reads (a systemd service's), each line starts with its
+    syslog priority and has no timestamp of its own (yaim.sdnotify.JournalFormatter).
     The file handler reopens the file when logrotate moves it away, so neither
     copytruncate nor a signal is needed. ConfigError if one cannot be opened.
     """
@@ -88,7 +90,10 @@ def log_handlers(cfg) -> List[logging.Handler]:
             handler = make()
         except OSError as exc:
             raise ConfigError([f"{cfg.source}: {key}: cannot open it: {exc}"]) from None
-        handler.setFormatter(logging.Formatter(form))
+        stderr_to_journal = not key and sdnotify.journal_stderr()
+        handler.setFormatter(
+            sdnotify.JournalFormatter() if stderr_to_journal else logging.Formatter(form)
+        )
         handlers.append(handler)
     return handlers
 

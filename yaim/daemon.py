@@ -43,6 +43,7 @@ from yaim.metrics import CONTENT_TYPE, Metrics
 from yaim.peers import DEFAULT_PORT, Seal, read_secret
 from yaim.reload import reload
 from yaim.report import Report
+from yaim.sdnotify import ServiceManager
 from yaim.state import NodeState, Placement
 from yaim.status import Sources, StatusServer
 from yaim.threads.actuator import ActuatorThread
@@ -66,6 +67,7 @@ class Daemon:
         self.config = config
         self.stop = threading.Event()
         self.wakeup = Wakeup()
+        self.service_manager = ServiceManager()  # systemd's Type=notify, else no-ops
         self.signals: List[int] = []  # queued by the handlers, handled by the main loop
         self.crashed: List[str] = []
         self.metrics = Metrics()
@@ -203,12 +205,15 @@ class Daemon:
         self._start_status()
         for thread in self.threads:
             thread.start()
+        self.service_manager.ready(f"node {self.config.node_name} running")
         while not self.stop.is_set():
             asleep = time.monotonic()
             self.wakeup.wait(self.config.interval_s)
             self._note_freeze(asleep, time.monotonic())
             self._handle_signals()
             self._watch()
+            if not self.stop.is_set():  # alive: the loop runs and the actuator is not stuck
+                self.service_manager.watchdog(time.monotonic())
         self.shutdown()
         if self.crashed:
             log.critical("stopped because thread(s) crashed: %s", ", ".join(self.crashed))
@@ -253,9 +258,11 @@ class Daemon:
         while self.signals:
             signum = self.signals.pop(0)
             if signum == signal.SIGHUP:
+                self.service_manager.reloading()
                 self.config = reload(
                     self.config, self.health, self.notifier, lambda new: prepare_failsafe(new)[0]
                 )
+                self.service_manager.ready(f"node {self.config.node_name} running")
                 self.state.placement = Placement.of(self.config)
                 self.balancer.poke()  # a manual node's plan, a weight: plan with them now
             else:
@@ -286,6 +293,7 @@ class Daemon:
 
     def shutdown(self) -> None:
         """Every address off the interface, then the marks and the node key (yaim.shutdown)."""
+        self.service_manager.stopping()
         self.ledger.close()
         self.stop.set()
         for thread in self.threads:

@@ -9,7 +9,9 @@ inside that namespace on its loopback: yaim reaches it at 127.0.0.1:2379 as on a
 runs its own member, and nothing (no etcd in the tree, no bridge to the host, no route)
 has to be added for it.
 
-The tests share one container (module fixture) and run in file order. They take about
+The tests share one container (module fixture) and run in file order: the unit's user,
+capabilities and cleanup after SIGKILL; Type=notify (READY, RELOADING, the watchdog's kill
+of a SIGSTOPped yaim, cleanup and restart) and journald's priorities; the sandbox. They take about
 10 s with the tree cached, 80 s when debootstrap has to build it first. Without
 systemd-nspawn or debootstrap (`make deps` installs both) they are skipped, as without
 root, except under CI=true, where they fail.
@@ -243,6 +245,74 @@ def test_unit_runs_as_yaim_with_two_caps_and_cleans_up_after_sigkill(system: Sys
     assert system.addresses() == set()
     assert system.keys() == {"marked": [], "nodes": []}
     assert system.warnings() == []  # e.g. a netlink request the sandbox refused
+
+
+WATCHDOG = 3  # s: the test's WatchdogSec (a drop-in), well above the ttl as the unit's 30
+
+
+def journal_lines(system: System, *args: str) -> List[str]:
+    """yaim's journal lines (its own and systemd's about it), with `args` (-p warning)."""
+    argv = ["journalctl", "-u", "yaim", "--no-pager", "-o", "cat", *args]
+    return system.box.run(argv, check=False).stdout.splitlines()
+
+
+@pytest.mark.netns
+def test_notify_ready_watchdog_reload_and_journal_priorities(system: System) -> None:
+    """Type=notify: `systemctl start` returns once yaim said READY=1, and the unit is
+    active then; journald gets each line's priority (`-p warning` filters) and no second
+    timestamp; a reload goes through RELOADING=1 and READY=1; a SIGSTOPped yaim stops
+    sending WATCHDOG=1, and systemd kills it, runs ExecStopPost and restarts it."""
+    assert system.show("Type") == "notify"
+    start = len(journal_lines(system))
+    warnings_before = len(journal_lines(system, "-p", "warning"))
+    system.systemctl("start", "yaim")
+    assert system.systemctl("is-active", "yaim") == "active"  # READY=1 came first
+    wait_until(lambda: system.addresses() == {ADDRESS}, TIMEOUT, what="the address on ytsd0")
+    lines = journal_lines(system)[start:]
+    assert any(line.startswith("INFO ") and " took " in line for line in lines), lines
+    assert not [line for line in lines if re.match(r"\d{4}-\d\d-\d\d ", line)], lines
+
+    # A warning: the address removed by hand, yaim puts it back.
+    system.box.run(["ip", "addr", "del", f"{ADDRESS}/32", "dev", IFACE])
+    wait_until(lambda: system.addresses() == {ADDRESS}, TIMEOUT, what="the address back")
+    warned = wait_until(
+        lambda: journal_lines(system, "-p", "warning")[warnings_before:],
+        TIMEOUT,
+        what="a warning",
+    )
+    assert all(line.startswith("WARNING ") for line in warned), warned
+    assert any("re-adding" in line for line in warned), warned
+    assert all(" took " not in line for line in warned), warned
+
+    pid = int(system.show("MainPID"))
+    assert system.box.run(["systemctl", "reload", "yaim"], check=False).returncode == 0
+    assert system.systemctl("is-active", "yaim") == "active"
+    assert int(system.show("MainPID")) == pid  # reloaded in place
+
+    drop_in = "/etc/systemd/system/yaim.service.d/watchdog.conf"
+    system.box.run(["mkdir", "-p", drop_in.rsplit("/", 1)[0]])
+    system.box.write(drop_in, f"[Service]\nWatchdogSec={WATCHDOG}\n")
+    system.systemctl("daemon-reload")
+    system.systemctl("restart", "yaim")
+    wait_until(lambda: system.addresses() == {ADDRESS}, TIMEOUT, what="the address again")
+    restarts = int(system.show("NRestarts"))
+    pid = int(system.show("MainPID"))
+    hung = len(journal_lines(system))
+    system.systemctl("kill", "-s", "SIGSTOP", "yaim")
+    wait_until(
+        lambda: int(system.show("NRestarts")) == restarts + 1,
+        WATCHDOG + TIMEOUT,
+        what="the watchdog's kill and the restart",
+    )
+    told = journal_lines(system)[hung:]
+    assert any("Watchdog timeout" in line for line in told), told
+    assert any(f"removing {ADDRESS} from {IFACE}" in line for line in told), told  # cleanup
+    wait_until(lambda: system.addresses() == {ADDRESS}, TIMEOUT, what="the address after it")
+    assert int(system.show("MainPID")) != pid
+    system.box.run(["rm", drop_in])
+    system.systemctl("daemon-reload")
+    system.systemctl("stop", "yaim")
+    assert system.addresses() == set()
 
 
 def exposure(system: System) -> float:
