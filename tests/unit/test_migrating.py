@@ -141,6 +141,9 @@ class Layout:
     def ttl_start(self, sent_at):
         return sent_at - 0.5 if self.name == "v3" else sent_at
 
+    def note_conflict(self, address, note):
+        self.calls.append(f"{self.name} conflict {address}")
+
 
 @pytest.fixture
 def pair():
@@ -284,3 +287,29 @@ def test_the_key_picks_the_backend_of_both_layouts(tmp_path):
     assert isinstance(store, Backend) and isinstance(store, dcs.DCS)
     assert not store.CACHEABLE and not isinstance(dcs.connect(plain), Backend)
     assert isinstance(store.clone(), Backend)
+
+
+@pytest.mark.parametrize(
+    "v2_nodes, v3_nodes, layouts",
+    [
+        (("n1", "n2"), ("n1",), ["v2"]),  # v2 nodes run: the layout they read
+        (("n1",), ("n1", "n3"), ["v3"]),  # v3 nodes run
+        (("n1",), ("n1",), ["v3"]),  # migrating nodes only
+        (("n2",), ("n3",), ["v2", "v3"]),  # both kinds (an error of the operator's)
+        (None, None, ["v2", "v3"]),  # no read yet
+    ],
+)
+def test_a_conflicts_note_goes_to_the_layout_the_single_layout_nodes_read(
+    v2_nodes, v3_nodes, layouts
+):
+    def nodes(names):
+        return Snapshot(pool=frozenset(), marks={}, nodes=frozenset(names or ()))
+
+    new, old = Reads("v3", nodes(v3_nodes)), Reads("v2", nodes(v2_nodes))
+    store = Backend.of(new, old)
+    if v2_nodes is not None:
+        store.read()
+    store.note_conflict(A, "{}")
+    assert [name for name in ("v2", "v3") if f"{name} conflict {A}" in new.calls + old.calls] == (
+        layouts
+    )

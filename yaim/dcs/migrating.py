@@ -50,9 +50,19 @@ this node takes it in neither layout and fences a claim on it. Nodes, drain flag
 `out` keys and `conflicts` notes come from both layouts (a node is the same node by
 name; v3's values win), the `rebalance` key from either.
 
-What it writes: node keys, `out` keys, the operator's changes (pool, drain, rebalance)
-and `conflicts` notes go to both layouts, so that v2 nodes and yaimctl see them; the
-`released` note only to v3, the layout whose mark numbers it names. It is not
+What it writes: node keys, `out` keys and the operator's changes (pool, drain,
+rebalance) go to both layouts, so that v2 nodes and yaimctl see them; the `released`
+note only to v3, the layout whose mark numbers it names. A `conflicts` note goes to the
+layout the single-layout nodes of the last read use (v2 while v2 nodes run, v3 once v3
+nodes do; v3 when every node is a migrating one; both before the first read, or when
+both kinds run): there is one copy, so any node that sees it can clear it. Two copies
+would not survive a clear: the frozen holder that answered clears the note when it
+wakes, and a v2 node clears only the v2 copy, so the v3 one would keep every migrating
+node off the address for the rest of `conflict-backoff` (a chaos run met it: a paused
+v2 holder, an address planned for the migrating node, unheld 40 s and on). A node that
+misses the note (a v2 node that had no node key at the write) only probes the address
+itself and finds the same host: the note saves probes, the probe is what keeps the
+address off a host that has it. It is not
 CACHEABLE: the balancer reads both layouts in full every round, and the watch follows
 the v3 layout (its wake-ups are only a shortcut; a change made by a v2 node is seen at
 the next round, one interval later at most). A migration is a short affair: safety, not
@@ -174,6 +184,7 @@ class Backend:
         self._conflicts: Dict[str, Tuple[str, str]] = {}  # logged, and still seen
         self._last_mixed: Mixed = None  # v2-only and v3-only nodes of the last read
         self._said_mixed: Mixed = None
+        self._note_layouts: Tuple[DCS, ...] = self.layouts  # where a conflicts note goes
 
     def clone(self) -> Backend:
         return Backend.of(self.primary.clone(), self.legacy.clone())
@@ -253,7 +264,10 @@ class Backend:
                     self.node,
                 )
         self._conflicts = merged.conflicts
-        self._mixed(frozenset(old.nodes - new.nodes), frozenset(new.nodes - old.nodes))
+        v2, v3 = frozenset(old.nodes - new.nodes), frozenset(new.nodes - old.nodes)
+        self._mixed(v2, v3)
+        used = tuple(layout for layout, nodes in zip(self.layouts, (v2, v3)) if nodes)
+        self._note_layouts = used or (self.primary,)
         return merged.snapshot
 
     def _mixed(self, v2: FrozenSet[str], v3: FrozenSet[str]) -> None:
@@ -370,10 +384,11 @@ class Backend:
         old = self.legacy.delete_mark(address)
         return self.primary.release_mark(address, mark) or old
 
-    # --- notes, in both layouts (the `released` note goes with release_mark) ---
+    # --- notes (the `released` note goes with release_mark) ---
 
     def note_conflict(self, address: IPAddress, note: str) -> None:
-        for layout in self.layouts:
+        """In the layout the single-layout nodes read (the module's text says why one)."""
+        for layout in self._note_layouts:
             layout.note_conflict(address, note)
 
     def clear_conflict(self, address: IPAddress, note: str) -> bool:
