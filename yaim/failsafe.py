@@ -58,17 +58,23 @@ class Tries(NamedTuple):
     success: Optional[float]
     failure: Optional[float]
 
+    @property
+    def failing(self) -> bool:
+        """Whether the latest try failed: only a later success of the same handle undoes it."""
+        return self.failure is not None and (self.success is None or self.failure > self.success)
+
 
 def etcd_answers(handles: Iterable[Tries], now: float, ttl: float) -> bool:
     """Whether etcd answers this node: no handle's latest try failed, and one worked less
-    than ttl / 2 ago (the heartbeat and the balancer make requests every interval, and
-    ttl is 3 x interval at least). The first try that fails counts at once, not the end
+    than ttl / 2 ago (the heartbeat makes requests every interval, and ttl is 3 x interval
+    at least; the balancer's look at a quiet cache makes none, but never after a failed
+    try of its own: yaim.threads.balancer). The first try that fails counts at once, not the end
     of its retries: a mark may be due before them, and the peers must be able to say so
     as soon as the asker asks. A handle's failure is undone by its own success only: a
     v2 member without quorum still answers the balancer's reads while the heartbeat's
     writes fail."""
     handles = list(handles)
-    if any(h.failure is not None and (h.success is None or h.failure > h.success) for h in handles):
+    if any(h.failing for h in handles):
         return False
     successes = [h.success for h in handles if h.success is not None]
     return bool(successes) and now - max(successes) < ttl / 2

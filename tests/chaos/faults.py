@@ -416,8 +416,8 @@ def etcd_member(world: World, rng: random.Random) -> Fault:
     leader = world.leader()
     member = rng.choice([m for m in range(MEMBERS) if m != leader])
     length = rng.uniform(1.0, 5.0)
+    before = world.at_rest()
     fault = begin(world, "etcd-member", HARD, f"m{member} for {length:.1f}s")
-    before = world.holders()
     world.etcd.stop_member(member, sig=signal.SIGKILL)
     world.sleep(length)
     world.etcd.start_member(member)
@@ -441,8 +441,9 @@ def etcd_freeze(world: World, rng: random.Random) -> Fault:
     others = [m for m in range(MEMBERS) if m != member]
     length = rng.uniform(2.0, 6.0)
     role = "leader" if member == leader else "follower"
+    before = world.at_rest()
     fault = begin(world, "etcd-freeze", HARD, f"{role} m{member} for {length:.1f}s")
-    since, before = fault.start, world.holders()
+    since = fault.start
     proc = world.etcd.members[member].proc
     if member == leader:
         world.timeline.dcs_down.begin("etcd", world.now())
@@ -450,6 +451,7 @@ def etcd_freeze(world: World, rng: random.Random) -> Fault:
     if member == leader:
         world.timeline.dcs_down.end("etcd", world.wait_etcd(others))
         world.settle(fault)
+        world.at_rest()
     world.sleep(fault.start + length - world.now())
     if member == leader:
         since, before = world.now(), world.holders()
@@ -519,8 +521,8 @@ def _etcd_down(world: World, rng: random.Random, kind: str, detail: str) -> Tupl
     fault, and the holders when it began."""
     world.wait_views()
     how = rng.choice([signal.SIGKILL, signal.SIGTERM])
+    before = world.at_rest()
     fault = begin(world, kind, HARD, f"{how.name} {detail}")
-    before = world.holders()
     world.timeline.dcs_down.begin("etcd", world.now())
     for m in range(MEMBERS):
         world.etcd.stop_member(m, sig=how)
@@ -827,8 +829,8 @@ def hostile(world: World, rng: random.Random) -> Fault:
     can have, unreadable `released` notes on held addresses. Nothing moves, every node
     keeps running and yaimctl answers; the keys are deleted at the end."""
     value, name = rng.choice(HOSTILE_VALUES), rng.choice(HOSTILE_NAMES)
+    before, keys = world.at_rest(), world.keys()
     fault = begin(world, "hostile", CLEAN, f"name {name[:12]!r}, value {value[:12]!r}")
-    before, keys = world.holders(), world.keys()
     held = sorted(str(a) for a, nodes in before.items() if nodes)
     notes = [f"/released/{address}" for address in rng.sample(held, min(2, len(held)))]
     pool_entry = None if world.dcs_type == "etcd" else b""

@@ -25,8 +25,8 @@ WORD = re.compile(r"^[a-z][a-z0-9.+_-]*$")
 PROGRAM = re.compile(r"^/(usr/)?s?bin/[A-Za-z0-9.+_-]+$")
 
 # Not installed by `make deps`, and why.
-ESSENTIAL = {"sh", "cat", "id", "touch", "find", "umount", "apt-get", "dpkg", "dpkg-query"}
-ESSENTIAL |= {"dpkg-statoverride", "dpkg-deb"}  # Debian's Essential and required packages
+ESSENTIAL = {"sh", "cat", "id", "touch", "mkdir", "rm", "find", "umount", "apt-get", "dpkg"}
+ESSENTIAL |= {"dpkg-query", "dpkg-statoverride", "dpkg-deb"}  # Essential and required
 PACKAGE_TOOLS = {"rpm", "rpmbuild", "rpmlint"}  # `make pkg-deps`
 IN_THE_TREE = {"systemctl", "journalctl"}  # run inside the booted systemd tree (lab/nspawn.py)
 UNDER_TEST = {"yaim", "yaimctl"}  # what the package under test installs

@@ -88,7 +88,7 @@ class SyncingDCS(NotedDCS):
         self.feed = feed
         self.revision = 10
         self.calls: List[str] = []
-        self.last_success = None
+        self.last_success = self.last_failure = None
 
     def read(self):
         self.calls.append("read")
@@ -123,6 +123,23 @@ def test_the_balancer_looks_through_a_live_cache_and_syncs_only_after_a_change()
     store.last_success = time.monotonic()  # the balancer wrote (a mark made again, say)
     thread._look()
     assert len(store.calls) == 4, "a look older than its own write would miss it"
+
+
+def test_after_a_failed_try_the_balancer_looks_through_a_request_though_the_cache_is_quiet():
+    """Only a request that works undoes a failed one for the failsafe (etcd_answers)."""
+    feed = Feed(ROOT, pool_dirs=False)
+    store = SyncingDCS([V4], feed)
+    thread = healthy_balancer(store, Ledger("n1", 3.0), feed=feed)
+    feed.reset([Entry(POOL, "")], 10, time.monotonic())
+    thread._look()
+    thread._look()
+    assert store.calls == ["sync"], "quiet"
+    store.last_failure = time.monotonic() + 1.0  # a sync write that timed out, say
+    thread._look()
+    assert store.calls == ["sync", "sync"], "a failed try: a request, though nothing changed"
+    store.last_failure = store.last_success - 1.0  # that sync worked
+    thread._look()
+    assert store.calls == ["sync", "sync"], "quiet again"
 
 
 def test_only_a_change_that_asks_something_of_this_node_makes_a_sync_write():

@@ -21,6 +21,7 @@ from yaim.claims import Ledger
 from yaim.conflicts import Ahead, Conflicts, Handovers
 from yaim.dcs import DCS
 from yaim.events import RELEASE, words
+from yaim.failsafe import Tries
 from yaim.state import NodeState, Reading
 from yaim.threads.base import DCSWorker
 from yaim.threads.failsafe import Policy
@@ -124,10 +125,17 @@ class BalancerThread(DCSWorker):
         return self._work(view).empty()
 
     def _unwritten(self, last: Synced) -> bool:
-        """Nothing written through this thread's handle since `last`, and no read wanted
-        (yaim.failsafe.Membership): a look older than a write of its own would miss it."""
+        """Nothing written through this thread's handle since `last`, its latest try did not
+        fail, and no read wanted (yaim.failsafe.Membership): a look older than a write of
+        its own would miss it, and after a failed try only a request that works tells the
+        failsafe that etcd answers again (yaim.failsafe.etcd_answers). Found so (v2 chaos):
+        one sync write timed out in an etcd leader's election, the cache then stayed quiet,
+        the rounds looked at it without a request, and the node had no failsafe view for
+        17 s: it refused every peer's hold, and an address went when etcd did."""
         now = time.monotonic()
         if (self.dcs.last_success or 0.0) > last.seen_at:
+            return False
+        if Tries(self.dcs.last_success, self.dcs.last_failure).failing:
             return False
         return not self.policy.membership.wants_read(last.sent_at, now)
 
