@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from types import ModuleType
 from typing import TYPE_CHECKING, Callable, List, Optional, Tuple
@@ -37,8 +38,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument(
         "-c",
         "--config",
-        default="yaim.yml",
-        help="configuration file (default: ./yaim.yml, in the directory yaim is started from)",
+        help="configuration file (default: $YAIM_CONFIG, else ./yaim.yml, in the directory"
+        " yaim is started from)",
     )
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument(
@@ -154,12 +155,13 @@ def mask_in_logs(cfg) -> None:
             handler.formatter.secrets = (handler.formatter.secrets[-1], secrets)
 
 
-def load_or_report(path: str) -> Optional[config.Config]:
-    """The configuration, or None after printing every problem, one per line, to stderr."""
+def load_or_report(given: Optional[str], system_fallback: bool = False) -> Optional[config.Config]:
+    """The configuration (`given` by -c, else found by yaim.config.config_path), or None
+    after printing every problem, one per line, to stderr."""
     from yaim import config
 
     try:
-        return config.load(path)
+        return config.load(config.config_path(given, os.environ, system_fallback))
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)

@@ -52,7 +52,7 @@ from yaim.names import BadName, check_name, shown
 from yaim.redact import mask_dsn, mask_url
 from yaim.view import WEIGHT_LIMIT, Endpoint
 
-__all__ = ["Config", "listen_address", "load"]
+__all__ = ["Config", "config_path", "listen_address", "load"]
 
 ENV_PREFIX = "YAIM_"
 
@@ -297,6 +297,29 @@ def _parse(given: Mapping[str, _Given], path: str) -> Tuple[Dict[str, Any], List
                 where = f"{_origin(given, rule.keys, path)}: {_kebab(rule.keys[0])}"
                 problems.append(f"{where}: {problem}")
     return values, problems
+
+
+CONFIG_VARIABLE = "YAIM_CONFIG"  # names the file for both commands (not a key's override)
+LOCAL_FILE = "yaim.yml"  # in the directory the command runs in
+SYSTEM_FILE = "/etc/yaim/yaim.yml"  # where the packages put it
+
+
+def config_path(
+    given: Optional[str],
+    environ: Mapping[str, str],
+    system_fallback: bool = False,
+    exists: Callable[[str], bool] = os.path.exists,
+) -> str:
+    """The file to read: -c, else YAIM_CONFIG, else ./yaim.yml. With `system_fallback`
+    (yaimctl), /etc/yaim/yaim.yml when ./yaim.yml does not exist: an operator's shell is
+    rarely in the daemon's directory, and the packaged daemon reads that file."""
+    if given:
+        return given
+    if environ.get(CONFIG_VARIABLE):
+        return environ[CONFIG_VARIABLE]
+    if system_fallback and not exists(LOCAL_FILE):
+        return SYSTEM_FILE
+    return LOCAL_FILE
 
 
 def load(path: str, environ: Optional[Mapping[str, str]] = None) -> Config:

@@ -638,7 +638,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         ),
     )
     parser.add_argument(
-        "-c", "--config", default="yaim.yml", help="configuration file (default: ./yaim.yml)"
+        "-c",
+        "--config",
+        help="configuration file (default: $YAIM_CONFIG, else ./yaim.yml if it exists, else"
+        " /etc/yaim/yaim.yml)",
     )
     parser.add_argument("--version", action="version", version="yaimctl " + __version__)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -737,7 +740,7 @@ def own_word(status_listen: str, timeout: float = 2.0) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    cfg = load_or_report(args.config)
+    cfg = load_or_report(args.config, system_fallback=True)
     if cfg is None:
         return EXIT_REFUSED
     secrets = Secrets.of(cfg)  # nothing printed quotes a password of the config

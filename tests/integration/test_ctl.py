@@ -29,7 +29,7 @@ from tests.integration.conftest import (
     unchanged_for,
     yaimctl,
 )
-from yaim import ctl
+from yaim import cli, config, ctl
 
 EXTRA = ipaddress.ip_address("198.51.100.120")
 OUTSIDE = "192.0.2.50"  # valid, but outside the lab's allowed-networks
@@ -156,6 +156,30 @@ def test_an_unreachable_dcs_exits_1_with_one_line(tmp_path, capsys):
     # input is checked before the DCS is asked: refused, not unreachable
     assert ctl.main(["-c", str(path), "ips", "add", "nonsense", "--json"]) == 2
     assert ctl.main(["-c", str(tmp_path / "missing.yml"), "ips"]) == 2
+
+
+def test_both_commands_find_the_file_yaim_config_names_and_yaimctl_falls_back_to_etc(
+    tmp_path, capsys, monkeypatch
+):
+    closed = f"http://127.0.0.1:{_free_port()}"
+    settings = {"dcs-endpoints": [closed], "interface": "lo", "checker-type": "none"}
+    text = yaml.safe_dump({**settings, "retry-after": 10})
+    named, system, empty = tmp_path / "named.yml", tmp_path / "system.yml", tmp_path / "empty"
+    named.write_text(text)
+    empty.mkdir()
+    monkeypatch.chdir(empty)  # no ./yaim.yml here
+    monkeypatch.setattr(config, "SYSTEM_FILE", str(system))
+    monkeypatch.setenv("YAIM_CONFIG", str(named))
+    assert cli.main(["--check-config"]) == 0 and closed in capsys.readouterr().out
+    assert ctl.main(["ips"]) == 1, "the named file was read: its DCS does not answer"
+    capsys.readouterr()
+    monkeypatch.delenv("YAIM_CONFIG")
+    assert ctl.main(["ips"]) == 2, "no ./yaim.yml, no system file"
+    assert str(system) in capsys.readouterr().err
+    system.write_text(text)
+    assert ctl.main(["ips"]) == 1, "the system file was read"
+    assert cli.main(["--check-config"]) == 2, "the daemon reads ./yaim.yml only"
+    assert "yaim.yml" in capsys.readouterr().err
 
 
 @pytest.mark.netns

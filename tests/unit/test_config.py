@@ -1039,3 +1039,19 @@ def test_auto_is_on_wherever_a_peer_secret_is_given(tmp_path):
 def test_peer_listen_is_host_port(tmp_path):
     assert load(tmp_path, {"peer-listen": "[2001:db8::1]:9721"}).peer_listen == "[2001:db8::1]:9721"
     assert "must be HOST:PORT" in one_problem(tmp_path, {"peer-listen": "9721"})
+
+
+@pytest.mark.parametrize(
+    "given, environ, fallback, local, chosen",
+    [
+        ("my.yml", {"YAIM_CONFIG": "env.yml"}, True, False, "my.yml"),  # -c wins
+        (None, {"YAIM_CONFIG": "env.yml"}, True, False, "env.yml"),  # then the variable
+        (None, {}, False, False, "yaim.yml"),  # the daemon: ./yaim.yml, as the seed says
+        (None, {}, True, True, "yaim.yml"),  # yaimctl where ./yaim.yml exists
+        (None, {}, True, False, "/etc/yaim/yaim.yml"),  # yaimctl anywhere else
+    ],
+)
+def test_the_config_file_is_the_option_the_variable_or_the_local_then_system_file(
+    given, environ, fallback, local, chosen
+):
+    assert config.config_path(given, environ, fallback, exists=lambda path: local) == chosen
