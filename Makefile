@@ -30,8 +30,8 @@ integration: deps venv
 	$(PY) -m pytest -q tests/integration
 
 lint: venv
-	$(VENV)/bin/ruff check yaim tests bench lab
-	$(VENV)/bin/ruff format --check yaim tests bench lab
+	$(VENV)/bin/ruff check yaim tests bench lab packaging
+	$(VENV)/bin/ruff format --check yaim tests bench lab packaging
 	$(VENV)/bin/vermin --no-tips --violations --eval-annotations -t=3.7- yaim
 
 demo: deps venv

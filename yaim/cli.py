@@ -30,7 +30,8 @@ EXIT_OK, EXIT_FATAL, EXIT_CONFIG = 0, 1, 2
 QUIET = ("urllib3", "asyncio")
 
 
-def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (also the source of the manual page: packaging/generate.py)."""
     parser = argparse.ArgumentParser(
         prog="yaim",
         description="Keep a pool of virtual IP addresses on healthy nodes, coordinated in etcd.",
@@ -53,7 +54,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help="remove every labelled address and this node's marks, exit 0",
     )
     parser.add_argument("--version", action="version", version="yaim " + __version__)
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(threadName)s: %(message)s"

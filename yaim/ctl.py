@@ -622,7 +622,8 @@ COMMANDS: Dict[str, Callable[[dcs.DCS, config.Config, argparse.Namespace], Outpu
 }
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (also the source of the manual page: packaging/generate.py)."""
     json_flag = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: a subcommand's default must not reset a --json given before it.
     json_flag.add_argument(
@@ -708,7 +709,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             " (exit 2) while a node runs on v2 or the v3 layout lacks a v2 key"
         ),
     )
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def own_word(status_listen: str, timeout: float = 2.0) -> str:

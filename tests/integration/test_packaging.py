@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gzip
 import ipaddress
 import os
 import pwd
@@ -40,6 +41,15 @@ UNIT_DIR = Path("/lib/systemd/system")
 CONFIG = Path("/etc/yaim/yaim.yml")
 DEFAULTS = Path("/etc/default/yaim")
 INIT_SCRIPT = "/etc/init.d/yaim"
+LOGROTATE = Path("/etc/logrotate.d/yaim")
+# Made from the code (packaging/generate.py) or shared with the RPM (packaging/).
+MADE = [
+    "/usr/share/man/man8/yaim.8.gz",
+    "/usr/share/man/man8/yaimctl.8.gz",
+    "/usr/share/man/man5/yaim.yml.5.gz",
+    "/usr/share/bash-completion/completions/yaimctl",
+    "/usr/lib/sysusers.d/yaim.conf",
+]
 PIDFILE = Path("/run/yaim.pid")
 LOG_DIR = Path("/var/log/yaim")
 # systemd starts services with an empty environment and this PATH.
@@ -200,9 +210,15 @@ def test_installed_package_holds_its_files_and_a_valid_example(installed):
     depends = run(["dpkg-query", "-W", "-f=${Depends}", "yaim"]).stdout
     assert "python3-etcd" in depends, depends
     assert "pyroute2" not in depends and "python3-requests" not in depends, depends
+    assert "systemd | systemd-standalone-sysusers" in depends and "adduser" not in depends
     conffiles = run(["dpkg-query", "-W", "-f=${Conffiles}", "yaim"]).stdout
-    for path in (CONFIG, DEFAULTS, Path(INIT_SCRIPT)):
+    for path in (CONFIG, DEFAULTS, Path(INIT_SCRIPT), LOGROTATE):
         assert f" {path} " in conffiles
+    assert [path for path in MADE if not os.path.exists(path)] == []
+    assert "su yaim yaim" in LOGROTATE.read_text()
+    with gzip.open("/usr/share/man/man5/yaim.yml.5.gz", "rt") as handle:
+        page = handle.read()
+    assert page.startswith(".") and "dcs\\-endpoints" in page
     etc = Path("/etc/yaim").stat()
     yaim = pwd.getpwnam("yaim")
     assert (etc.st_mode & 0o777, etc.st_uid, etc.st_gid) == (0o750, 0, yaim.pw_gid)
@@ -363,6 +379,8 @@ def leftovers() -> List[str]:
         "/usr/lib/python3/dist-packages/yaim",
         f"/usr/lib/python3/dist-packages/yaim-{__version__}.dist-info",
         "/usr/share/doc/yaim",
+        str(LOGROTATE),
+        *MADE,
         str(LOG_DIR),
         str(PIDFILE),
     ]
@@ -405,10 +423,15 @@ def test_make_rpm_holds_units_config_and_package():
         "/usr/bin/yaim",
         f"{sitelib}/cli.py",
         f"{sitelib}/actuator/netlink.py",
+        "/usr/lib/sysusers.d/yaim.conf",
+        "/usr/share/bash-completion/completions/yaimctl",
     ):
         assert path in files
+    pages = {Path(f).name.split(".gz")[0] for f in files if "/man/man" in f}
+    assert pages == {"yaim.8", "yaimctl.8", "yaim.yml.5"}
+    assert any(f.endswith("/LICENSE") for f in files)
     config = run(["rpm", "-qp", "--configfiles", str(package)]).stdout.split()
-    assert config == ["/etc/yaim/yaim.yml"]
+    assert config == ["/etc/logrotate.d/yaim", "/etc/yaim/yaim.yml"]
     scripts = run(["rpm", "-qp", "--scripts", str(package)]).stdout
     assert "useradd" in scripts and "systemctl" in scripts
     lint = run(
