@@ -25,7 +25,7 @@ WORD = re.compile(r"^[a-z][a-z0-9.+_-]*$")
 PROGRAM = re.compile(r"^/(usr/)?s?bin/[A-Za-z0-9.+_-]+$")
 
 # Not installed by `make deps`, and why.
-ESSENTIAL = {"sh", "cat", "id", "touch", "mkdir", "rm", "find", "umount", "apt-get", "dpkg"}
+ESSENTIAL = {"sh", "bash", "cat", "id", "touch", "mkdir", "rm", "find", "umount", "apt-get", "dpkg"}
 ESSENTIAL |= {"dpkg-query", "dpkg-statoverride", "dpkg-deb"}  # Essential and required
 PACKAGE_TOOLS = {"rpm", "rpmbuild", "rpmlint"}  # `make pkg-deps`
 IN_THE_TREE = {"systemctl", "journalctl"}  # run inside the booted systemd tree (lab/nspawn.py)
