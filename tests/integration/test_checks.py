@@ -1,7 +1,8 @@
 """Health checks against real services, alone and in the namespace lab.
 
-First the postgres checker against a throw-away PostgreSQL cluster and a pgbouncer
-(transaction pooling, one server connection) in the root namespace. Then whole
+First the postgres checker, on psycopg 3 and on psycopg2, against a throw-away
+PostgreSQL cluster and a pgbouncer (transaction pooling, one server connection) in the
+root namespace. Then whole
 daemons in the lab (marked netns): a PostgreSQL that stops and starts again in
 node 1's namespace, a shell check that hangs, one that is slow while the cluster
 has to act, and one that flaps. Timing as in test_daemon.py: interval 500 ms,
@@ -11,6 +12,7 @@ ttl 2000 ms, and the observer fails a test on any address seen on two nodes.
 from __future__ import annotations
 
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -41,9 +43,12 @@ def server():
         yield pg
 
 
-@pytest.fixture
-def pg(server):
-    """The module's server, running (a test may have stopped it)."""
+@pytest.fixture(params=["psycopg", "psycopg2"])
+def pg(request, server, monkeypatch):
+    """The module's server, running (a test may have stopped it), checked through psycopg
+    3 and through psycopg2, the driver where psycopg 3 is missing (import psycopg fails)."""
+    if request.param == "psycopg2":
+        monkeypatch.setitem(sys.modules, "psycopg", None)
     if not server.running:
         server.start()
     return server

@@ -208,7 +208,9 @@ def test_installed_package_holds_its_files_and_a_valid_example(installed):
     )
     assert where.stdout.startswith("/usr/lib/python3/dist-packages/yaim/"), where.stdout
     depends = run(["dpkg-query", "-W", "-f=${Depends}", "yaim"]).stdout
-    assert "python3-etcd" in depends, depends
+    recommends = run(["dpkg-query", "-W", "-f=${Recommends}", "yaim"]).stdout
+    assert "python3-etcd" in recommends and "python3-etcd" not in depends, depends
+    assert "python3-psycopg (>= 3) | python3-psycopg2" in recommends, recommends
     assert "pyroute2" not in depends and "python3-requests" not in depends, depends
     assert "systemd | systemd-standalone-sysusers" in depends and "adduser" not in depends
     conffiles = run(["dpkg-query", "-W", "-f=${Conffiles}", "yaim"]).stdout

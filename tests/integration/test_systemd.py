@@ -48,7 +48,6 @@ PACKAGES = [
     "systemd",
     "systemd-sysv",
     "dbus",
-    "adduser",
     "iproute2",
     "procps",
     "python3",

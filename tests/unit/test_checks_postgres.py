@@ -13,12 +13,20 @@ from lab.postgres import postgres_checker
 from yaim.errors import CheckError
 
 
-def test_without_psycopg_the_error_says_what_to_install(monkeypatch):
+def test_without_a_driver_the_error_says_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "psycopg", None)  # import psycopg raises ImportError
+    monkeypatch.setitem(sys.modules, "psycopg2", None)
     with pytest.raises(CheckError) as caught:
         postgres_checker("host=127.0.0.1")
-    assert "checker-type postgres needs psycopg 3" in str(caught.value)
+    assert "checker-type postgres needs psycopg 3 or psycopg2" in str(caught.value)
     assert "python3-psycopg" in str(caught.value)
+
+
+def test_without_psycopg_3_psycopg2_checks(monkeypatch):
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    checker = postgres_checker("host=db.example port=6432 password=hunter2")
+    assert checker.driver.module.__name__ == "psycopg2"
+    assert checker.target == "PostgreSQL at db.example:6432"
 
 
 def test_a_malformed_dsn_is_refused_at_start():

@@ -38,11 +38,12 @@ def modules_after(code: str) -> set:
 def test_a_checker_whose_library_is_missing_is_exit_2_naming_the_key(
     tmp_path, capsys, monkeypatch, argv
 ):
-    monkeypatch.setitem(sys.modules, "psycopg", None)  # import psycopg raises ImportError
+    for driver in ("psycopg", "psycopg2"):  # import raises ImportError
+        monkeypatch.setitem(sys.modules, driver, None)
     path = write(tmp_path, **POSTGRES)
     assert cli.main([*argv, "-c", path]) == 2
     captured = capsys.readouterr()
-    line = f"{path}: checker-type: postgres needs psycopg 3, which cannot be imported ("
+    line = f"{path}: checker-type: postgres needs psycopg 3 or psycopg2, and neither can be"
     assert line in captured.err and "install python3-psycopg" in captured.err
     assert "interface" not in captured.err, "found before the interface is looked at"
     assert captured.out == ""
@@ -53,7 +54,8 @@ def test_a_backend_whose_library_is_missing_is_exit_2_naming_the_key(tmp_path, c
     monkeypatch.delitem(sys.modules, "yaim.dcs.etcd2", raising=False)
     path = write(tmp_path, **{"dcs-type": "etcd", "checker-type": "none"})
     assert cli.main(["--check-config", "-c", path]) == 2
-    assert f"{path}: dcs-type: etcd cannot be loaded: " in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert f"{path}: dcs-type: etcd cannot be loaded: " in err and "python3-etcd" in err
 
 
 def test_with_every_library_there_the_check_passes(tmp_path, capsys):

@@ -1,8 +1,10 @@
 """`checker-type: postgres`: healthy iff `postgres-query` succeeds and the first column
 of its first row is true-ish, on a PostgreSQL server or through a pgbouncer.
 
-psycopg 3 is imported only here, so yaim needs it only when this checker is chosen
-(`pip install yaim[postgres]`, or Debian's python3-psycopg).
+The driver is imported only here, so yaim needs it only when this checker is chosen:
+psycopg 3 (`pip install yaim[postgres]`, Debian's python3-psycopg), or psycopg2 where
+psycopg 3 is missing (Debian 11, Ubuntu 22.04, RHEL's python3-psycopg2). `_Driver`
+holds the few calls in which they differ; everything below is the same for both.
 
 One connection (autocommit) is kept between checks and opened anew after any failure.
 `check-timeout` bounds a check three ways, each chosen to work through pgbouncer:
@@ -29,13 +31,14 @@ One connection (autocommit) is kept between checks and opened anew after any fai
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
 import os
 import queue
 import socket
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Dict, Optional
 
 from yaim.checks import BaseChecker, CheckResult
 from yaim.errors import CheckError
@@ -44,25 +47,69 @@ REASON_LIMIT = 300  # characters of a server's error message kept for the reason
 STATEMENT_SHARE = 0.9  # of the time left when the query is sent, for statement_timeout
 
 
+DRIVERS = ("psycopg", "psycopg2")  # preferred first
+
+
+def _driver_module() -> Any:
+    """psycopg 3, else psycopg2; ImportError naming why neither, if neither imports."""
+    problems = []
+    for name in DRIVERS:
+        try:
+            return importlib.import_module(name)
+        except ImportError as exc:
+            problems.append(str(exc))
+    raise ImportError("; ".join(problems))
+
+
 def unavailable() -> Optional[str]:
     """What this checker lacks here, None if nothing (yaim.checks.unavailable)."""
     try:
-        import psycopg  # noqa: F401
+        _driver_module()
     except ImportError as exc:
         return (
-            f"postgres needs psycopg 3, which cannot be imported ({exc}):"
-            " install python3-psycopg, or pip install 'yaim[postgres]'"
+            f"postgres needs psycopg 3 or psycopg2, and neither can be imported ({exc}):"
+            " install python3-psycopg (or python3-psycopg2), or pip install 'yaim[postgres]'"
         )
     return None
 
 
-def _import_psycopg() -> Any:
-    problem = unavailable()
-    if problem is not None:
-        raise CheckError("checker-type " + problem)
-    import psycopg
+class _Driver:
+    """psycopg 3 or psycopg2, where they differ: parsing a DSN, connecting in autocommit
+    without prepared statements (psycopg2 never prepares), running the check's two
+    statements in one simple-protocol message, and the connection's socket."""
 
-    return psycopg
+    def __init__(self) -> None:
+        problem = unavailable()
+        if problem is not None:
+            raise CheckError("checker-type " + problem)
+        self.module = _driver_module()
+        self.v3 = self.module.__name__ == "psycopg"
+        self.Error = self.module.Error
+
+    def params(self, dsn: str) -> Dict[str, str]:
+        if self.v3:
+            return self.module.conninfo.conninfo_to_dict(dsn)
+        return self.module.extensions.parse_dsn(dsn)
+
+    def connect(self, dsn: str, connect_timeout: int) -> Any:
+        options = {"connect_timeout": connect_timeout, "fallback_application_name": "yaim"}
+        if self.v3:
+            return self.module.connect(dsn, autocommit=True, prepare_threshold=None, **options)
+        conn = self.module.connect(dsn, **options)
+        conn.autocommit = True
+        return conn
+
+    def last_row(self, cursor: Any, statements: str) -> Optional[tuple]:
+        """The first row of the last of `statements` (None: no row, or no result)."""
+        if self.v3:
+            cursor.execute(statements, prepare=False)
+            cursor.nextset()  # past the first statement's result
+        else:
+            cursor.execute(statements)  # psycopg2 keeps the last statement's result only
+        return cursor.fetchone() if cursor.description else None
+
+    def socket(self, conn: Any) -> int:
+        return conn.pgconn.socket if self.v3 else conn.fileno()
 
 
 def _one_line(text: str) -> str:
@@ -75,10 +122,10 @@ class Checker(BaseChecker):
 
     def __init__(self, config) -> None:
         super().__init__(config)
-        self.psycopg = _import_psycopg()
+        self.driver = _Driver()
         try:
-            params = self.psycopg.conninfo.conninfo_to_dict(config.postgres_dsn)
-        except self.psycopg.Error as exc:
+            params = self.driver.params(config.postgres_dsn)
+        except self.driver.Error as exc:
             raise CheckError(f"postgres-dsn: {_one_line(str(exc))}") from None
         host = params.get("host") or params.get("hostaddr") or "the local socket"
         port = f":{params['port']}" if params.get("port") else ""
@@ -124,10 +171,8 @@ class Checker(BaseChecker):
             with self._connection().cursor() as cursor:
                 left = STATEMENT_SHARE * (deadline - time.monotonic())
                 limit = f"SET LOCAL statement_timeout = {max(1, int(left * 1000))}"
-                cursor.execute(f"{limit}; {query}", prepare=False)
-                cursor.nextset()  # past the SET LOCAL
-                row = cursor.fetchone() if cursor.description else None
-        except self.psycopg.Error as exc:
+                row = self.driver.last_row(cursor, f"{limit}; {query}")
+        except self.driver.Error as exc:
             self._disconnect()
             return CheckResult(False, f"{self.target}: {_one_line(str(exc))}")
         finally:
@@ -141,13 +186,7 @@ class Checker(BaseChecker):
         with self._lock:
             if self._conn is not None:
                 return self._conn
-        conn = self.psycopg.connect(
-            self.config.postgres_dsn,
-            autocommit=True,
-            prepare_threshold=None,
-            connect_timeout=math.ceil(self.config.check_timeout_s),
-            fallback_application_name="yaim",
-        )
+        conn = self.driver.connect(self.config.postgres_dsn, math.ceil(self.config.check_timeout_s))
         with self._lock:
             self._conn = conn
         return conn
@@ -170,8 +209,8 @@ class Checker(BaseChecker):
             if self._conn is None or self._conn.closed:
                 return
             try:
-                dup = os.dup(self._conn.pgconn.socket)
-            except (self.psycopg.Error, OSError):
+                dup = os.dup(self.driver.socket(self._conn))
+            except (self.driver.Error, OSError):
                 return
             with socket.socket(fileno=dup) as sock, contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)

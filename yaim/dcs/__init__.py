@@ -53,6 +53,8 @@ T = TypeVar("T")
 Observer = Callable[[str, float, bool], None]
 
 BACKENDS = {"etcd": "yaim.dcs.etcd2", "etcd3": "yaim.dcs.etcd3"}
+# What a backend's client library comes in: python-etcd is only recommended by the packages.
+INSTALL = {"etcd": " (install python3-etcd, or pip install 'yaim[v2]'; or use dcs-type etcd3)"}
 # The names directly below a cluster directory that the layout has (drawn in each
 # backend's docstring): everything else there is somebody else's (yaimctl migrate).
 LAYOUT = frozenset({"ips", "nodes", "out", "drain", "conflicts", "released", "sync", "rebalance"})
@@ -695,7 +697,7 @@ def unavailable(config) -> Optional[str]:
     try:
         importlib.import_module(backend_module(config))
     except ImportError as exc:
-        return f"{config.dcs_type} cannot be loaded: {exc}"
+        return f"{config.dcs_type} cannot be loaded: {exc}" + INSTALL.get(config.dcs_type, "")
     return None
 
 
