@@ -67,7 +67,27 @@ def _stanzas(text: str) -> Iterator[Dict[str, List[str]]]:
 
 
 def mirror(suite: str) -> str:
-    """The URI apt on this machine fetches `suite` (main) from: deb822 .sources or sources.list."""
+    """The URI apt on this machine fetches `suite` (main) from: deb822 .sources or
+    sources.list; for a suite apt does not fetch (bullseye on a bookworm host), the URI of
+    the host's own release, the Debian archive that serves the others too."""
+    try:
+        return _mirror(suite)
+    except ContainerError:
+        own = _os_release().get("VERSION_CODENAME")
+        if not own or own == suite:
+            raise
+        return _mirror(own)
+
+
+def _os_release() -> Dict[str, str]:
+    path = Path("/etc/os-release")
+    if not path.exists():
+        return {}
+    pairs = (line.partition("=") for line in path.read_text().splitlines())
+    return {name: value.strip('"') for name, _, value in pairs if name}
+
+
+def _mirror(suite: str) -> str:
     deb822, one_line = SOURCES
     if deb822.exists():
         for fields in _stanzas(deb822.read_text()):
