@@ -62,7 +62,10 @@ build_rpm() {
 	# Where rpm is not the system's package manager (Debian), its database knows
 	# none of the BuildRequires.
 	rpm -q rpm >/dev/null 2>&1 || nodeps=(--nodeps)
-	rpmbuild -bb "${nodeps[@]}" --define "_topdir $top" "$spec"
+	local python=()
+	# Another python3 than the distribution's default (RHEL 8: PYTHON3=/usr/bin/python3.9).
+	[ -z "${PYTHON3:-}" ] || python=(--define "__python3 $PYTHON3")
+	rpmbuild -bb "${nodeps[@]}" "${python[@]}" --define "_topdir $top" "$spec"
 	if command -v rpmlint >/dev/null; then rpmlint -r packaging/rpm/yaim.rpmlintrc "$spec"; fi
 	mkdir -p dist
 	cp "$top"/RPMS/noarch/yaim-"$version"-*.noarch.rpm dist/
