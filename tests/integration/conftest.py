@@ -260,6 +260,23 @@ def start(lab, n: int = 3, pool=POOL, **settings):
 # --- the packages (test_packaging, test_systemd) ---
 
 DEB = Path(__file__).resolve().parents[2] / "dist" / f"yaim_{__version__}_all.deb"
+
+
+@pytest.fixture(scope="session")
+def built_deb() -> Path:
+    """`make deb` of the working tree, once for every test that installs it (apt on this
+    host, dpkg in the bookworm and bullseye trees)."""
+    built = subprocess.run(
+        ["make", "-C", str(DEB.parents[1]), "deb"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=600,
+    )
+    assert built.returncode == 0 and DEB.is_file(), built.stdout[-4000:]
+    return DEB
+
+
 # CAP_NET_ADMIN (12) and CAP_NET_RAW (13), as /proc/PID/status shows capability sets.
 TWO_CAPS = (1 << 12) | (1 << 13)
 

@@ -23,14 +23,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from lab.chroot import Chroot
 from lab.nspawn import debian_tree
-from tests.integration.conftest import DEB
 from tests.needs import skip_or_fail
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -100,16 +98,8 @@ def test_a_crash_fails_over_on_bullseyes_python_and_etcd_3_3(bullseye):
     assert "etcd Version: 3.3." in etcd, etcd
 
 
-def test_the_deb_installs_on_bullseyes_packages_and_checks_a_config(bullseye):
-    built = subprocess.run(
-        ["make", "-C", str(ROOT), "deb"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=600,
-    )
-    assert built.returncode == 0 and DEB.is_file(), built.stdout[-4000:]
-    deb = f"/src/dist/{DEB.name}"
+def test_the_deb_installs_on_bullseyes_packages_and_checks_a_config(bullseye, built_deb):
+    deb = f"/src/dist/{built_deb.name}"
     config = "\n".join(
         [
             "interface: lo",

@@ -33,7 +33,7 @@ import yaml
 
 from lab.daemon import YaimNode
 from lab.util import tail, wait_until
-from tests.integration.conftest import DEB, TWO_CAPS, service_section
+from tests.integration.conftest import TWO_CAPS, service_section
 from yaim import __version__
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,18 +92,15 @@ def dpkg_installed() -> bool:
 
 
 @pytest.fixture(scope="module")
-def installed() -> Iterator[None]:
+def installed(built_deb: Path) -> Iterator[None]:
     """`make deb`, then `apt-get install ./dist/yaim_*.deb` (Debian's dependencies come
     from the distribution); purged at the end unless a test purged it."""
     if dpkg_installed():
         assert apt("purge", "yaim").returncode == 0
-    built = run(["make", "-C", str(ROOT), "deb"], timeout=600)
-    assert built.returncode == 0, built.stdout[-4000:]
-    assert DEB.is_file(), built.stdout[-4000:]
-    done = apt("install", str(DEB))
+    done = apt("install", str(built_deb))
     if done.returncode != 0:  # no package lists yet on a fresh machine
         assert apt("update").returncode == 0
-        done = apt("install", str(DEB))
+        done = apt("install", str(built_deb))
     assert done.returncode == 0, done.stdout[-4000:]
     try:
         yield

@@ -38,7 +38,7 @@ from lab.etcd import EtcdCluster
 from lab.nspawn import Container, debian_tree, status_fields
 from lab.rtnl import IPAddress, read_link, socket_in
 from lab.util import wait_until
-from tests.integration.conftest import DEB, TWO_CAPS, service_section
+from tests.integration.conftest import TWO_CAPS, service_section
 from tests.needs import skip_or_fail
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -138,24 +138,16 @@ class System:
 
 
 @pytest.fixture(scope="module")
-def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+def system(tmp_path_factory: pytest.TempPathFactory, built_deb: Path) -> Iterator[System]:
     require_nspawn()
     started = time.monotonic()
-    built = subprocess.run(
-        ["make", "-C", str(ROOT), "deb"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=600,
-    )
-    assert built.returncode == 0 and DEB.is_file(), built.stdout[-4000:]
     tree = debian_tree(PACKAGES)
     print(f"make deb and the tree {tree.name}: {time.monotonic() - started:.1f} s")
     base = tmp_path_factory.mktemp("systemd")
     with ExitStack() as stack:
         box = stack.enter_context(Container(tree, base))
         print(f"booted {box.name} at {time.monotonic() - started:.1f} s")
-        print(box.install([DEB]))
+        print(box.install([built_deb]))
         veth = f"link add {IFACE} type veth peer name {PEER}\nlink set {IFACE} up\n"
         box.run(["ip", "-batch", "-"], input=veth + f"link set {PEER} up\n")
         etcd = stack.enter_context(
