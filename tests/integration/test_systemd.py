@@ -41,7 +41,6 @@ from lab.util import wait_until
 from tests.integration.conftest import TWO_CAPS, service_section
 from tests.needs import skip_or_fail
 
-ROOT = Path(__file__).resolve().parents[2]
 # A booting systemd, and the .deb's Depends and Recommends (psycopg, the postgres checker's)
 # but nothing else, so that what the package forgets to depend on is missing here too.
 PACKAGES = [
