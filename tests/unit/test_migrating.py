@@ -258,6 +258,30 @@ def test_a_conflict_between_the_layouts_is_logged_once_while_it_lasts(caplog):
     assert caplog.text.count("marked by n2 in the v2 layout") == 2
 
 
+@pytest.mark.parametrize("mine", ["v2", "v3"])
+def test_a_half_of_this_node_beside_someone_elses_mark_is_deleted(mine, caplog):
+    ours, theirs = snap([A], {str(A): Mark(ME)}), snap([A], {str(A): Mark("n5")})
+    new, old = (
+        (Reads("v3", ours), Reads("v2", theirs))
+        if mine == "v3"
+        else (
+            Reads("v3", theirs),
+            Reads("v2", ours),
+        )
+    )
+    for layout, shown in ((new, new.shown), (old, old.shown)):
+        layout.marks = {A: shown.marks[str(A)].holder}
+    store = Backend.of(new, old)
+    with caplog.at_level(logging.INFO):
+        view = store.read()
+    assert view.marks[str(A)].holder == "n5", "shown held by the other one"
+    halves = {"v3": new, "v2": old}
+    assert halves[mine].calls == [f"{mine} delete {A}"] and A not in halves[mine].marks
+    other = "v2" if mine == "v3" else "v3"
+    assert halves[other].calls == [], "someone else's mark is never touched"
+    assert f"deleted the {mine} mark of {A} on node {ME}" in caplog.text
+
+
 def test_v2_nodes_beside_v3_nodes_are_an_error_once_two_reads_show_them(caplog):
     def nodes(*names):
         return Snapshot(pool=frozenset(), marks={}, nodes=frozenset(names))
