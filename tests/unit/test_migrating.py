@@ -104,6 +104,7 @@ class Layout:
         self.marks: Dict[object, str] = {}
         self.fail: Optional[object] = None  # the address whose request fails (DCSError)
         self.node, self.root, self.config, self.stop = ME, "/service/t", None, None
+        self.rotation = None
 
     def _sent(self) -> float:
         self.clock[0] += 1.0
@@ -311,6 +312,19 @@ def test_the_key_picks_the_backend_of_both_layouts(tmp_path):
     assert isinstance(store, Backend) and isinstance(store, dcs.DCS)
     assert not store.CACHEABLE and not isinstance(dcs.connect(plain), Backend)
     assert isinstance(store.clone(), Backend)
+
+
+def test_both_layouts_ask_one_endpoint_and_pass_a_hung_member_together(tmp_path):
+    path = tmp_path / "yaim.yml"
+    endpoints = ",".join(f"http://192.0.2.{n}:2379" for n in (1, 2, 3))
+    path.write_text("interface: lo\nchecker-type: none\ndcs-type: etcd3\n")
+    settings = {"YAIM_DCS_MIGRATE_FROM": "etcd", "YAIM_DCS_ENDPOINTS": endpoints}
+    store = dcs.connect(config.load(str(path), settings))
+    for handle in (store, store.clone()):
+        assert handle.legacy.endpoint == handle.primary.endpoint
+        first = handle.primary.endpoint
+        handle.primary.move_on()  # a try timed out there
+        assert handle.legacy.endpoint == handle.primary.endpoint != first
 
 
 @pytest.mark.parametrize(

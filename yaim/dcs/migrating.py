@@ -181,6 +181,11 @@ class Backend:
     def _wire(self, primary, legacy) -> None:
         self.primary, self.legacy = primary, legacy
         self.layouts = (legacy, primary)  # the order of every write: v2 first, v3 last
+        # One endpoint for both (they share the members): a member that hangs costs one
+        # timeout, not one per layout. Found so (v2 chaos, a follower frozen): the v3
+        # keep-alive timed out on it, then the v2 node key write did too, and the v2 marks
+        # expired before their refresh came.
+        legacy.rotation = primary.rotation
         self.config, self.node, self.root = primary.config, primary.node, primary.root
         self.stop = primary.stop
         self._conflicts: Dict[str, Tuple[str, str]] = {}  # logged, and still seen
