@@ -82,8 +82,13 @@ def summary(output: str) -> str:
     return output.strip().splitlines()[-1]
 
 
+# Left out inside: a search of the failsafe protocol's state space (a minute of pure
+# Python, the same on any release); the rest of the unit tests cover its code.
+MODEL = "tests/unit/test_failsafe_model.py"
+
+
 def test_the_unit_tests_pass_on_bullseyes_python_and_libraries(bullseye):
-    output = pytest_inside(bullseye, "tests/unit")
+    output = pytest_inside(bullseye, "tests/unit", f"--ignore={MODEL}")
     print(f"bullseye unit tests: {summary(output)}")
     assert re.search(r"\d+ passed", summary(output)), output[-3000:]
 
