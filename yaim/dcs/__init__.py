@@ -54,7 +54,7 @@ Observer = Callable[[str, float, bool], None]
 
 BACKENDS = {"etcd": "yaim.dcs.etcd2", "etcd3": "yaim.dcs.etcd3"}
 # What a backend's client library comes in: python-etcd is only recommended by the packages.
-INSTALL = {"etcd": " (install python3-etcd, or pip install 'yaim[v2]'; or use dcs-type etcd3)"}
+INSTALL = {"etcd": " (install python3-etcd, or pip install 'yaim[etcd2]'; or use dcs-type etcd3)"}
 # The names directly below a cluster directory that the layout has (drawn in each
 # backend's docstring): everything else there is somebody else's (yaimctl migrate).
 LAYOUT = frozenset({"ips", "nodes", "out", "drain", "conflicts", "released", "sync", "rebalance"})
