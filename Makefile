@@ -71,6 +71,7 @@ COMMANDS := \
 	pgbouncer=pgbouncer \
 	setpriv=util-linux \
 	nsenter=util-linux \
+	unshare=util-linux \
 	make=make \
 	systemd-analyze=systemd \
 	systemd-nspawn=systemd-container \

@@ -28,12 +28,14 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 from urllib.parse import quote
 
-from lab.certs import TLSFiles
 from lab.util import command_line, netns_argv, spawn, stop_processes, tail, wait_until
 from yaim.dcs.gateway import path_for, prefix_for, release_of
+
+if TYPE_CHECKING:  # cryptography only where TLS is tested (not in the bullseye tree)
+    from lab.certs import TLSFiles
 
 POOL_DIR = "/service/yaim/ips"
 NODES_DIR = "/service/yaim/nodes"

@@ -27,8 +27,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import List, Optional, Sequence
 
-import psycopg
-
 from lab.util import (
     Service,
     command_line,
@@ -206,7 +204,10 @@ class PgBouncer(Service):
 
 
 def query_value(dsn: str, query: str) -> object:
-    """The first value `query` returns, in a fresh autocommit connection (None: no row)."""
+    """The first value `query` returns, in a fresh autocommit connection (None: no row).
+    psycopg 3 is imported here only: the checker's own tests run where only psycopg2 is."""
+    import psycopg
+
     with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
         row = conn.execute(query, prepare=False).fetchone()
     return None if row is None else row[0]

@@ -2,11 +2,11 @@
 
 A minimal bullseye tree (lab/nspawn.py's debian_tree: debootstrapped once, cached in
 build/nspawn) holds what yaim, its tests and one lab test need from bullseye itself:
-python3 3.9, python3-etcd, python3-yaml, python3-prometheus-client, python3-requests,
-python3-psycopg2 (bullseye has no psycopg 3), python3-pyroute2 0.5.14 (which yaim no
-longer imports: it is there to show it is not in the way), pytest, hypothesis, docutils,
-iproute2, the iputils and etcd-server 3.3. The checkout is bound read-only at /src of a
-chroot over it (lab/chroot.py), and in it:
+python3 3.9, python3-etcd, python3-yaml, python3-prometheus-client, python3-psycopg2
+(bullseye has no psycopg 3), python3-pyroute2 0.5.14 (which yaim no longer imports: it
+is there to show it is not in the way), pytest, hypothesis, docutils, iproute2, the
+iputils, curl (the lab's etcd health probe) and etcd-server 3.3. The checkout is bound
+read-only at /src of a chroot over it (lab/chroot.py), and in it:
 
 - the unit tests run on bullseye's pytest;
 - one lab test, a crash's failover (test_daemon.py), runs with bullseye's etcd 3.3 on
@@ -37,7 +37,6 @@ PACKAGES = [
     "python3-etcd",
     "python3-yaml",
     "python3-prometheus-client",
-    "python3-requests",
     "python3-psycopg2",
     "python3-pyroute2",
     "python3-pytest",
@@ -46,6 +45,7 @@ PACKAGES = [
     "iproute2",
     "iputils-ping",
     "iputils-arping",
+    "curl",
     "nftables",
     "procps",
     "etcd-server",

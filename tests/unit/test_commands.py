@@ -28,7 +28,7 @@ PROGRAM = re.compile(r"^/(usr/)?s?bin/[A-Za-z0-9.+_-]+$")
 ESSENTIAL = {"sh", "bash", "cat", "id", "touch", "mkdir", "rm", "find", "umount", "apt-get", "dpkg"}
 ESSENTIAL |= {"dpkg-query", "dpkg-statoverride", "dpkg-deb"}  # Essential and required
 PACKAGE_TOOLS = {"rpm", "rpmbuild", "rpmlint"}  # `make pkg-deps`
-IN_THE_TREE = {"systemctl", "journalctl"}  # run inside the booted systemd tree (lab/nspawn.py)
+IN_THE_TREE = {"systemctl", "journalctl", "python3"}  # inside a Debian tree (lab/nspawn, chroot)
 UNDER_TEST = {"yaim", "yaimctl"}  # what the package under test installs
 SUBCOMMANDS = {"addr", "link", "route", "neigh"}  # of `ip`, whose argv the actuator builds
 

@@ -7,6 +7,7 @@ import functools
 import ipaddress
 import re
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional
@@ -21,7 +22,20 @@ from yaim.errors import ConfigError
 
 SAMPLE = Path(__file__).resolve().parents[2] / "conf" / "yaim.yml"
 MINIMAL = {"interface": "eth0", "http-url": "http://127.0.0.1:8008/health"}
-FIXTURE_OK = [HealthCheck.function_scoped_fixture]  # tmp_path is only rewritten, never read stale
+# tmp_path is only rewritten, never read stale (a check Hypothesis 5.44 added; bullseye's
+# 5.43 has none to suppress)
+# A 5000-digit number: past Python's limit on int() of text (3.11, and the point releases
+# that took it), PyYAML cannot build it; below it, it is a number out of range.
+TOO_LONG = (
+    "Exceeds the limit (4300 digits)"
+    if hasattr(sys, "set_int_max_str_digits")
+    else "retry-num: must be between 1 and 100"
+)
+FIXTURE_OK = [
+    getattr(HealthCheck, name)
+    for name in ("function_scoped_fixture",)
+    if hasattr(HealthCheck, name)
+]
 KEYS = [field.name for field in dataclasses.fields(config.Config) if field.metadata]
 
 
@@ -808,7 +822,7 @@ def test_deep_nesting_is_refused(tmp_path):
 @pytest.mark.parametrize(
     "text, fragment",
     [
-        (f"interface: eth0\nretry-num: {'9' * 5000}\n", "Exceeds the limit (4300 digits)"),
+        (f"interface: eth0\nchecker-type: none\nretry-num: {'9' * 5000}\n", TOO_LONG),
         ("interface: eth0\nlog-file: 2001-13-45\n", "month must be in 1..12"),
         ("interface: eth0\nlog-file: *undefined" + "x" * 5000 + "\n", "found undefined alias"),
     ],
