@@ -349,3 +349,17 @@ def test_the_hardened_sandbox_lowers_the_exposure_and_keeps_what_yaim_uses(
     assert done.stdout == "['198.51.100.199'] [] 7 python refused\n", done.stderr
     logged = wait_until(lambda: syslog_lines(system, "ytsd-sandbox"), 5, what="the syslog line")
     assert marker in logged
+
+
+@pytest.mark.netns
+def test_a_purge_under_systemd_stops_yaim_and_leaves_only_the_user(system: System) -> None:
+    system.systemctl("start", "yaim")
+    assert system.systemctl("is-active", "yaim") == "active"
+    system.box.run(["dpkg", "--purge", "yaim"], timeout=120)
+    assert system.show("LoadState") == "not-found"
+    assert system.addresses() == set(), "the stop cleaned the interface up"
+    left = ["/etc/yaim", "/usr/bin/yaim", UNIT, "/usr/lib/sysusers.d/yaim.conf", "/var/log/yaim"]
+    listing = 'for p; do [ ! -e "$p" ] || echo "$p"; done'
+    present = system.box.run(["sh", "-c", listing, "sh", *left])
+    assert present.stdout == ""
+    assert system.box.run(["id", "-u", "yaim"], check=False).returncode == 0, "Debian keeps it"
