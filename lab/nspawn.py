@@ -185,16 +185,26 @@ class Container(Service):
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT
             )
         self.leader = wait_until(self._find_leader, timeout, what=f"PID 1 of {self.name}")
+        state = wait_until(self._booted, timeout, what=f"systemd of {self.name} to finish booting")
+        self._attach()
+        if state != "running":
+            failed = self.run(["systemctl", "--failed", "--no-legend"], check=False).stdout
+            print(f"{self.name} is {state}; failed units:\n{failed}")
+
+    def _attach(self) -> None:
+        """Name the container's network namespace (`ip netns attach`) once its systemd
+        runs, and check that the name is that namespace: a CI run once found the name
+        on another one (etcd and the test's sockets there, yaim in the container)."""
         done = subprocess.run(
             ["ip", "netns", "attach", self.netns, str(self.leader)], capture_output=True, text=True
         )
         if done.returncode != 0:
             raise ContainerError(f"ip netns attach {self.netns}: {done.stderr.strip()}")
         self._attached = True
-        state = wait_until(self._booted, timeout, what=f"systemd of {self.name} to finish booting")
-        if state != "running":
-            failed = self.run(["systemctl", "--failed", "--no-legend"], check=False).stdout
-            print(f"{self.name} is {state}; failed units:\n{failed}")
+        named = os.stat(f"/run/netns/{self.netns}")
+        own = os.stat(f"/proc/{self.leader}/ns/net")
+        if (named.st_dev, named.st_ino) != (own.st_dev, own.st_ino):
+            raise ContainerError(f"{self.netns} names another namespace than {self.leader}'s")
 
     def _find_leader(self) -> int:
         """The child of nspawn that is PID 1 of its own PID namespace (0 while there is none)."""

@@ -27,6 +27,11 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import List, Optional, Sequence
 
+try:  # the lab's own queries; the checker's tests also run where only psycopg2 is
+    import psycopg
+except ImportError:
+    psycopg = None
+
 from lab.util import (
     Service,
     command_line,
@@ -204,10 +209,9 @@ class PgBouncer(Service):
 
 
 def query_value(dsn: str, query: str) -> object:
-    """The first value `query` returns, in a fresh autocommit connection (None: no row).
-    psycopg 3 is imported here only: the checker's own tests run where only psycopg2 is."""
-    import psycopg
-
+    """The first value `query` returns, in a fresh autocommit connection (None: no row)."""
+    if psycopg is None:
+        raise RuntimeError("the lab's queries need psycopg 3 (pip install psycopg)")
     with psycopg.connect(dsn, autocommit=True, connect_timeout=5) as conn:
         row = conn.execute(query, prepare=False).fetchone()
     return None if row is None else row[0]
