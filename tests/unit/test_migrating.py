@@ -104,6 +104,7 @@ class Layout:
         self.marks: Dict[object, str] = {}
         self.fail: Optional[object] = None  # the address whose request fails (DCSError)
         self.node, self.root, self.config, self.stop = ME, "/service/t", None, None
+        self.rotation = None
 
     def _sent(self) -> float:
         self.clock[0] += 1.0
@@ -258,6 +259,30 @@ def test_a_conflict_between_the_layouts_is_logged_once_while_it_lasts(caplog):
     assert caplog.text.count("marked by n2 in the v2 layout") == 2
 
 
+@pytest.mark.parametrize("mine", ["v2", "v3"])
+def test_a_half_of_this_node_beside_someone_elses_mark_is_deleted(mine, caplog):
+    ours, theirs = snap([A], {str(A): Mark(ME)}), snap([A], {str(A): Mark("n5")})
+    new, old = (
+        (Reads("v3", ours), Reads("v2", theirs))
+        if mine == "v3"
+        else (
+            Reads("v3", theirs),
+            Reads("v2", ours),
+        )
+    )
+    for layout, shown in ((new, new.shown), (old, old.shown)):
+        layout.marks = {A: shown.marks[str(A)].holder}
+    store = Backend.of(new, old)
+    with caplog.at_level(logging.INFO):
+        view = store.read()
+    assert view.marks[str(A)].holder == "n5", "shown held by the other one"
+    halves = {"v3": new, "v2": old}
+    assert halves[mine].calls == [f"{mine} delete {A}"] and A not in halves[mine].marks
+    other = "v2" if mine == "v3" else "v3"
+    assert halves[other].calls == [], "someone else's mark is never touched"
+    assert f"deleted the {mine} mark of {A} on node {ME}" in caplog.text
+
+
 def test_v2_nodes_beside_v3_nodes_are_an_error_once_two_reads_show_them(caplog):
     def nodes(*names):
         return Snapshot(pool=frozenset(), marks={}, nodes=frozenset(names))
@@ -287,6 +312,19 @@ def test_the_key_picks_the_backend_of_both_layouts(tmp_path):
     assert isinstance(store, Backend) and isinstance(store, dcs.DCS)
     assert not store.CACHEABLE and not isinstance(dcs.connect(plain), Backend)
     assert isinstance(store.clone(), Backend)
+
+
+def test_both_layouts_ask_one_endpoint_and_pass_a_hung_member_together(tmp_path):
+    path = tmp_path / "yaim.yml"
+    endpoints = ",".join(f"http://192.0.2.{n}:2379" for n in (1, 2, 3))
+    path.write_text("interface: lo\nchecker-type: none\ndcs-type: etcd3\n")
+    settings = {"YAIM_DCS_MIGRATE_FROM": "etcd", "YAIM_DCS_ENDPOINTS": endpoints}
+    store = dcs.connect(config.load(str(path), settings))
+    for handle in (store, store.clone()):
+        assert handle.legacy.endpoint == handle.primary.endpoint
+        first = handle.primary.endpoint
+        handle.primary.move_on()  # a try timed out there
+        assert handle.legacy.endpoint == handle.primary.endpoint != first
 
 
 @pytest.mark.parametrize(

@@ -163,6 +163,30 @@ def wakes_balancer(relative_key: str, deleted: bool) -> bool:
     return deleted or not relative_key.endswith("/marked")
 
 
+class Rotation:
+    """A handle's endpoints, in its own random order, and the one its requests go to
+    (a failed try moves on to the next). Handles that speak for one node in one thread
+    may share one: a migrating node's two layouts do (yaim.dcs.migrating), so that a
+    member one of them found hung is passed by the other too."""
+
+    def __init__(self, endpoints: List[str]) -> None:
+        self.endpoints = endpoints
+        self.current = 0
+
+    @property
+    def endpoint(self) -> str:
+        return self.endpoints[self.current]
+
+    def move_on(self) -> None:
+        self.current = (self.current + 1) % len(self.endpoints)
+
+    def copy(self) -> Rotation:
+        """Another rotation starting where this one stands."""
+        twin = Rotation(self.endpoints)
+        twin.current = self.current
+        return twin
+
+
 class DCS(abc.ABC):
     """The operations yaim needs from its store, for one node of one cluster."""
 
@@ -192,10 +216,9 @@ class DCS(abc.ABC):
         self.tries = tries or config.retry_num
         self.timeout = timeout or max(0.2, min(config.interval_s, 2.0))
         self.stop = stop or threading.Event()
-        self.endpoints: List[str] = random.sample(
-            list(config.dcs_endpoints), len(config.dcs_endpoints)
+        self.rotation = Rotation(
+            random.sample(list(config.dcs_endpoints), len(config.dcs_endpoints))
         )
-        self._current = 0
         self._clients: Dict[str, Any] = {}  # endpoint -> the backend's client, made on first use
         self.last_success: Optional[float] = None
         self.last_failure: Optional[float] = None  # the end of the last try that failed
@@ -218,7 +241,7 @@ class DCS(abc.ABC):
     @property
     def endpoint(self) -> str:
         """The endpoint the next request goes to."""
-        return self.endpoints[self._current]
+        return self.rotation.endpoint
 
     def _retry(self, what: str, attempt: Callable[[str], T]) -> T:
         """Run one operation with the retry and failover policy of the contract."""
@@ -372,7 +395,7 @@ class DCS(abc.ABC):
 
     def move_on(self) -> None:
         """The next request goes to the next endpoint: this one answers, but lags behind."""
-        self._current = (self._current + 1) % len(self.endpoints)
+        self.rotation.move_on()
 
     def keep_alive(self) -> None:
         """Renew the node's session once per interval, before the marks are refreshed.
@@ -567,7 +590,7 @@ class DCS(abc.ABC):
             helper._owner = self
             self._helpers.append(helper)
         for helper in self._helpers:  # start where this handle works now: it may have just
-            helper.endpoints, helper._current = self.endpoints, self._current  # failed over
+            helper.rotation = self.rotation.copy()  # failed over
         name = threading.current_thread().name + "-batch"  # its log lines say whose
         lock = threading.Lock()
         todo = iter(addresses)

@@ -46,7 +46,8 @@ do, for the same holder, with the v3 mark's number; a v2 mark alone has no numbe
 the `released` notes read are the v3 ones (a v2 number names nothing there), so no
 handover is inferred from it and the taker probes the link. Two marks naming different
 holders are a conflict (logged once): the address is shown held by the other one, so
-this node takes it in neither layout and fences a claim on it. Nodes, drain flags,
+this node takes it in neither layout, fences a claim on it and deletes its own half
+(`_drop_own_halves`). Nodes, drain flags,
 `out` keys and `conflicts` notes come from both layouts (a node is the same node by
 name; v3's values win), the `rebalance` key from either.
 
@@ -75,6 +76,7 @@ addresses and different ones different.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from typing import Callable, Dict, FrozenSet, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -179,6 +181,11 @@ class Backend:
     def _wire(self, primary, legacy) -> None:
         self.primary, self.legacy = primary, legacy
         self.layouts = (legacy, primary)  # the order of every write: v2 first, v3 last
+        # One endpoint for both (they share the members): a member that hangs costs one
+        # timeout, not one per layout. Found so (v2 chaos, a follower frozen): the v3
+        # keep-alive timed out on it, then the v2 node key write did too, and the v2 marks
+        # expired before their refresh came.
+        legacy.rotation = primary.rotation
         self.config, self.node, self.root = primary.config, primary.node, primary.root
         self.stop = primary.stop
         self._conflicts: Dict[str, Tuple[str, str]] = {}  # logged, and still seen
@@ -264,11 +271,38 @@ class Backend:
                     self.node,
                 )
         self._conflicts = merged.conflicts
+        self._drop_own_halves(merged.conflicts)
         v2, v3 = frozenset(old.nodes - new.nodes), frozenset(new.nodes - old.nodes)
         self._mixed(v2, v3)
         used = tuple(layout for layout, nodes in zip(self.layouts, (v2, v3)) if nodes)
         self._note_layouts = used or (self.primary,)
         return merged.snapshot
+
+    def _drop_own_halves(self, conflicts: Dict[str, Tuple[str, str]]) -> None:
+        """Delete this node's mark where the other layout's mark is someone else's: the
+        node holds an address only with both, so that half holds nothing, and left alone
+        it would stand for ever (a v3 half rides the node's lease) and keep every node
+        off the address in that layout once the other holder is gone. Found so (v2 chaos,
+        a storm): a migrating holder fenced when its v2 mark lapsed, a v2 node took the
+        v2 mark, and the v3 half stayed. The delete names this node (its own mark only)."""
+        for name, holders in sorted(conflicts.items()):
+            for layout, holder, label in zip(self.layouts, holders, ("v2", "v3")):
+                if holder != self.node:
+                    continue
+                try:
+                    address = ipaddress.ip_address(name)
+                except ValueError:
+                    continue  # not an address: no mark of this node's can be under it
+                if layout.delete_mark(address):
+                    other = holders[1] if label == "v2" else holders[0]
+                    log.info(
+                        "deleted the %s mark of %s on node %s: the other layout's mark is"
+                        " %s's, and a node holds an address only with both",
+                        label,
+                        address,
+                        self.node,
+                        other,
+                    )
 
     def _mixed(self, v2: FrozenSet[str], v3: FrozenSet[str]) -> None:
         """Node keys in the v2 layout only (v2 nodes) beside node keys in the v3 layout
