@@ -76,13 +76,12 @@ addresses and different ones different.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 from typing import Callable, Dict, FrozenSet, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from yaim.dcs import DCS, Incomplete, Refreshed, etcd2, etcd3
 from yaim.errors import DCSError
-from yaim.view import IPAddress, Mark, Snapshot
+from yaim.view import IPAddress, Mark, Snapshot, parse_address
 
 log = logging.getLogger(__name__)
 
@@ -286,23 +285,21 @@ class Backend:
         a storm): a migrating holder fenced when its v2 mark lapsed, a v2 node took the
         v2 mark, and the v3 half stayed. The delete names this node (its own mark only)."""
         for name, holders in sorted(conflicts.items()):
-            for layout, holder, label in zip(self.layouts, holders, ("v2", "v3")):
-                if holder != self.node:
-                    continue
-                try:
-                    address = ipaddress.ip_address(name)
-                except ValueError:
-                    continue  # not an address: no mark of this node's can be under it
-                if layout.delete_mark(address):
-                    other = holders[1] if label == "v2" else holders[0]
-                    log.info(
-                        "deleted the %s mark of %s on node %s: the other layout's mark is"
-                        " %s's, and a node holds an address only with both",
-                        label,
-                        address,
-                        self.node,
-                        other,
-                    )
+            if self.node not in holders:
+                continue
+            address, _ = parse_address(name)
+            if address is None:
+                continue  # not a pool address: no mark of this node's can be under it
+            mine = holders.index(self.node)  # 0: the v2 half, 1: the v3 half
+            if self.layouts[mine].delete_mark(address):
+                log.info(
+                    "deleted the %s mark of %s on node %s: the other layout's mark is"
+                    " %s's, and a node holds an address only with both",
+                    ("v2", "v3")[mine],
+                    address,
+                    self.node,
+                    holders[1 - mine],
+                )
 
     def _mixed(self, v2: FrozenSet[str], v3: FrozenSet[str]) -> None:
         """Node keys in the v2 layout only (v2 nodes) beside node keys in the v3 layout
