@@ -13,7 +13,7 @@ PY     := $(VENV)/bin/python
 # `check v2store`.
 RELEASE_TESTS := tests/integration/test_dcs_etcd3.py tests/integration/test_dcs_etcd2.py \
 	tests/integration/test_dcs_v2_off.py tests/integration/test_cache.py \
-	tests/integration/test_tls_auth.py \
+	tests/integration/test_tls_auth.py tests/integration/test_dcs_key.py \
 	tests/integration/test_daemon.py::test_crash_is_repaired_within_ttl_plus_two_intervals
 ETCD_CACHE := .cache/etcd
 test: deps venv lint etcd-releases
@@ -32,7 +32,7 @@ integration: deps venv
 lint: venv
 	$(VENV)/bin/ruff check yaim tests bench lab packaging
 	$(VENV)/bin/ruff format --check yaim tests bench lab packaging
-	$(VENV)/bin/vermin --no-tips --violations --eval-annotations -t=3.7- yaim
+	$(VENV)/bin/vermin --no-tips --violations --eval-annotations -t=3.9- yaim
 
 demo: deps venv
 	$(PY) -m lab.demo

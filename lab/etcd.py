@@ -536,6 +536,20 @@ class ClusterKeys:
         else:
             self._v2("PUT", key, {"dir": "true"})
 
+    def put_key(self, key: str, value: Optional[str]) -> None:
+        """Set `key` (below the root) to `value`, or delete it for None: another program's
+        key, as Patroni writes its leader key."""
+        if self.v3:
+            path = "/v3/kv/put" if value is not None else "/v3/kv/deleterange"
+            body = {"key": _b64(self.root + key)}
+            if value is not None:
+                body["value"] = _b64(value)
+            self._v3(path, body)
+        elif value is None:
+            self._v2("DELETE", key)
+        else:
+            self._v2("PUT", key, {"value": value})
+
     def remove(self, address: object) -> None:
         """Take an address out of the pool (v2: its directory with the mark)."""
         key = f"/ips/{address}"

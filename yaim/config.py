@@ -18,6 +18,7 @@ Pure module: it reads one file and the environment, nothing else.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
 import socket
 from dataclasses import dataclass, field, fields, replace
@@ -27,12 +28,16 @@ from yaim.config_rules import RULES, risks
 from yaim.config_values import (
     COUNT_LIMIT,
     DAY_MS,
+    IPAddress,
     IPNetwork,
     Parser,
+    address,
     bare_url,
+    boolean,
     brief,
     choice,
     command,
+    dcs_key,
     facility,
     host_port,
     integer,
@@ -95,6 +100,26 @@ def _hostname(_values: Mapping[str, Any]) -> str:
         raise ValueError(f"not set, and the hostname {brief(name)} {exc}: set node-name") from None
 
 
+def _cluster_name(values: Mapping[str, Any]) -> str:
+    """yaim, or with `ip` (a vip-manager file) a directory of that address's own: two
+    vip-manager files on one etcd (two Patroni clusters) are two yaim clusters, not one
+    pool served by the healthy nodes of both."""
+    ip = values.get("ip")
+    return "yaim" if ip is None else "vip-" + str(ip).replace(":", "-")
+
+
+def _checker_type(values: Mapping[str, Any]) -> str:
+    """http, or dcs-key where trigger-key is set (a vip-manager file names no checker)."""
+    return "http" if values.get("trigger_key") is None else "dcs-key"
+
+
+def _log_level(values: Mapping[str, Any]) -> str:
+    """INFO, or DEBUG for vip-manager's `verbose: true`."""
+    return "DEBUG" if values.get("verbose") else "INFO"
+
+
+CHECKERS = ("http", "postgres", "shell", "dcs-key", "none")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 _NAME = text(key_name)
 _COUNT = integer(1, COUNT_LIMIT)
 _MILLISECONDS = integer(1, DAY_MS)
@@ -110,7 +135,8 @@ class Config:
         listing(text(url, no_credentials, bare_url), nonempty=True), ("http://127.0.0.1:2379",)
     )
     dcs_namespace: str = _key(_NAME, "service")
-    dcs_clustername: str = _key(_NAME, "yaim")
+    ip: Optional[IPAddress] = _key(address, None)  # noqa: RUF009 -- an address is immutable
+    dcs_clustername: str = _key(_NAME, _cluster_name)
     etcd_user: Optional[str] = _key(_OPTIONAL_TEXT, None)
     etcd_password: Optional[str] = _key(_OPTIONAL_TEXT, None, secret=True)
     etcd_ca_file: Optional[str] = _key(_OPTIONAL_TEXT, None)
@@ -140,7 +166,9 @@ class Config:
     )
     probe_ahead: str = _key(switch, "auto")
     conflict_backoff: int = _key(integer(1000, DAY_MS), 300000)
-    checker_type: str = _key(choice("http", "postgres", "shell", "none"), "http")
+    trigger_key: Optional[str] = _key(text(dcs_key, optional=True), None)
+    trigger_value: str = _key(text(), lambda values: values.get("node_name"))
+    checker_type: str = _key(choice(*CHECKERS), _checker_type)
     check_interval: int = _key(_MILLISECONDS, lambda values: values.get("interval"))
     check_timeout: int = _key(_MILLISECONDS, 2000)
     check_rise: int = _key(_COUNT, 1)
@@ -158,8 +186,10 @@ class Config:
     notify_timeout: int = _key(_MILLISECONDS, 5000)
     command_environment: Tuple[str, ...] = _key(listing(text()), ())
     command_capabilities: str = _key(choice("none", "inherit"), "none")
+    manager_type: str = _key(choice("basic"), "basic")
     status_listen: Optional[str] = _key(text(host_port, optional=True), "127.0.0.1:9720")
-    log_level: str = _key(choice("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"), "INFO")
+    verbose: bool = _key(boolean, False)
+    log_level: str = _key(choice(*LOG_LEVELS), _log_level)
     log_file: Optional[str] = _key(_OPTIONAL_TEXT, None)
     log_syslog: Optional[str] = _key(text(facility, optional=True), None)
     failsafe: str = _key(switch, "auto")
@@ -210,6 +240,8 @@ class Config:
                 value = mask(value) if callable(mask) else "***"
             elif isinstance(value, tuple):
                 value = [item if isinstance(item, str) else str(item) for item in value]
+            elif isinstance(value, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
+                value = str(value)
             result[_kebab(key.name)] = value
         return result
 

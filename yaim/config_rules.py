@@ -108,6 +108,13 @@ def _migrate_from_v2(migrate_from: Optional[str], dcs_type: str) -> Optional[str
     return None
 
 
+def _ip_allowed(ip: Optional[Any], allowed: Tuple[IPNetwork, ...]) -> Optional[str]:
+    """The one address of a vip-manager file must be one the pool would accept."""
+    if ip is not None and allowed and not any(ip in network for network in allowed):
+        return f"{ip} is outside allowed-networks ({some([str(n) for n in allowed], ', ')})"
+    return None
+
+
 class Rule(NamedTuple):
     """A rule and the keys whose values it is called with."""
 
@@ -127,6 +134,8 @@ RULES = (
     Rule(("http_url", "checker_type"), _required_by("http")),
     Rule(("postgres_dsn", "checker_type"), _required_by("postgres")),
     Rule(("shell_command", "checker_type"), _required_by("shell")),
+    Rule(("trigger_key", "checker_type"), _required_by("dcs-key")),
+    Rule(("ip", "allowed_networks"), _ip_allowed),
     Rule(("failsafe", "peer_secret_file"), _secret_for_failsafe),
     Rule(("peer_listen", "failsafe"), _published_peer),
 )

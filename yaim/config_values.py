@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 from yaim.names import BadName, check_name
 from yaim.redact import mask_url
 
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 IPNetwork = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 Parser = Callable[[Any], Any]
 
@@ -31,6 +32,7 @@ DAY_MS = 86_400_000
 COUNT_LIMIT = 100  # tries and consecutive results: more is a typo, not a policy
 LISTED = 3  # problems of one list, or items of one warning, spelled out
 CIDR_LIMIT = 49  # the longest network in CIDR form: a full IPv6 address with /128
+KEY_LIMIT = 1024  # characters of a DCS key path: far above any Patroni key, far below etcd's
 
 
 # --- showing values in problems ---
@@ -196,6 +198,28 @@ def command(raw: Any) -> Optional[Tuple[str, ...]]:
     return tuple(_string(word, lines=True) for word in raw)
 
 
+def boolean(raw: Any) -> bool:
+    """true or false (YAML's yes/no/on/off too), and the same words from the environment."""
+    if isinstance(raw, bool):
+        return raw
+    words = {"true": True, "yes": True, "on": True, "false": False, "no": False, "off": False}
+    value = words.get(_string(raw).lower())
+    if value is None:
+        raise ValueError(f"must be true or false, got {brief(raw)}")
+    return value
+
+
+def address(raw: Any) -> IPAddress:
+    """One IPv4 or IPv6 address without a zone or a prefix (vip-manager's `ip`)."""
+    value = _string(raw)
+    if "%" in value or "/" in value or len(value) > CIDR_LIMIT:
+        raise ValueError(f"must be one address, without a /prefix or a %zone, got {brief(value)}")
+    try:
+        return ipaddress.ip_address(value)
+    except ValueError as exc:
+        raise ValueError(f"not an IP address: {exc}") from None
+
+
 def network(raw: Any) -> IPNetwork:
     """A network in CIDR form without a zone: yaim's addresses are global, and Python 3.9
     on would parse `fe80::%eth0/64` as a network of its own."""
@@ -253,6 +277,24 @@ def key_name(value: str) -> None:
         check_name(value)
     except BadName as exc:
         raise ValueError(f"{exc}, got {brief(value)}") from None
+
+
+def dcs_key(value: str) -> None:
+    """A key someone else keeps in the DCS (Patroni's /<namespace>/<scope>/leader), read
+    as it is: an absolute path of printable characters, whose components are not empty,
+    `.` or `..` (python-etcd puts v2 keys into URLs, where those would climb)."""
+    parts = value.split("/")
+    if len(value) > KEY_LIMIT or not value.startswith("/"):
+        raise ValueError(
+            f"must be an absolute key path of at most {KEY_LIMIT} characters, such as"
+            f" /service/<scope>/leader, got {brief(value)}"
+        )
+    if any(part in ("", ".", "..") or part != part.strip() for part in parts[1:]):
+        raise ValueError(
+            f"must not hold empty, '.' or '..' components or spaces around one, got {brief(value)}"
+        )
+    if any(char in value for char in "?#%"):
+        raise ValueError(f"must not hold '?', '#' or '%', got {brief(value)}")
 
 
 def interface_name(value: str) -> None:

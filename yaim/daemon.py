@@ -24,6 +24,7 @@ arbiter does; the loop logs and acts.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import signal
 import socket
@@ -118,7 +119,7 @@ class Daemon:
         )
         self.ledger.wake = self.actuator.poke
         # One DCS handle per thread, sharing the node's session (the v3 lease).
-        store = dcs.connect(config, stop=self.stop, observe=self.metrics.dcs_request)
+        store = self._connect(config)
         store.check_release()
         args = (self.ledger, self.state)
         guarded = dict(common, period=period, policy=self.policy)  # what the failsafe allows
@@ -130,7 +131,7 @@ class Daemon:
             store, *args, config, self.actuator.sync, feed=feed, ahead=ahead, **guarded
         )
         self.heartbeat = HeartbeatThread(store.clone(), *args, self.balancer.poke, **guarded)
-        checker, on_change = checks.create(config), self._on_health_change
+        checker, on_change = self._make_checker(config), self._on_health_change
         self.health = HealthThread(
             checker, self.state, config, on_change, period=config.check_interval_s, **common
         )
@@ -141,6 +142,13 @@ class Daemon:
         self.threads += [self.heartbeat, self.balancer, self.watch]
         if lookout is not None:
             self.threads.append(lookout)
+
+    def _make_checker(self, config) -> checks.BaseChecker:
+        """The checker of `config`; one that reads the DCS gets a handle of its own."""
+        return checks.create(config, functools.partial(self._connect, config))
+
+    def _connect(self, config) -> dcs.DCS:
+        return dcs.connect(config, stop=self.stop, observe=self.metrics.dcs_request)
 
     def _make_failsafe(self, config, secret: bytes) -> None:
         """The failsafe thread and its peer endpoint on `peer-listen`."""
@@ -260,7 +268,11 @@ class Daemon:
             if signum == signal.SIGHUP:
                 self.service_manager.reloading()
                 self.config = reload(
-                    self.config, self.health, self.notifier, lambda new: prepare_failsafe(new)[0]
+                    self.config,
+                    self.health,
+                    self.notifier,
+                    lambda new: prepare_failsafe(new)[0],
+                    self._make_checker,
                 )
                 self.service_manager.ready(f"node {self.config.node_name} running")
                 self.state.placement = Placement.of(self.config)

@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 # Keys a SIGHUP applies at once (by name, or by prefix); any other change needs a restart.
 LIVE_KEYS = ("log-level", "weight", "rebalance", "rebalance-delay")
-CHECK_PREFIXES = ("check-", "checker-", "http-", "postgres-", "shell-")
+CHECK_PREFIXES = ("check-", "checker-", "http-", "postgres-", "shell-", "trigger-")
 LIVE_PREFIXES = (*CHECK_PREFIXES, "notify-")
 
 
@@ -42,11 +42,17 @@ def changed(running, new) -> List[str]:
     return [key for key in after if after[key] != before[key]]
 
 
-def reload(running, health: HealthThread, notifier: Notifier, resolve=lambda config: config):
+def reload(
+    running,
+    health: HealthThread,
+    notifier: Notifier,
+    resolve=lambda config: config,
+    make_checker=checks.create,
+):
     """Read `running.source` again and apply what can change live; the configuration
     the node runs with from now on (`running` itself when the file is refused).
     `resolve` fills in what the start found (the failsafe's `peer-listen`), so that it
-    does not count as a change."""
+    does not count as a change; `make_checker` builds a checker of a configuration."""
     try:
         new = resolve(config_module.load(running.source))
     except ConfigError as exc:
@@ -58,7 +64,7 @@ def reload(running, health: HealthThread, notifier: Notifier, resolve=lambda con
     applied = running.taking(new, live)
     if any(key.startswith(CHECK_PREFIXES) for key in live):
         try:
-            checker = checks.create(applied)
+            checker = make_checker(applied)
         except YaimError as exc:
             log.error("reload refused, keeping the running configuration: %s", exc)
             return running

@@ -9,19 +9,23 @@ The test modules import these helpers from here, never from each other.
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import ipaddress
 import json
 import secrets
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Dict, List
 
+import etcd as python_etcd
 import pytest
 import yaml
 
@@ -70,6 +74,87 @@ def key_of(etcd, key):
         return None
     kv = kvs[0]
     return base64.b64decode(kv.get("value", "")).decode(), int(kv.get("lease", 0))
+
+
+def write_outside(make, etcd, i: int) -> int:
+    """A write outside the cluster directory, as another cluster's; the index it made."""
+    if make.dcs_type == "etcd3":
+        answer = v3(etcd, "/v3/kv/put", {"key": b64("/elsewhere/k"), "value": b64(str(i))})
+        return int(answer["header"]["revision"])
+    return etcd.put("/elsewhere/k", str(i))["node"]["modifiedIndex"]
+
+
+def lose_history(make, etcd) -> None:
+    """Make etcd drop the events after now: v3 compacts its history, v2 goes past the
+    last 1000 events it keeps (whatever their keys)."""
+    if make.dcs_type == "etcd3":
+        v3(etcd, "/v3/kv/compaction", {"revision": str(write_outside(make, etcd, 0))})
+        return
+    raw = python_etcd.Client(host="127.0.0.1", port=etcd.members[0].client_port)
+    for i in range(1010):
+        raw.write("/elsewhere/k", str(i))
+
+
+class CuttingRelay:
+    """A TCP relay on loopback to one etcd member, whose connections a test can cut (the
+    `relay` fixture's: etcd cut off, or gone)."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.endpoint = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.lock = threading.Lock()
+        self.sockets = []
+        self.sent = b""  # what the clients sent, for a test to see a request go by
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.port))
+            with self.lock:
+                self.sockets += [client, server]
+            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, upstream: bool) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                if upstream:
+                    with self.lock:
+                        self.sent += data
+                sink.sendall(data)
+        for sock in (source, sink):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        """End every connection through the relay; it goes on accepting new ones."""
+        with self.lock:
+            sockets, self.sockets = self.sockets, []
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        """No more connections either: etcd is gone."""
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        self.cut()
+
+
+@pytest.fixture
+def relay(etcd):
+    relay = CuttingRelay(etcd.members[0].client_port)
+    yield relay
+    relay.close()
 
 
 @pytest.fixture

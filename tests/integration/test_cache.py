@@ -6,21 +6,18 @@ DCSError, and so is (v3) a member cut off from its leader, at once instead of si
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import os
 import random
 import signal
-import socket
 import threading
 import time
 
-import etcd as python_etcd
 import pytest
 
 from lab.etcd import EtcdCluster, etcd_release, gateway_path
 from lab.util import wait_until
-from tests.integration.conftest import b64, v3
+from tests.integration.conftest import lose_history, write_outside
 from yaim.dcs import Resync, snapshot_of
 from yaim.dcs.cache import ClusterCache
 from yaim.errors import DCSError
@@ -96,14 +93,6 @@ def quiet(reader) -> bool:
     return not (snapshot.marks or snapshot.nodes or snapshot.released or snapshot.conflicts)
 
 
-def write_outside(make, etcd, i: int) -> int:
-    """A write outside the cluster directory, as another cluster's; the index it made."""
-    if make.dcs_type == "etcd3":
-        answer = v3(etcd, "/v3/kv/put", {"key": b64("/elsewhere/k"), "value": b64(str(i))})
-        return int(answer["header"]["revision"])
-    return etcd.put("/elsewhere/k", str(i))["node"]["modifiedIndex"]
-
-
 @both
 def test_the_cache_through_random_writes_deletes_and_expiries_equals_a_fresh_read(make, etcd):
     nodes, follower, reader = [make("n1"), make("n2")], Follower(make("n3")), make("n4")
@@ -140,17 +129,6 @@ def test_the_cache_through_random_writes_deletes_and_expiries_equals_a_fresh_rea
     wait_until(lambda: follower.matches(reader), 10, what="the cache after the expiries")
 
 
-def lose_history(make, etcd) -> None:
-    """Make etcd drop the events after now: v3 compacts its history, v2 goes past the
-    last 1000 events it keeps (whatever their keys)."""
-    if make.dcs_type == "etcd3":
-        v3(etcd, "/v3/kv/compaction", {"revision": str(write_outside(make, etcd, 0))})
-        return
-    raw = python_etcd.Client(host="127.0.0.1", port=etcd.members[0].client_port)
-    for i in range(1010):
-        raw.write("/elsewhere/k", str(i))
-
-
 @both
 def test_a_lost_history_raises_resync_and_a_new_listing_recovers(make, etcd):
     n1, follower, reader = make("n1"), Follower(make("n3")), make("n4")
@@ -176,67 +154,6 @@ def test_a_progress_notification_moves_revision_and_current_at_without_events(ma
         answer = follower.step(deadline - time.monotonic())
     assert answer is not None and answer[0] == [] and answer[2] is True, answer
     assert follower.cache.revision == revision and follower.cache.current_at > listed_at
-
-
-class Relay:
-    """A TCP relay on loopback to one etcd member, whose connections a test can cut."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.endpoint = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        self.lock = threading.Lock()
-        self.sockets = []
-        self.sent = b""  # what the clients sent, for a test to see a request go by
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            server = socket.create_connection(("127.0.0.1", self.port))
-            with self.lock:
-                self.sockets += [client, server]
-            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket, upstream: bool) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                data = source.recv(65536)
-                if not data:
-                    break
-                if upstream:
-                    with self.lock:
-                        self.sent += data
-                sink.sendall(data)
-        for sock in (source, sink):
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def cut(self) -> None:
-        """End every connection through the relay; it goes on accepting new ones."""
-        with self.lock:
-            sockets, self.sockets = self.sockets, []
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-
-    def close(self) -> None:
-        """No more connections either: etcd is gone."""
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
-        self.cut()
-
-
-@pytest.fixture
-def relay(etcd):
-    relay = Relay(etcd.members[0].client_port)
-    yield relay
-    relay.close()
 
 
 WATCHING = {"etcd3": gateway_path("/v3/watch").encode(), "etcd": b"wait=true"}

@@ -97,6 +97,12 @@ class FakeDCS:
     def release_mark(self, address, mark) -> bool:
         return self.delete_mark(address)
 
+    def add_address(self, address) -> bool:
+        self.calls.append(f"add {address}")
+        added = str(address) not in self.pool
+        self.pool.add(str(address))
+        return added
+
     def note_conflict(self, address, note: str) -> None:
         self.calls.append(f"note {address}")
         if self.fail_notes:
@@ -141,10 +147,11 @@ def balancer_round_setup(monkeypatch, answers, dcs: type = FakeDCS):
 
 
 def healthy_balancer(
-    store: FakeDCS, ledger: Ledger, probe_timeout: float = 0.25, **kwargs
+    store: FakeDCS, ledger: Ledger, probe_timeout: float = 0.25, ip=None, **kwargs
 ) -> balancer_thread.BalancerThread:
     """The balancer thread of a healthy n1 (interval 0.5 s, ttl 3 s) over `store`, its
-    actuator a FakeInterface; `kwargs` go to the thread (a failsafe `policy`)."""
+    actuator a FakeInterface; `ip`: a vip-manager file's one address; `kwargs` go to the
+    thread (a failsafe `policy`)."""
     state = NodeState()
     state.set_health(True, "fine")
     config = SimpleNamespace(
@@ -155,6 +162,7 @@ def healthy_balancer(
         probe_timeout_s=probe_timeout,
         conflict_backoff_s=300.0,
         ttl_s=3.0,
+        ip=ip,
     )
     return balancer_thread.BalancerThread(
         store,

@@ -459,6 +459,33 @@ class DCS(abc.ABC):
         read: a read's revision is etcd's whole store's, which other users of etcd move
         on, and this cluster's watch would never reach it."""
 
+    def follow_key(self, key: str, after: Optional[int], timeout: float) -> Optional[KeyState]:
+        """The value of `key`, anyone's key outside the cluster directory (Patroni's
+        leader key, for `checker-type: dcs-key`), and the revision it is as of; with
+        `after`, first wait up to `timeout` s for a change of it after that revision, and
+        None if there was none. One read through the quorum, or one watch of that key
+        alone; a history too old to watch from (compacted, or v2's 1,000 events) is read
+        afresh."""
+        if after is not None:
+            deadline = time.monotonic() + timeout
+            try:
+                return self._call(
+                    "watch " + key, lambda h: self._key_change(h, key, after, deadline)
+                )
+            except Resync:
+                pass
+        return self._call("read " + key, lambda handle: self._read_key(handle, key))
+
+    @abc.abstractmethod
+    def _key_change(self, handle: Any, key: str, after: int, deadline: float) -> Optional[KeyState]:
+        """One watch of `key` alone from `after` + 1 on a client `handle`: the key's first
+        change it brings, None if none came by the deadline; Resync if the history no
+        longer reaches back to `after`."""
+
+    @abc.abstractmethod
+    def _read_key(self, handle: Any, key: str) -> KeyState:
+        """One read of `key` through the quorum on a client `handle`."""
+
     @abc.abstractmethod
     def list_entries(self) -> Tuple[List[Entry], int]:
         """Every key below the cluster directory (one consistent read), and the index (v2)
@@ -730,6 +757,13 @@ def connect(config, api: Optional[str] = None, **kwargs) -> DCS:
     credentials: yaimctl migrate reads the v2 layout and writes the v3 one."""
     module = importlib.import_module(BACKENDS[api] if api else backend_module(config))
     return module.Backend(config, **kwargs)
+
+
+class KeyState(NamedTuple):
+    """A key's value (None: not set) as of a revision (v3) or index (v2)."""
+
+    value: Optional[str]
+    revision: int
 
 
 class Entry(NamedTuple):

@@ -39,6 +39,7 @@ from yaim.dcs import (
     DCS,
     Entry,
     Event,
+    KeyState,
     Refreshed,
     Refused,
     Resync,
@@ -228,6 +229,29 @@ class Backend(DCS):
             return [event], node.modifiedIndex, node.modifiedIndex >= node.etcd_index
 
         return self._call("watch " + self.root, operation)
+
+    def _key_change(
+        self, client: etcd.Client, key: str, after: int, deadline: float
+    ) -> Optional[KeyState]:
+        """One long poll (DCS._key_change)."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return None
+        try:
+            node = client.read(key, wait=True, waitIndex=after + 1, timeout=remaining)
+        except etcd.EtcdWatchTimedOut:
+            return None
+        except etcd.EtcdEventIndexCleared as exc:
+            raise Resync(describe(exc)) from exc
+        deleted = node.action in DELETIONS or bool(node.dir)
+        return KeyState(None if deleted else node.value, node.modifiedIndex)
+
+    def _read_key(self, client: etcd.Client, key: str) -> KeyState:
+        try:
+            node = client.read(key, quorum=True)
+        except etcd.EtcdKeyNotFound as exc:
+            return KeyState(None, int(exc.payload["index"]))
+        return KeyState(None if node.dir else node.value, node.etcd_index)
 
     def _version(self, client: etcd.Client, key: str, value: Optional[str]) -> Optional[int]:
         """The current version of `key` (None if it is gone, or holds another value than

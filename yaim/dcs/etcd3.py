@@ -31,9 +31,30 @@ import logging
 import socket
 import threading
 import time
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+)
 
-from yaim.dcs import DCS, Entry, Event, Incomplete, Refreshed, Resync, Transient, snapshot_of
+from yaim.dcs import (
+    DCS,
+    Entry,
+    Event,
+    Incomplete,
+    KeyState,
+    Refreshed,
+    Resync,
+    Transient,
+    snapshot_of,
+)
 from yaim.dcs.gateway import (
     KV,
     LEASE_NOT_FOUND,
@@ -556,17 +577,12 @@ class Backend(DCS):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return [], after, False
-            sock = watch.stream.sock
-            if sock is not None:
-                sock.settimeout(remaining)
-            message = next(watch.messages, None)
-            if message is None:
-                raise Transient("etcd closed the watch stream")
-            if "error" in message:
-                raise error_of(message, 200)
-            result = message.get("result", {})
-            if result.get("canceled"):
-                self._canceled(result, after)
+            try:
+                result = _next_result(watch.stream, watch.messages, remaining, after)
+            except Resync as exc:
+                self._close_watch()
+                log.info("watch of %s: %s, resyncing", self.root, exc)
+                raise
             events = [self._event(event) for event in result.get("events", [])]
             revision = revision_of(result)
             if events:
@@ -576,19 +592,33 @@ class Backend(DCS):
                 watch.revision = revision
                 return [], revision, True
 
-    def _canceled(self, result: Dict[str, Any], after: int) -> None:
-        """A compacted history means Resync; any other cancel is an error."""
-        self._close_watch()
-        compacted = int(result.get("compact_revision", 0))
-        if compacted > 0:
-            log.info(
-                "watch of %s: etcd compacted its history past revision %d, resyncing",
-                self.root,
-                after,
-            )
-            raise Resync(f"etcd compacted its history up to revision {compacted}")
-        reason = result.get("cancel_reason", "no reason given")
-        raise GatewayError(0, "etcd canceled the watch: " + reason)
+    def _key_change(
+        self, gateway: Gateway, key: str, after: int, deadline: float
+    ) -> Optional[KeyState]:
+        """A watch on a stream of its own, closed before this returns (DCS._key_change);
+        of several events in one answer, the last."""
+        create = {"key": b64(key), "start_revision": str(after + 1)}
+        stream = gateway.stream("/watch", {"create_request": create}, deadline - time.monotonic())
+        messages = messages_of(stream)
+        try:
+            while time.monotonic() < deadline:
+                remaining = max(0.001, deadline - time.monotonic())
+                events = _next_result(stream, messages, remaining, after).get("events", [])
+                if events:
+                    kv = KV.parse(events[-1]["kv"])
+                    deleted = events[-1].get("type") == "DELETE"
+                    return KeyState(None if deleted else kv.value, kv.mod_revision)
+        except Quiet:
+            pass
+        finally:
+            messages.close()
+            stream.close()
+        return None
+
+    def _read_key(self, gateway: Gateway, key: str) -> KeyState:
+        answer = gateway.call("/kv/range", {"key": b64(key)})
+        kvs = [KV.parse(kv) for kv in answer.get("kvs", [])]
+        return KeyState(kvs[0].value if kvs else None, revision_of(answer))
 
     def _event(self, event: Dict[str, Any]) -> Event:
         """One event of the stream; the session learns from it."""
@@ -597,6 +627,29 @@ class Backend(DCS):
         found = {} if deleted or not self._mine(kv) else {kv.key: kv.lease}
         self.session.check(kv.mod_revision, found, [kv.key])
         return Event(kv.mod_revision, kv.key, None if deleted else _entry(kv))
+
+
+def _next_result(
+    stream: Stream, messages: Iterator[Dict[str, Any]], timeout: float, after: int
+) -> Dict[str, Any]:
+    """The next answer of a watch stream (read within `timeout`, else Quiet): Transient
+    when etcd ends the stream, Resync when it canceled the watch for a history compacted
+    past `after`, GatewayError for an error or any other cancel."""
+    if stream.sock is not None:
+        stream.sock.settimeout(timeout)
+    message = next(messages, None)
+    if message is None:
+        raise Transient("etcd closed the watch stream")
+    if "error" in message:
+        raise error_of(message, 200)
+    result = message.get("result", {})
+    if result.get("canceled"):
+        compacted = int(result.get("compact_revision", 0))
+        if compacted > 0:
+            raise Resync(f"etcd compacted its history up to revision {compacted} (past {after})")
+        reason = result.get("cancel_reason", "no reason given")
+        raise GatewayError(0, "etcd canceled the watch: " + reason)
+    return result
 
 
 def _entry(kv: KV, ttl: Optional[float] = None) -> Entry:

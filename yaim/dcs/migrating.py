@@ -79,7 +79,7 @@ from __future__ import annotations
 import logging
 from typing import Callable, Dict, FrozenSet, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
-from yaim.dcs import DCS, Incomplete, Refreshed, etcd2, etcd3
+from yaim.dcs import DCS, Incomplete, KeyState, Refreshed, etcd2, etcd3
 from yaim.errors import DCSError
 from yaim.view import IPAddress, Mark, Snapshot, parse_address
 
@@ -240,6 +240,10 @@ class Backend:
 
     def wait_for_change(self, timeout: float) -> bool:
         return self.primary.wait_for_change(timeout)
+
+    def follow_key(self, key: str, after: Optional[int], timeout: float) -> Optional[KeyState]:
+        """Someone else's key is read where dcs-type says, the v3 API."""
+        return self.primary.follow_key(key, after, timeout)
 
     @property
     def etcd_ttl(self) -> int:

@@ -33,6 +33,7 @@ from yaim.view import (
     Release,
     Snapshot,
     in_order,
+    parse_address,
     parse_snapshot,
 )
 
@@ -91,6 +92,7 @@ class BalancerThread(DCSWorker):
         self._parsed: Optional[Tuple[Snapshot, ClusterView, List[Rejected]]] = None
         self._planned: Optional[Tuple[Tuple[ClusterView, bool], balancer.Plan]] = None
         self._mine: Optional[Tuple[ClusterView, Dict[IPAddress, int]]] = None
+        self._declared_in: Optional[Snapshot] = None  # the last snapshot `ip` was looked for in
 
     def dcs_round(self, messages: List[Any]) -> None:
         behind = [m.why for m in messages if isinstance(m, Behind)]
@@ -257,6 +259,7 @@ class BalancerThread(DCSWorker):
         )
 
     def _act(self, view: ClusterView) -> None:
+        self._declare_ip()
         work = self._work(view)
         self._release(work.removed, "removed", view)
         for address in work.remark:
@@ -270,6 +273,21 @@ class BalancerThread(DCSWorker):
         self._take_free(work.take)
         removed = functools.partial(self.sync_actuator, self.config.interval_s)
         self.conflicts.clear_own(view, self.ledger.held(), removed)
+
+    def _declare_ip(self) -> None:
+        """A vip-manager file's `ip` is its cluster's pool: put it there where it is not
+        (an operator's `yaimctl ips remove` of it lasts until the next round); looked for
+        once per snapshot. Others' addresses in the pool are served as well."""
+        ip, latest = self.config.ip, self.state.latest
+        if ip is None or latest is None or latest.snapshot is self._declared_in:
+            return
+        self._declared_in = latest.snapshot
+        if any(parse_address(name)[0] == ip for name in latest.snapshot.pool):
+            return
+        if self.dcs.add_address(ip):
+            log.info(
+                "added %s to the pool of node %s's cluster: the configuration's ip", ip, self.me
+            )
 
     def _remark(self, address: IPAddress) -> None:
         """Make the mark of an address kept through a whole-etcd outage again, first thing

@@ -44,13 +44,19 @@ class HealthThread(Worker):
         self.reported = False  # whether any health state has been logged yet
 
     def check_round(self) -> CheckResult:
-        """One round: up to `retry-num` tries, `retry-after` apart, until one is healthy."""
+        """One round: up to `retry-num` tries, `retry-after` apart, until one is healthy
+        (one for a checker whose answers are not tried again)."""
         result = self.checker.check()
-        for _ in range(self.config.retry_num - 1):
+        tries = self.config.retry_num if self.checker.retried else 1
+        for _ in range(tries - 1):
             if result.healthy or self.stop.wait(self.config.retry_after_s):
                 break
             result = self.checker.check()
         return result
+
+    def next_timeout(self) -> float:
+        """check-interval, or what the checker says (0 after a watch that waited already)."""
+        return self.checker.pause(self.period)
 
     def reconfigure(self, config, checker: BaseChecker) -> None:
         """Check with `checker` and `config`'s settings from the next round on.
